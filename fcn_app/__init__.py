@@ -1,0 +1,59 @@
+"""fcn-heatmap: an ImageNet classifier as a fully convolutional network that shows where things are.
+
+The Python API in a few lines::
+
+    import fcn_app
+    network = fcn_app.load_fcn("vgg16")                      # or fcn_app.to_fully_convolutional(my_model, input_size=32)
+    image = fcn_app.load_image("examples/chelsea.jpg")       # H×W×3 uint8 RGB
+    score_map = fcn_app.compute_score_map(network, image)    # K×rows×cols logits + geometry
+    cat = fcn_app.heatmap_for_class(score_map, fcn_app.resolve_classes(["cat"], network.categories)[0])
+    picture = fcn_app.overlay(image, cat.heatmap)            # RGB uint8, same size as the image
+"""
+
+from .errors import (
+    ClassSelectionError,
+    ConversionError,
+    FcnError,
+    InputImageError,
+    OutputError,
+    WeightsError,
+    WeightsUnavailableError,
+)
+from .geometry import ScoreGeometry, network_geometry, upsample_to_pixels
+from .heatmaps import ClassHeatmap, ClassSelection, class_heatmaps, heatmap_for_class, resolve_classes, top_classes
+from .io import load_image
+from .models import FullyConvolutionalNet, load_classifier, load_fcn, to_fully_convolutional
+from .render import colorize, overlay, tile_panels
+from .scoring import ScoreMap, compute_score_map, compute_score_maps
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClassHeatmap",
+    "ClassSelection",
+    "ClassSelectionError",
+    "ConversionError",
+    "FcnError",
+    "FullyConvolutionalNet",
+    "InputImageError",
+    "OutputError",
+    "ScoreGeometry",
+    "ScoreMap",
+    "WeightsError",
+    "WeightsUnavailableError",
+    "class_heatmaps",
+    "colorize",
+    "compute_score_map",
+    "compute_score_maps",
+    "heatmap_for_class",
+    "load_classifier",
+    "load_fcn",
+    "load_image",
+    "network_geometry",
+    "overlay",
+    "resolve_classes",
+    "tile_panels",
+    "to_fully_convolutional",
+    "top_classes",
+    "upsample_to_pixels",
+]

@@ -1,0 +1,30 @@
+"""The ``fcn-heatmap`` command line.
+
+Commands are thin: they parse options, call library functions and turn :class:`~fcn_app.errors.FcnError` into
+one line on stderr plus an exit code. ``fcn-heatmap IMAGE`` runs the ``heatmap`` command without naming it.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .app import app
+from . import heatmap  # noqa: F401  (registers the command)
+
+__all__ = ["app", "main"]
+
+
+def _commands() -> set[str]:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    return set(getattr(group, "commands", {}))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point; inserts the default ``heatmap`` command when none is named."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    passthrough = {"--help", "-h", "--version", "--install-completion", "--show-completion"}
+    if args and args[0] not in passthrough and args[0] not in _commands():
+        args.insert(0, "heatmap")
+    app(args=args, prog_name="fcn-heatmap")

@@ -1,0 +1,80 @@
+"""Domain exceptions.
+
+Library code raises these; only the CLI turns them into one-line messages and exit codes. Each message is
+written for a person: it names the input and says how to fix the problem.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FcnError",
+    "InputImageError",
+    "WeightsError",
+    "WeightsUnavailableError",
+    "ConversionError",
+    "ClassSelectionError",
+    "OutputError",
+    "ConfigError",
+    "DatasetError",
+    "TrainingError",
+]
+
+
+class FcnError(Exception):
+    """Base class of every error this package raises on purpose. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 2
+
+
+class InputImageError(FcnError):
+    """An input image cannot be read: missing, not an image, truncated, too large, ..."""
+
+    exit_code = 2
+
+
+class WeightsError(FcnError):
+    """A weights file exists but is not a usable state dict for the chosen model."""
+
+    exit_code = 2
+
+
+class WeightsUnavailableError(WeightsError):
+    """The default weights are neither cached nor downloadable (offline machine)."""
+
+    exit_code = 2
+
+
+class ConversionError(FcnError):
+    """A classifier does not have the shape ``features → [adaptive pool] → Linear/ReLU/Dropout head``."""
+
+    exit_code = 2
+
+
+class ClassSelectionError(FcnError):
+    """A ``--class`` value names no class of the model."""
+
+    exit_code = 2
+
+
+class OutputError(FcnError):
+    """An output cannot be written (unwritable folder, path is a file, disk full, ...)."""
+
+    exit_code = 3
+
+
+class ConfigError(FcnError):
+    """A YAML config is invalid (unknown key, wrong type, unsafe tag)."""
+
+    exit_code = 2
+
+
+class DatasetError(FcnError):
+    """A dataset on disk is malformed (missing mask, size mismatch, label out of range, ...)."""
+
+    exit_code = 2
+
+
+class TrainingError(FcnError):
+    """Training cannot go on (loss became NaN/inf, checkpoint does not match, ...)."""
+
+    exit_code = 1

@@ -1,0 +1,131 @@
+"""Writing outputs so that nothing is ever half-written.
+
+Every writer encodes the whole file in memory, writes it to a temporary file in the destination folder,
+flushes it to disk and renames it into place (``os.replace`` is atomic on POSIX and Windows). A crash at any
+moment leaves either the old file or the new one, never a truncated mix; a leftover ``.*.tmp`` file is the
+only trace, and :func:`remove_stale_temporaries` cleans those up.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import OutputError
+
+__all__ = [
+    "TEMP_SUFFIX",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_write_png",
+    "atomic_write_npz",
+    "encode_png",
+    "ensure_output_dir",
+    "remove_stale_temporaries",
+]
+
+TEMP_SUFFIX = ".tmp"
+
+
+def ensure_output_dir(directory: str | os.PathLike) -> Path:
+    """Create ``directory`` (and parents); raise :class:`OutputError` with the reason if that is impossible."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"{directory}: output path exists and is a file, not a folder; choose another --out")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"{directory}: cannot create output folder ({error.strerror or error})") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise OutputError(f"{directory}: output folder is not writable; choose another --out or fix permissions")
+    return directory
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: output path is an existing folder; choose another name")
+    temp_name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        os.fchmod(handle, 0o666 & ~_current_umask())  # mkstemp creates 0600; outputs get normal permissions
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp_name, path)
+        temp_name = None
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            reason = "no space left on device"
+        elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            reason = "permission denied; choose another --out or fix permissions"
+        else:
+            reason = error.strerror or str(error)
+        raise OutputError(f"{path}: cannot write ({reason}); nothing was written") from None
+    finally:
+        if temp_name is not None:
+            try:
+                os.unlink(temp_name)
+            except OSError:
+                pass
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
+    return atomic_write_text(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+def encode_png(image_rgb: np.ndarray) -> bytes:
+    """Encode an ``H×W×3`` (RGB order) or ``H×W`` uint8 array as PNG bytes."""
+    if image_rgb.dtype != np.uint8:
+        raise ValueError(f"encode_png expects uint8 pixels, got {image_rgb.dtype}")
+    buffer = io.BytesIO()
+    Image.fromarray(image_rgb).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def atomic_write_png(path: str | os.PathLike, image_rgb: np.ndarray) -> Path:
+    """Write an RGB uint8 array as a PNG file, atomically."""
+    return atomic_write_bytes(path, encode_png(image_rgb))
+
+
+def atomic_write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
+    """Write arrays as a compressed ``.npz`` file, atomically."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> int:
+    """Delete temporary files an interrupted run left below ``directory``; returns how many."""
+    removed = 0
+    for temp in Path(directory).rglob(f".*{TEMP_SUFFIX}"):
+        if temp.is_file():
+            try:
+                temp.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed

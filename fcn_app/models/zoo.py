@@ -1,0 +1,189 @@
+"""Pretrained torchvision classifiers: building, finding and downloading weights, loading them safely.
+
+The default is torchvision's ``VGG16_Weights.IMAGENET1K_V1`` (528 MB). It is downloaded once, with a progress
+bar, into the torch hub cache — ``$TORCH_HOME/hub/checkpoints/vgg16-397923af.pth`` (``TORCH_HOME`` defaults to
+``~/.cache/torch``) — exactly where torchvision itself keeps it, so a cache filled by torchvision is reused.
+Class names and the input normalisation come from the weights' metadata, never from hand-typed lists.
+
+Offline machines either pre-fill that cache or pass a local state dict (``weights_path``, the CLI's
+``--weights`` or the ``FCN_HEATMAP_WEIGHTS`` environment variable). ``FCN_HEATMAP_OFFLINE=1`` forbids any
+download attempt. Every file is read with ``torch.load(..., weights_only=True)``: a pickle carrying code is
+refused, not run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+from urllib.error import URLError
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import WeightsEnum, get_model, get_model_weights
+
+from ..errors import WeightsError, WeightsUnavailableError
+from .convert import FullyConvolutionalNet, to_fully_convolutional
+
+__all__ = [
+    "DEFAULT_ARCH",
+    "OFFLINE_ENV",
+    "SUPPORTED_ARCHS",
+    "WEIGHTS_ENV",
+    "build_classifier",
+    "cached_weights_path",
+    "default_weights",
+    "fetch_default_weights",
+    "load_classifier",
+    "load_fcn",
+    "read_state_dict",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ARCH = "vgg16"
+SUPPORTED_ARCHS = (
+    "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "alexnet",
+)
+WEIGHTS_ENV = "FCN_HEATMAP_WEIGHTS"
+OFFLINE_ENV = "FCN_HEATMAP_OFFLINE"
+_HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
+
+
+def _check_arch(arch: str) -> str:
+    if arch not in SUPPORTED_ARCHS:
+        raise WeightsError(f"unknown model {arch!r}; supported: {', '.join(SUPPORTED_ARCHS)}")
+    return arch
+
+
+def default_weights(arch: str = DEFAULT_ARCH) -> WeightsEnum:
+    """The ImageNet weights entry torchvision ships for ``arch`` (url, categories, transforms)."""
+    return get_model_weights(_check_arch(arch)).IMAGENET1K_V1
+
+
+def build_classifier(arch: str = DEFAULT_ARCH) -> nn.Module:
+    """A randomly initialised torchvision classifier (weights are loaded separately)."""
+    return get_model(_check_arch(arch), weights=None)
+
+
+def cached_weights_path(weights: WeightsEnum) -> Path:
+    """Where torch's hub cache keeps ``weights`` (honours ``TORCH_HOME``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def _unavailable_message(weights: WeightsEnum, destination: Path, reason: str) -> str:
+    size = weights.meta.get("_file_size")
+    size_text = f" ({size:.0f} MB)" if size else ""
+    return (
+        f"pretrained weights not found at {destination} and not downloadable ({reason}). Fetch {weights.url}"
+        f"{size_text} on a machine with internet and put it at {destination} (set TORCH_HOME to use another "
+        f"cache folder), or pass --weights PATH / set {WEIGHTS_ENV}=PATH"
+    )
+
+
+def fetch_default_weights(arch: str = DEFAULT_ARCH, *, progress: bool = True) -> Path:
+    """Path of the cached default weights for ``arch``, downloading them once (with a progress bar) if needed."""
+    weights = default_weights(arch)
+    destination = cached_weights_path(weights)
+    if destination.is_file():
+        return destination
+    if os.environ.get(OFFLINE_ENV, "").strip() not in ("", "0"):
+        raise WeightsUnavailableError(_unavailable_message(weights, destination, f"{OFFLINE_ENV} is set"))
+    logger.info("downloading %s to %s", weights.url, destination)
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        match = _HASH_REGEX.search(destination.name)
+        torch.hub.download_url_to_file(
+            weights.url, str(destination), hash_prefix=match.group(1) if match else None, progress=progress
+        )
+    except (URLError, OSError, RuntimeError) as error:
+        reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise WeightsUnavailableError(_unavailable_message(weights, destination, str(reason))) from None
+    return destination
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict with ``weights_only=True``; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
+        raise WeightsError(
+            f"{path}: refused to load: not a plain PyTorch state dict ({first_line[:160]}); only tensors are "
+            "accepted (weights_only=True)"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as error:
+        raise WeightsError(f"{path}: not a PyTorch checkpoint ({str(error).strip()[:160] or type(error).__name__})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(payload, dict) and isinstance(payload.get(key), dict):
+            payload = payload[key]
+    if not isinstance(payload, dict) or not all(isinstance(value, torch.Tensor) for value in payload.values()):
+        raise WeightsError(f"{path}: does not contain a state dict (a mapping of names to tensors)")
+    return payload
+
+
+def _load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [
+        f"{key} {tuple(state_dict[key].shape)} vs expected {tuple(tensor.shape)}"
+        for key, tensor in expected.items()
+        if key in state_dict and state_dict[key].shape != tensor.shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if mismatched:
+            parts.append(f"wrong shape: {mismatched[0]}" + (f" (+{len(mismatched) - 1} more)" if len(mismatched) > 1 else ""))
+        if missing:
+            parts.append(f"missing {len(missing)} keys, e.g. {missing[0]}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} keys, e.g. {unexpected[0]}")
+        raise WeightsError(f"{source}: does not fit {getattr(model, 'arch', type(model).__name__)}: {'; '.join(parts)}; "
+                           "is it the right --model?")
+    model.load_state_dict(state_dict)
+
+
+def load_classifier(
+    arch: str = DEFAULT_ARCH, *, weights_path: str | os.PathLike | None = None, progress: bool = True
+) -> tuple[nn.Module, WeightsEnum]:
+    """A torchvision classifier with ImageNet weights, plus the weights entry carrying its metadata.
+
+    ``weights_path`` (or the ``FCN_HEATMAP_WEIGHTS`` environment variable) names a local state dict; otherwise
+    the default weights are taken from the hub cache, downloaded once if missing.
+    """
+    weights = default_weights(arch)
+    model = build_classifier(arch)
+    model.arch = arch
+    if weights_path is None and os.environ.get(WEIGHTS_ENV):
+        weights_path = os.environ[WEIGHTS_ENV]
+    path = Path(weights_path) if weights_path is not None else fetch_default_weights(arch, progress=progress)
+    _load_into(model, read_state_dict(path), str(path))
+    return model.eval(), weights
+
+
+def load_fcn(
+    arch: str = DEFAULT_ARCH, *, weights_path: str | os.PathLike | None = None, progress: bool = True
+) -> FullyConvolutionalNet:
+    """The converted fully convolutional network of a pretrained torchvision classifier, ready to score images."""
+    classifier, weights = load_classifier(arch, weights_path=weights_path, progress=progress)
+    preprocessing = weights.transforms()
+    crop = int(preprocessing.crop_size[0])
+    network = to_fully_convolutional(
+        classifier,
+        input_size=(crop, crop),
+        categories=weights.meta["categories"],
+        arch=arch,
+        mean=preprocessing.mean,
+        std=preprocessing.std,
+    )
+    logger.debug("converted %s (torchvision %s) to a fully convolutional network", arch, torchvision.__version__)
+    return network

@@ -1,0 +1,130 @@
+"""One image, start to finish: decode → score map → class heatmaps → pictures/JSON → atomic writes.
+
+The single-image command and the folder/batch machinery both call these functions, so an image processed
+alone and the same image inside a folder give byte-identical outputs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .heatmaps import ClassHeatmap, class_heatmaps
+from .io import DEFAULT_MAX_PIXELS, atomic_write_json, atomic_write_npz, atomic_write_png
+from .render import DEFAULT_COLORMAP, draw_legend, draw_marker, overlay, tile_panels
+from .scoring import ScoreMap
+
+__all__ = ["HeatmapOptions", "RenderedImage", "output_paths", "render_score_map", "summarize", "write_outputs"]
+
+OVERLAY_SUFFIX = ".heatmap.png"
+GRID_SUFFIX = ".grid.png"
+SCORES_SUFFIX = ".scores.npz"
+JSON_SUFFIX = ".json"
+
+
+@dataclass
+class HeatmapOptions:
+    """What to compute and write for each image (the CLI options of the heatmap command)."""
+
+    classes: list[str] | None = None
+    topk: int = 3
+    colormap: str = DEFAULT_COLORMAP
+    alpha: float = 0.5
+    grid: bool = False
+    save_scores: bool = False
+    write_json: bool = False
+    max_side: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class RenderedImage:
+    """Everything computed for one image, ready to be written."""
+
+    overlay: np.ndarray
+    heatmaps: list[ClassHeatmap]
+    score_map: ScoreMap
+    grid: np.ndarray | None = None
+    summary: dict = field(default_factory=dict)
+
+
+def output_paths(stem: str | os.PathLike, options: HeatmapOptions) -> dict[str, Path]:
+    """Output files for an image whose outputs are named ``<stem>.heatmap.png`` etc. (only the enabled ones)."""
+    stem = str(stem)
+    paths = {"overlay": Path(stem + OVERLAY_SUFFIX)}
+    if options.grid:
+        paths["grid"] = Path(stem + GRID_SUFFIX)
+    if options.save_scores:
+        paths["scores"] = Path(stem + SCORES_SUFFIX)
+    if options.write_json:
+        paths["json"] = Path(stem + JSON_SUFFIX)
+    return paths
+
+
+def _legend_line(rank: int, heatmap: ClassHeatmap) -> str:
+    return f"{rank}. {heatmap.selection.name}  {heatmap.peak_probability:.2f}"
+
+
+def _class_panel(image: np.ndarray, heatmap: ClassHeatmap, options: HeatmapOptions, lines: list[str]) -> np.ndarray:
+    blended = overlay(image, heatmap.heatmap, colormap=options.colormap, alpha=options.alpha)
+    return draw_legend(draw_marker(blended, heatmap.peak_pixel), lines, colormap=options.colormap)
+
+
+def summarize(score_map: ScoreMap, heatmaps: list[ClassHeatmap], source: str | None = None) -> dict:
+    """Machine-readable summary of one image's result (the ``--json`` payload)."""
+    height, width = score_map.image_size
+    summary = {
+        "image": source,
+        "image_size": {"width": int(width), "height": int(height)},
+        "map_size": {"rows": score_map.geometry.grid[0], "cols": score_map.geometry.grid[1]},
+        "stride": list(score_map.geometry.stride),
+        "geometry": score_map.geometry.to_dict(),
+        "classes": [heatmap.to_dict() for heatmap in heatmaps],
+    }
+    return summary
+
+
+def render_score_map(
+    image: np.ndarray, score_map: ScoreMap, options: HeatmapOptions, source: str | None = None
+) -> RenderedImage:
+    """Heatmaps for the chosen classes and the pictures showing them (nothing is written)."""
+    heatmaps = class_heatmaps(score_map, options.classes, options.topk)
+    lines = [_legend_line(rank, heatmap) for rank, heatmap in enumerate(heatmaps, start=1)]
+    main = _class_panel(image, heatmaps[0], options, lines)
+    grid = None
+    if options.grid:
+        panels = [_class_panel(image, heatmap, options, [line]) for heatmap, line in zip(heatmaps, lines)]
+        grid = tile_panels(panels)
+    return RenderedImage(main, heatmaps, score_map, grid, summarize(score_map, heatmaps, source))
+
+
+def write_outputs(rendered: RenderedImage, paths: dict[str, Path]) -> dict[str, Path]:
+    """Write each enabled output atomically; returns the paths written."""
+    written = {}
+    for kind, path in paths.items():
+        if kind == "overlay":
+            atomic_write_png(path, rendered.overlay)
+        elif kind == "grid":
+            atomic_write_png(path, rendered.grid)
+        elif kind == "json":
+            atomic_write_json(path, rendered.summary)
+        elif kind == "scores":
+            score_map = rendered.score_map
+            atomic_write_npz(
+                path,
+                logits=score_map.logits.numpy(),
+                image_size=np.asarray(score_map.image_size),
+                grid=np.asarray(score_map.geometry.grid),
+                stride=np.asarray(score_map.geometry.stride),
+                first_center=np.asarray(score_map.geometry.first_center),
+                window=np.asarray(score_map.geometry.window),
+                receptive_field=np.asarray(score_map.geometry.receptive_field),
+                categories=np.asarray(score_map.categories),
+            )
+        else:
+            continue
+        written[kind] = path
+    return written

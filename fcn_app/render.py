@@ -1,0 +1,124 @@
+"""Pictures from heatmaps: pure functions, arrays in and arrays out.
+
+All images here are ``H×W×3`` uint8 in **RGB** order. OpenCV works in BGR; the one place that crosses over is
+:func:`colorize`, which converts OpenCV's colormap output to RGB explicitly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "COLORMAPS",
+    "DEFAULT_COLORMAP",
+    "colorize",
+    "draw_legend",
+    "draw_marker",
+    "overlay",
+    "tile_panels",
+]
+
+COLORMAPS = {
+    "turbo": cv2.COLORMAP_TURBO,
+    "jet": cv2.COLORMAP_JET,
+    "inferno": cv2.COLORMAP_INFERNO,
+    "magma": cv2.COLORMAP_MAGMA,
+    "viridis": cv2.COLORMAP_VIRIDIS,
+    "plasma": cv2.COLORMAP_PLASMA,
+    "hot": cv2.COLORMAP_HOT,
+    "bone": cv2.COLORMAP_BONE,
+}
+DEFAULT_COLORMAP = "turbo"
+
+
+def _check_rgb(image: np.ndarray) -> None:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an H×W×3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+
+
+def colorize(heatmap: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
+    """Map values in [0, 1] (clipped) to RGB colours of an OpenCV colormap."""
+    if colormap not in COLORMAPS:
+        raise ValueError(f"unknown colormap {colormap!r}; choose one of {', '.join(COLORMAPS)}")
+    levels = np.clip(np.rint(np.nan_to_num(heatmap, nan=0.0) * 255.0), 0, 255).astype(np.uint8)
+    bgr = cv2.applyColorMap(levels, COLORMAPS[colormap])
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def overlay(
+    image: np.ndarray, heatmap: np.ndarray, *, colormap: str = DEFAULT_COLORMAP, alpha: float = 0.5
+) -> np.ndarray:
+    """Blend the colorized ``heatmap`` over ``image``: ``(1 − alpha)·image + alpha·colour`` per pixel."""
+    _check_rgb(image)
+    if heatmap.shape != image.shape[:2]:
+        raise ValueError(f"heatmap shape {heatmap.shape} does not match image size {image.shape[:2]}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    colours = colorize(heatmap, colormap).astype(np.float32)
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def _font_scale(width: int) -> float:
+    return float(np.clip(width / 1100.0, 0.3, 1.1))
+
+
+def draw_legend(
+    image: np.ndarray, lines: Sequence[str], *, colormap: str | None = DEFAULT_COLORMAP
+) -> np.ndarray:
+    """Return a copy of ``image`` with a dark legend box (text lines, optional colour bar 0 → 1) at the top left."""
+    _check_rgb(image)
+    result = image.copy()
+    height, width = result.shape[:2]
+    scale = _font_scale(width)
+    thickness = max(1, int(round(scale * 2)))
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    sizes = [cv2.getTextSize(line, font, scale, thickness)[0] for line in lines]
+    line_height = max([size[1] for size in sizes] + [int(12 * scale)]) + int(10 * scale) + 2
+    margin = max(2, int(8 * scale))
+    bar_height = max(4, int(12 * scale)) if colormap else 0
+    box_width = min(width, max([size[0] for size in sizes] + [int(120 * scale)]) + 2 * margin)
+    box_height = min(height, line_height * len(lines) + 2 * margin + (bar_height + margin if bar_height else 0))
+    region = result[:box_height, :box_width].astype(np.float32)
+    result[:box_height, :box_width] = np.clip(region * 0.35, 0, 255).astype(np.uint8)
+    for number, line in enumerate(lines):
+        baseline = margin + line_height * (number + 1) - int(6 * scale) - 2
+        cv2.putText(result, line, (margin, baseline), font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+    if colormap and box_height > bar_height + margin:
+        top = box_height - margin - bar_height
+        bar_width = max(1, box_width - 2 * margin)
+        ramp = np.tile(np.linspace(0.0, 1.0, bar_width, dtype=np.float32), (bar_height, 1))
+        result[top : top + bar_height, margin : margin + bar_width] = colorize(ramp, colormap)
+    return result
+
+
+def draw_marker(image: np.ndarray, point: tuple[int, int], colour: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
+    """Return a copy of ``image`` with a cross marker at ``point = (x, y)``."""
+    _check_rgb(image)
+    result = image.copy()
+    size = max(4, int(min(image.shape[:2]) * 0.03))
+    cv2.drawMarker(result, (int(point[0]), int(point[1])), colour, cv2.MARKER_CROSS, size, max(1, size // 6))
+    return result
+
+
+def tile_panels(panels: Sequence[np.ndarray], columns: int | None = None, gap: int = 4) -> np.ndarray:
+    """Arrange same-size RGB panels in a grid (``columns`` defaults to up to 3), white gaps between them."""
+    if not panels:
+        raise ValueError("tile_panels needs at least one panel")
+    for panel in panels:
+        _check_rgb(panel)
+    height, width = panels[0].shape[:2]
+    if any(panel.shape[:2] != (height, width) for panel in panels):
+        raise ValueError("all panels must have the same size")
+    columns = columns or min(3, len(panels))
+    rows = math.ceil(len(panels) / columns)
+    canvas = np.full((rows * height + (rows - 1) * gap, columns * width + (columns - 1) * gap, 3), 255, np.uint8)
+    for number, panel in enumerate(panels):
+        row, column = divmod(number, columns)
+        top, left = row * (height + gap), column * (width + gap)
+        canvas[top : top + height, left : left + width] = panel
+    return canvas

@@ -1,0 +1,34 @@
+"""Test-wide setup: no test may touch the network or the user's real torch cache.
+
+``TORCH_HOME`` points at a temporary folder whose hub cache holds seeded random VGG16 weights under the real
+file name, so the product's default loading path runs for real; ``FCN_HEATMAP_OFFLINE=1`` makes any attempted
+download fail fast instead of reaching out.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers import write_default_weights  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("torch_home")
+    previous = {key: os.environ.get(key) for key in ("TORCH_HOME", "FCN_HEATMAP_OFFLINE", "FCN_HEATMAP_WEIGHTS")}
+    os.environ["TORCH_HOME"] = str(home)
+    os.environ["FCN_HEATMAP_OFFLINE"] = "1"
+    os.environ.pop("FCN_HEATMAP_WEIGHTS", None)
+    write_default_weights(home, "vgg16", seed=0)
+    yield home
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -1,0 +1,64 @@
+"""Shared test helpers: seeded random weights with the right shapes, tiny models, tiny images."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fcn_app.models import build_classifier, cached_weights_path, default_weights
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def random_state_dict(arch: str = "vgg16", seed: int = 0) -> dict[str, torch.Tensor]:
+    """A seeded random state dict of torchvision's ``arch`` (He-scaled, so activations stay in range)."""
+    with torch.device("meta"):
+        shapes = {key: value.shape for key, value in build_classifier(arch).state_dict().items()}
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in shapes.items():
+        if key.endswith("running_var"):
+            state[key] = torch.ones(shape)
+        elif key.endswith("num_batches_tracked"):
+            state[key] = torch.zeros(shape, dtype=torch.long)
+        elif key.endswith("running_mean") or key.endswith("bias"):
+            state[key] = torch.randn(shape, generator=generator) * 0.01
+        elif len(shape) == 1:  # batch-norm weight
+            state[key] = 1.0 + 0.1 * torch.randn(shape, generator=generator)
+        else:
+            fan_in = math.prod(shape[1:])
+            state[key] = torch.randn(shape, generator=generator) * math.sqrt(2.0 / fan_in)
+    return state
+
+
+def write_default_weights(torch_home: Path, arch: str = "vgg16", seed: int = 0) -> Path:
+    """Pre-fill ``torch_home``'s hub cache with seeded random weights at the exact default file name."""
+    path = torch_home / "hub" / "checkpoints" / Path(default_weights(arch).url).name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(random_state_dict(arch, seed), path)
+    return path
+
+
+def tiny_classifier(num_classes: int = 5, pool: nn.Module | None = None, seed: int = 0) -> nn.Sequential:
+    """A small VGG-style classifier for 32×32 crops: 3 conv blocks (stride 8), flatten, 2 Linear layers."""
+    torch.manual_seed(seed)
+    pool = pool if pool is not None else nn.Identity()
+    grid = 4 if isinstance(pool, nn.Identity) else pool.output_size
+    grid = grid if isinstance(grid, int) else grid[0]
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        pool,
+        nn.Flatten(),
+        nn.Linear(16 * grid * grid, 32), nn.ReLU(), nn.Dropout(0.2),
+        nn.Linear(32, num_classes),
+    )
+
+
+def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
