@@ -62,3 +62,17 @@ def tiny_classifier(num_classes: int = 5, pool: nn.Module | None = None, seed: i
 
 def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+def seeded_classifier(arch: str = "vgg16", seed: int = 0) -> nn.Module:
+    """torchvision ``arch`` holding :func:`random_state_dict` weights, built without the slow default init."""
+    with torch.device("meta"):
+        model = build_classifier(arch)
+    model.load_state_dict(random_state_dict(arch, seed), assign=True)
+    return model.eval()
+
+
+def meta_classifier(arch: str = "vgg16") -> nn.Module:
+    """torchvision ``arch`` on the meta device: shapes only, for geometry tests that never compute."""
+    with torch.device("meta"):
+        return build_classifier(arch).eval()

@@ -17,7 +17,7 @@ import logging
 import os
 import pickle
 import re
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.error import URLError
@@ -113,14 +113,16 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        payload: Any = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # protocol notes from the safe unpickler
+            payload: Any = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
         raise WeightsError(
             f"{path}: refused to load: not a plain PyTorch state dict ({first_line[:160]}); only tensors are "
             "accepted (weights_only=True)"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as error:
+    except Exception as error:  # noqa: BLE001 — a malformed file can make the unpickler fail in any way
         raise WeightsError(f"{path}: not a PyTorch checkpoint ({str(error).strip()[:160] or type(error).__name__})") from None
     for key in ("state_dict", "model"):
         if isinstance(payload, dict) and isinstance(payload.get(key), dict):
