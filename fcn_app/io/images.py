@@ -119,7 +119,10 @@ def load_image(
     except InputImageError:
         raise
     except Image.DecompressionBombError as error:
-        raise InputImageError(f"{path}: refused as a possible decompression bomb ({error})") from None
+        raise InputImageError(
+            f"{path}: declares more than {max_pixels:,} pixels, a possible decompression bomb; refusing to decode "
+            f"(pass a larger --max-pixels if the file is trusted)"
+        ) from None
     except UnidentifiedImageError:
         raise InputImageError(f"{path}: not a recognised image format (corrupt, or not an image)") from None
     except MemoryError:

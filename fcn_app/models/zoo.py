@@ -117,11 +117,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             warnings.simplefilter("ignore", UserWarning)  # protocol notes from the safe unpickler
             payload: Any = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else "unsafe content"
-        raise WeightsError(
-            f"{path}: refused to load: not a plain PyTorch state dict ({first_line[:160]}); only tensors are "
-            "accepted (weights_only=True)"
-        ) from None
+        reason = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0][:160]
+        if "global" in reason.lower():
+            raise WeightsError(
+                f"{path}: refused to load: it holds Python objects or code ({reason}), not only tensors; "
+                "weights are read with weights_only=True"
+            ) from None
+        raise WeightsError(f"{path}: not a PyTorch checkpoint ({reason})") from None
     except Exception as error:  # noqa: BLE001 — a malformed file can make the unpickler fail in any way
         raise WeightsError(f"{path}: not a PyTorch checkpoint ({str(error).strip()[:160] or type(error).__name__})") from None
     for key in ("state_dict", "model"):
