@@ -213,13 +213,13 @@ def test_ctrl_c_and_kill_then_rerun_match_an_uninterrupted_run(image_folder, ref
 
     def start_and_signal(sig: int) -> int:
         process = subprocess.Popen([*arguments, "--model", "helpers_batch:slow_tiny_fcn"], env=SUBPROCESS_ENV,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         already = len(list(tmp_path.rglob("*.heatmap.png")))
         deadline = time.monotonic() + 60
         while len(list(tmp_path.rglob("*.heatmap.png"))) <= already and process.poll() is None:
             assert time.monotonic() < deadline, "the run made no progress"
             time.sleep(0.05)
-        process.send_signal(sig)
+        os.killpg(process.pid, sig)  # like a terminal: the whole process group, decode workers included
         _, stderr = process.communicate(timeout=60)
         return process.returncode, stderr.decode()
 

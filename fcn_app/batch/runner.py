@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -86,6 +87,12 @@ class DecodeDataset(Dataset):
         except Exception as error:  # noqa: BLE001 — any decoder bug becomes this file's failure, not the job's
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
             return position, None, f"{source}: cannot decode: {reason}"
+
+
+def _ignore_ctrl_c(worker_id: int) -> None:
+    """Decode workers ignore SIGINT: a terminal's Ctrl-C reaches the whole process group, and the main process
+    alone decides how to stop (it shuts the workers down itself)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _keep_sample(sample):
@@ -291,6 +298,7 @@ def run_batch(
         shuffle=False,
         num_workers=num_workers,
         collate_fn=_keep_sample,
+        worker_init_fn=_ignore_ctrl_c,
         prefetch_factor=2 if num_workers > 0 else None,
     )
     iterator = None
