@@ -1,0 +1,89 @@
+"""Batch jobs: folders, globs and lists of thousands of images → mirrored outputs, a summary, resumable, shardable.
+
+Typical use::
+
+    items, _ = collect_inputs(["photos/"], recursive=True, out_dir="results")
+    job = run_job(network, items, "results", HeatmapOptions())
+
+See ``docs/batch.md`` for the command-line side.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch.distributed as dist
+
+from ..models import FullyConvolutionalNet
+from ..pipeline import HeatmapOptions
+from .distributed import process_group, shard_from_environment
+from .inputs import WorkItem, collect_inputs, is_glob_pattern, parse_shard, read_list_file, shard_items
+from .network import load_network
+from .runner import BatchResult, DecodeDataset, default_num_workers, is_up_to_date, run_batch
+from .summary import SUMMARY_NAME, merge_summaries, rank_summary_path, read_summary_rows
+
+__all__ = [
+    "SUMMARY_NAME",
+    "BatchResult",
+    "DecodeDataset",
+    "JobResult",
+    "WorkItem",
+    "collect_inputs",
+    "default_num_workers",
+    "is_glob_pattern",
+    "is_up_to_date",
+    "load_network",
+    "merge_summaries",
+    "parse_shard",
+    "process_group",
+    "rank_summary_path",
+    "read_list_file",
+    "read_summary_rows",
+    "run_batch",
+    "run_job",
+    "shard_from_environment",
+    "shard_items",
+]
+
+
+@dataclass
+class JobResult:
+    """This process's :class:`BatchResult` plus where the job-wide summary is (``None`` until all shards are in)."""
+
+    result: BatchResult
+    rank: int
+    world_size: int
+    summary_path: Path | None
+
+
+def run_job(
+    network: FullyConvolutionalNet,
+    items: Sequence[WorkItem],
+    out_dir: str | os.PathLike,
+    options: HeatmapOptions,
+    *,
+    shard: tuple[int, int] | None = None,
+    **batch_arguments,
+) -> JobResult:
+    """Run this process's shard of ``items`` and produce ``summary.json`` when the job is complete.
+
+    ``shard=(i, n)`` takes shard ``i`` of ``n`` (``--shard``); otherwise ``RANK``/``WORLD_SIZE`` from the
+    environment decide (torchrun), and a single process takes everything.
+    """
+    rank, world_size = shard if shard is not None else shard_from_environment()
+    mine = shard_items(items, rank, world_size)
+    with process_group(world_size if shard is None else 1) as grouped:
+        result = run_batch(network, mine, out_dir, options, rank=rank, world_size=world_size, **batch_arguments)
+        if world_size == 1:
+            return JobResult(result, rank, world_size, result.summary_path)
+        if grouped:
+            dist.barrier()
+            merged = merge_summaries(out_dir, world_size) if rank == 0 else None
+            dist.barrier()  # the others leave only once summary.json is complete
+            merged = merged or Path(out_dir) / SUMMARY_NAME
+        else:
+            merged = merge_summaries(out_dir, world_size)
+    return JobResult(result, rank, world_size, merged)

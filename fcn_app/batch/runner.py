@@ -1,0 +1,347 @@
+"""Running a batch job: decode in worker processes, score on the model, render and write in a thread.
+
+Three stages overlap so the model never waits for files:
+
+- **decode** — a torch ``DataLoader`` with ``num_workers`` processes calls :func:`~fcn_app.io.load_image`; a
+  worker returns ``(position, pixels, None)`` or ``(position, None, reason)``, so a corrupt file is one failed
+  row, never a dead loader;
+- **score** — the main thread groups decoded images of the same size into batches of up to ``batch_size``
+  (other sizes wait in small per-size groups; nothing is resized) and runs
+  :func:`~fcn_app.scoring.compute_score_maps`;
+- **render + write** — a background thread fed by a bounded queue runs the very functions the single-image
+  command runs (:func:`~fcn_app.pipeline.render_score_map`, :func:`~fcn_app.pipeline.write_outputs`), so an
+  image gives byte-identical outputs alone or in a folder.
+
+Memory stays flat: at most ``num_workers × prefetch`` decoded images, the size groups and the queue are in
+flight at any time, and what is kept per input is one small summary row. Ctrl-C (``KeyboardInterrupt``)
+discards the batch being scored, lets the writer finish what it already has, marks the rest ``pending`` and
+still writes the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import FcnError, InputImageError
+from ..heatmaps import resolve_classes
+from ..io import atomic_write_json, ensure_output_dir, load_image, remove_stale_temporaries
+from ..io.atomic import TEMP_SUFFIX
+from ..models import FullyConvolutionalNet
+from ..pipeline import HeatmapOptions, output_paths, render_score_map, write_outputs
+from ..scoring import compute_score_maps
+from .inputs import WorkItem
+from .summary import SUMMARY_NAME, merge_summaries, rank_summary_path, read_summary_rows, summary_payload
+
+__all__ = [
+    "BatchResult",
+    "DecodeDataset",
+    "default_num_workers",
+    "is_up_to_date",
+    "remove_own_temporaries",
+    "run_batch",
+]
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[dict], None]
+
+
+def default_num_workers() -> int:
+    """``min(2, usable CPUs)``: decoding rarely needs more, and the model wants the rest."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return min(2, cpus)
+
+
+class DecodeDataset(Dataset):
+    """Decodes ``items[position]``; never raises, so one bad file cannot stop the loader."""
+
+    def __init__(self, items: Sequence[WorkItem], max_side: int | None, max_pixels: int) -> None:
+        self.items = list(items)
+        self.max_side = max_side
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, position: int) -> tuple[int, np.ndarray | None, str | None]:
+        source = self.items[position].source
+        try:
+            return position, load_image(source, max_side=self.max_side, max_pixels=self.max_pixels), None
+        except InputImageError as error:
+            return position, None, str(error)
+        except Exception as error:  # noqa: BLE001 — any decoder bug becomes this file's failure, not the job's
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return position, None, f"{source}: cannot decode: {reason}"
+
+
+def _ignore_ctrl_c(worker_id: int) -> None:
+    """Decode workers ignore SIGINT: a terminal's Ctrl-C reaches the whole process group, and the main process
+    alone decides how to stop (it shuts the workers down itself)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _keep_sample(sample):
+    """DataLoader ``collate_fn`` that leaves numpy arrays alone (the default would turn them into tensors)."""
+    return sample
+
+
+def is_up_to_date(source: Path, paths: dict[str, Path]) -> bool:
+    """True when every output exists and is at least as new as the input (so a rerun may skip it)."""
+    try:
+        source_time = os.stat(source).st_mtime_ns
+        return all(os.stat(path).st_mtime_ns >= source_time for path in paths.values())
+    except OSError:
+        return False
+
+
+def remove_own_temporaries(out_dir: Path, items: Sequence[WorkItem], options: HeatmapOptions) -> int:
+    """Delete leftover temporary files of *these* items' outputs only.
+
+    Sharded ranks share ``OUT``; removing every ``.*.tmp`` there would delete a neighbour's file mid-write.
+    Temporary names are ``.<output name>.<random>.tmp`` (see :mod:`fcn_app.io.atomic`).
+    """
+    own = {str(path) for item in items for path in output_paths(item.stem_in(out_dir), options).values()}
+    removed = 0
+    for temp in out_dir.rglob(f".*{TEMP_SUFFIX}"):
+        target_name = temp.name[1:].rsplit(".", 2)[0]
+        if str(temp.parent / target_name) in own:
+            try:
+                temp.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+@dataclass
+class BatchResult:
+    """What a batch run did; ``rows`` are the summary rows of this process's inputs."""
+
+    rows: list[dict]
+    elapsed_s: float
+    interrupted: bool
+    summary_path: Path | None
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def images_per_s(self) -> float:
+        attempted = self.counts.get("ok", 0) + self.counts.get("failed", 0)
+        return attempted / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def _row(item: WorkItem, status: str, outputs: dict[str, Path] | None = None, **fields) -> dict:
+    return {
+        "path": item.relative,
+        "input": str(item.source),
+        "status": status,
+        "outputs": {kind: str(path) for kind, path in (outputs or {}).items()},
+        "top_classes": fields.get("top_classes", []),
+        "image_size": fields.get("image_size"),
+        "reason": fields.get("reason"),
+    }
+
+
+class _Writer:
+    """Background thread: render and write each scored image; records one row per image."""
+
+    _DONE = object()
+
+    def __init__(self, out_dir: Path, options: HeatmapOptions, record: Callable[[int, dict], None], depth: int) -> None:
+        self.out_dir = out_dir
+        self.options = options
+        self.record = record
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.thread = threading.Thread(target=self._run, name="fcn-batch-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, position: int, item: WorkItem, pixels: np.ndarray, score_map) -> None:
+        self.queue.put((position, item, pixels, score_map))
+
+    def close(self) -> None:
+        self.queue.put(self._DONE)
+        self.thread.join()
+
+    def _run(self) -> None:
+        while True:
+            job = self.queue.get()
+            if job is self._DONE:
+                return
+            position, item, pixels, score_map = job
+            try:
+                rendered = render_score_map(pixels, score_map, self.options, source=str(item.source))
+                written = write_outputs(rendered, output_paths(item.stem_in(self.out_dir), self.options))
+                row = _row(
+                    item, "ok", written,
+                    top_classes=[
+                        {"name": heat.selection.name, "peak_probability": round(heat.peak_probability, 6)}
+                        for heat in rendered.heatmaps
+                    ],
+                    image_size=[int(pixels.shape[1]), int(pixels.shape[0])],
+                )
+            except FcnError as error:
+                row = _row(item, "failed", reason=str(error))
+            except Exception as error:  # noqa: BLE001 — one image's rendering bug must not end the job
+                logger.debug("rendering %s failed", item.source, exc_info=True)
+                row = _row(item, "failed", reason=f"{item.source}: cannot render: {error}".splitlines()[0])
+            self.record(position, row)
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def run_batch(
+    network: FullyConvolutionalNet,
+    items: Sequence[WorkItem],
+    out_dir: str | os.PathLike,
+    options: HeatmapOptions,
+    *,
+    batch_size: int = 1,
+    num_workers: int | None = None,
+    overwrite: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    on_row: ProgressCallback | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    extra_summary: dict | None = None,
+    write_summary: bool = True,
+) -> BatchResult:
+    """Process ``items`` (this rank's shard) into ``out_dir``; see the module docstring for how.
+
+    ``on_start(to_process, skipped)`` is called once the up-to-date inputs are known, ``on_row(row)`` after each
+    processed or failed input (from the writer thread or the main thread; calls are serialised). With
+    ``world_size > 1`` the summary goes to ``summary.rank<rank>.json``; merging is the caller's business
+    (:func:`~fcn_app.batch.summary.merge_summaries`), because only the caller knows whether a process group can
+    wait for the other ranks.
+    """
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+    num_workers = default_num_workers() if num_workers is None else num_workers
+    if num_workers < 0:
+        raise ValueError(f"--num-workers must be 0 or more, got {num_workers}")
+    if options.classes:
+        resolve_classes(options.classes, network.categories)  # a typo fails now, not once per image
+    out_dir = ensure_output_dir(out_dir)
+    started = time.perf_counter()
+    if world_size == 1:
+        removed = remove_stale_temporaries(out_dir)
+    else:
+        removed = remove_own_temporaries(out_dir, items, options)
+    if removed:
+        logger.info("removed %d temporary files left by an interrupted run", removed)
+
+    summary_path = out_dir / SUMMARY_NAME if world_size == 1 else rank_summary_path(out_dir, rank)
+    previous = {} if overwrite else read_summary_rows(summary_path) or read_summary_rows(out_dir / SUMMARY_NAME)
+    rows: dict[int, dict] = {}
+    lock = threading.Lock()
+
+    def record(position: int, row: dict) -> None:
+        with lock:
+            rows[position] = row
+            if on_row is not None and row["status"] != "skipped":
+                on_row(row)
+
+    pending: list[int] = []
+    for position, item in enumerate(items):
+        paths = output_paths(item.stem_in(out_dir), options)
+        if not overwrite and is_up_to_date(item.source, paths):
+            earlier = previous.get(item.relative, {})
+            rows[position] = _row(
+                item, "skipped", paths,
+                top_classes=earlier.get("top_classes", []), image_size=earlier.get("image_size"),
+            )
+        else:
+            pending.append(position)
+    if on_start is not None:
+        on_start(len(pending), len(items) - len(pending))
+
+    writer = _Writer(out_dir, options, record, depth=2 * batch_size + 2)
+    # Decoded images waiting for a batch of their size: shape → [(position, item, pixels)].
+    groups: dict[tuple[int, ...], list[tuple[int, WorkItem, np.ndarray]]] = {}
+    max_buffered = max(4 * batch_size, 8)
+    interrupted = False
+
+    def score(group: list[tuple[int, WorkItem, np.ndarray]]) -> None:
+        try:
+            score_maps = compute_score_maps(network, [pixels for _, _, pixels in group])
+        except (RuntimeError, ValueError) as error:
+            if len(group) > 1:  # e.g. out of memory for the whole batch: try one by one
+                for single in group:
+                    score([single])
+                return
+            position, item, _ = group[0]
+            reason = f"{item.source}: cannot compute score map ({_first_line(error)}); try --max-side"
+            record(position, _row(item, "failed", reason=reason))
+            return
+        for (position, item, pixels), score_map in zip(group, score_maps):
+            writer.put(position, item, pixels, score_map)
+
+    dataset = DecodeDataset([items[position] for position in pending], options.max_side, options.max_pixels)
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_keep_sample,
+        worker_init_fn=_ignore_ctrl_c,
+        prefetch_factor=2 if num_workers > 0 else None,
+    )
+    iterator = None
+    try:
+        iterator = iter(loader)
+        buffered = 0
+        for local_position, pixels, reason in iterator:
+            position = pending[local_position]
+            item = items[position]
+            if reason is not None:
+                record(position, _row(item, "failed", reason=reason))
+                continue
+            group = groups.setdefault(pixels.shape, [])
+            group.append((position, item, pixels))
+            buffered += 1
+            if len(group) >= batch_size:
+                buffered -= len(group)
+                score(groups.pop(pixels.shape))
+            elif buffered > max_buffered:  # many sizes in flight: score the largest group to bound memory
+                largest = max(groups, key=lambda shape: len(groups[shape]))
+                buffered -= len(groups[largest])
+                score(groups.pop(largest))
+        for shape in list(groups):
+            score(groups.pop(shape))
+    except KeyboardInterrupt:
+        interrupted = True
+        logger.info("interrupted: discarding the images being scored, finishing the ones already scored")
+    finally:
+        groups.clear()
+        del iterator  # shuts the decode workers down
+        writer.close()
+
+    elapsed = time.perf_counter() - started
+    for position, item in enumerate(items):
+        if position not in rows:
+            rows[position] = _row(item, "pending", reason="not processed: the run was interrupted")
+    ordered = [rows[position] for position in range(len(items))]
+    result = BatchResult(ordered, elapsed, interrupted, None)
+    payload = summary_payload(
+        ordered, elapsed_s=elapsed, world_size=world_size, ranks=[rank], interrupted=interrupted, extra=extra_summary
+    )
+    result.counts = payload["counts"]
+    if write_summary:
+        result.summary_path = atomic_write_json(summary_path, payload)
+    return result
+

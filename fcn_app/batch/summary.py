@@ -1,0 +1,123 @@
+"""The machine-readable record of a batch job: one row per input, written atomically as ``OUT/summary.json``.
+
+A sharded job (torchrun ranks or ``--shard i/n`` job-array tasks) writes one ``summary.rank<i>.json`` per shard;
+:func:`merge_summaries` joins them into ``summary.json`` once every shard of the same job size has reported.
+Row statuses: ``ok`` (outputs written by this run), ``skipped`` (outputs already complete and newer than the
+input), ``failed`` (with a one-line ``reason``) and ``pending`` (not reached because the run was interrupted).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from ..io import atomic_write_json
+
+__all__ = [
+    "STATUSES",
+    "SUMMARY_NAME",
+    "count_statuses",
+    "merge_summaries",
+    "rank_summary_path",
+    "read_summary_rows",
+    "summary_payload",
+]
+
+logger = logging.getLogger(__name__)
+
+SUMMARY_NAME = "summary.json"
+STATUSES = ("ok", "skipped", "failed", "pending")
+SUMMARY_FORMAT = "fcn-heatmap batch summary"
+SUMMARY_VERSION = 1
+
+
+def rank_summary_path(out_dir: str | os.PathLike, rank: int) -> Path:
+    return Path(out_dir) / f"summary.rank{rank}.json"
+
+
+def count_statuses(rows: list[dict]) -> dict[str, int]:
+    counts = dict.fromkeys(STATUSES, 0)
+    for row in rows:
+        counts[row["status"]] += 1
+    return counts
+
+
+def summary_payload(
+    rows: list[dict],
+    *,
+    elapsed_s: float,
+    world_size: int = 1,
+    ranks: list[int] | None = None,
+    interrupted: bool = False,
+    extra: dict | None = None,
+) -> dict:
+    """The JSON document: counts, speed, and every input's row (sorted by path)."""
+    counts = count_statuses(rows)
+    attempted = counts["ok"] + counts["failed"]
+    return {
+        "format": SUMMARY_FORMAT,
+        "version": SUMMARY_VERSION,
+        "counts": counts,
+        "total": len(rows),
+        "elapsed_s": round(elapsed_s, 3),
+        "images_per_s": round(attempted / elapsed_s, 3) if elapsed_s > 0 else None,
+        "world_size": world_size,
+        "ranks": ranks if ranks is not None else [0],
+        "interrupted": interrupted,
+        **(extra or {}),
+        "inputs": sorted(rows, key=lambda row: row["path"]),
+    }
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return payload if isinstance(payload, dict) and payload.get("format") == SUMMARY_FORMAT else None
+
+
+def read_summary_rows(path: str | os.PathLike) -> dict[str, dict]:
+    """Rows of an earlier summary by input path ({} when there is none or it is unreadable)."""
+    payload = _read_json(Path(path))
+    if payload is None:
+        return {}
+    return {row["path"]: row for row in payload.get("inputs", []) if isinstance(row, dict) and "path" in row}
+
+
+def merge_summaries(out_dir: str | os.PathLike, world_size: int) -> Path | None:
+    """Join ``summary.rank0..N-1.json`` into ``summary.json``; ``None`` while some shard has not reported yet.
+
+    Shards are disjoint by construction; an input reported by two shards means the shard files come from
+    different jobs, which is refused (``ValueError``) rather than silently double-counted.
+    """
+    out_dir = Path(out_dir)
+    parts = []
+    for rank in range(world_size):
+        payload = _read_json(rank_summary_path(out_dir, rank))
+        if payload is None or payload.get("world_size") != world_size:
+            logger.debug("shard %d of %d has not written its summary yet", rank, world_size)
+            return None
+        parts.append(payload)
+    rows: list[dict] = []
+    seen: set[str] = set()
+    for payload in parts:
+        for row in payload["inputs"]:
+            if row["path"] in seen:
+                raise ValueError(
+                    f"{row['path']} appears in two shard summaries in {out_dir}; they come from different jobs — "
+                    "delete the summary.rank*.json files and rerun"
+                )
+            seen.add(row["path"])
+            rows.append(row)
+    merged = summary_payload(
+        rows,
+        elapsed_s=max(float(payload.get("elapsed_s") or 0.0) for payload in parts),
+        world_size=world_size,
+        ranks=list(range(world_size)),
+        interrupted=any(payload.get("interrupted") for payload in parts),
+        extra={key: value for key, value in parts[0].items() if key in ("model", "options")},
+    )
+    return atomic_write_json(out_dir / SUMMARY_NAME, merged)

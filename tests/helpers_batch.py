@@ -1,0 +1,69 @@
+"""Helpers for the batch tests: a tiny network the CLI can load (``--model helpers_batch:tiny_fcn``) and a
+folder of small images of mixed sizes and modes plus bad files."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from fcn_app.models import to_fully_convolutional
+from helpers import random_rgb, tiny_classifier
+
+TINY_CATEGORIES = ["tabby cat", "tiger cat", "dog", "rocket", "coffee mug"]
+
+
+def tiny_fcn():
+    """The 32×32-crop tiny classifier of ``helpers``, converted; milliseconds per image on a CPU."""
+    return to_fully_convolutional(tiny_classifier(num_classes=5, seed=0), input_size=32, categories=TINY_CATEGORIES,
+                                  mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def slow_tiny_fcn():
+    """``tiny_fcn`` that sleeps 0.15 s per forward pass, so a test can interrupt a run in the middle."""
+    network = tiny_fcn()
+    network.register_forward_pre_hook(lambda module, args: time.sleep(0.15))
+    return network
+
+
+def _save(path: Path, image: Image.Image, **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, **kwargs)
+    return path
+
+
+def make_image_folder(root: Path) -> dict[str, list[str]]:
+    """~20 small images (mixed sizes, modes, formats, a sub-folder, upper-case extensions) and bad files.
+
+    Returns ``{"good": [...], "bad": [...], "ignored": [...]}`` of paths relative to ``root``.
+    """
+    good, bad, ignored = [], [], []
+    sizes = [(40, 40), (40, 40), (40, 40), (48, 64), (64, 48), (33, 50), (20, 30), (64, 64)]
+    for index, (height, width) in enumerate(sizes):
+        _save(root / f"rgb_{index:02d}.png", Image.fromarray(random_rgb(height, width, seed=index)))
+        good.append(f"rgb_{index:02d}.png")
+    pixels = random_rgb(40, 40, seed=20)
+    _save(root / "photo.JPG", Image.fromarray(pixels), quality=90)
+    _save(root / "gray.png", Image.fromarray(pixels[:, :, 0]))
+    _save(root / "rgba.png", Image.fromarray(np.dstack([pixels, pixels[:, :, :1]])))
+    _save(root / "palette.gif", Image.fromarray(pixels).convert("P"))
+    _save(root / "photo.bmp", Image.fromarray(random_rgb(36, 44, seed=21)))
+    _save(root / "photo.webp", Image.fromarray(random_rgb(40, 40, seed=22)))
+    _save(root / "scan.tiff", Image.fromarray(random_rgb(40, 40, seed=23)))
+    good += ["photo.JPG", "gray.png", "rgba.png", "palette.gif", "photo.bmp", "photo.webp", "scan.tiff"]
+    for index in range(3):
+        _save(root / "sub" / f"nested_{index}.jpeg", Image.fromarray(random_rgb(40, 40, seed=30 + index)))
+        good.append(f"sub/nested_{index}.jpeg")
+    (root / "empty.png").write_bytes(b"")
+    (root / "text.jpg").write_text("not an image at all\n")
+    buffer = io.BytesIO()
+    Image.fromarray(random_rgb(64, 64, seed=40)).save(buffer, format="PNG")
+    (root / "truncated.png").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    bad += ["empty.png", "text.jpg", "truncated.png"]
+    (root / "notes.txt").write_text("ignored\n")
+    (root / "sub" / "data.csv").write_text("a,b\n")
+    ignored += ["notes.txt", "sub/data.csv"]
+    return {"good": sorted(good), "bad": sorted(bad), "ignored": ignored}
