@@ -87,7 +87,7 @@ def test_help_shows_examples():
         ([str(EXAMPLES / "chelsea.jpg"), "--class", "tabbby"], 2, "did you mean"),
         ([str(EXAMPLES / "chelsea.jpg"), "--colormap", "nope"], 2, "unknown --colormap"),
         ([str(EXAMPLES / "chelsea.jpg"), "--model", "resnet50"], 2, "unknown model"),
-        ([str(EXAMPLES)], 2, "is a folder"),
+        ([str(EXAMPLES)], 2, "--out OUT is required"),
     ],
 )
 def test_user_mistakes_are_one_line_without_traceback(args, code, message):
