@@ -1,0 +1,1 @@
+"""Semantic segmentation with FCNs: models, datasets, joint transforms, metrics, checkpoints, prediction."""
