@@ -36,6 +36,23 @@ def _print_table(rendered, written: dict[str, Path]) -> None:
         console.print(f"wrote {kind}: {path}", highlight=False)
 
 
+def _segment(image, pixels, checkpoint, out_dir, classes, topk, colormap, alpha, as_json, device) -> None:
+    """``--checkpoint``: segmentation outputs of a trained model instead of classifier heatmaps."""
+    from ..segmentation.checkpoint import load_segmentation_model
+    from ..segmentation.predict import (SegmentationOptions, segment_image, segmentation_output_paths,
+                                        write_segmentation_outputs)
+
+    model, class_names, _ = load_segmentation_model(checkpoint, resolve_device(device))
+    options = SegmentationOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, write_json=as_json)
+    result = segment_image(model, pixels, class_names, options, source=str(image))
+    written = write_segmentation_outputs(result, segmentation_output_paths(out_dir / image.stem, options))
+    if as_json:
+        typer.echo(json.dumps(dict(result.summary, outputs={k: str(v) for k, v in written.items()}), indent=2))
+    else:
+        for kind, path in written.items():
+            console.print(f"wrote {kind}: {path}", highlight=False)
+
+
 @app.command(epilog="Example: fcn-heatmap examples/chelsea.jpg --class cat --grid --out results/")
 def heatmap(
     image: Annotated[Path, typer.Argument(help="Image file (jpg, png, bmp, webp, tif, gif).")],
@@ -54,6 +71,12 @@ def heatmap(
     max_pixels: Annotated[int, typer.Option(help="Refuse images declaring more pixels than this.", min=1)] = DEFAULT_MAX_PIXELS,
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="Trained segmentation checkpoint (fcn-heatmap train): palette overlay "
+                     "<name>.segmentation.png, per-class heatmaps <name>.classes.png, labels <name>.labels.png.",
+                     dir_okay=False),
+    ] = None,
     device: DeviceOption = "auto",
     verbose: VerboseOption = False,
 ) -> None:
@@ -70,6 +93,9 @@ def heatmap(
             raise InputImageError(f"{image}: is a folder; pass an image file")
         pixels = load_image(image, max_side=options.max_side, max_pixels=options.max_pixels)
         out_dir = ensure_output_dir(out) if out is not None else image.parent
+        if checkpoint is not None:
+            _segment(image, pixels, checkpoint, out_dir, classes, topk, colormap, alpha, as_json, device)
+            return
         network = load_fcn(model, weights_path=weights).to(resolve_device(device))
         score_map = compute_score_map(network, pixels)
         rendered = render_score_map(pixels, score_map, options, source=str(image))
