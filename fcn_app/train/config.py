@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field
@@ -94,6 +95,7 @@ _CHOICES = {
     ("train", "scheduler"): ("fixed", "poly", "step"),
     ("train", "loss_reduction"): ("mean", "sum"),
 }
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _POSITIVE = {("train", "iterations"), ("train", "batch_size"), ("train", "accumulate"), ("train", "val_interval"),
              ("train", "val_batch_size"), ("train", "log_interval"), ("train", "checkpoint_interval")}
 
@@ -125,6 +127,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         return [_coerce(item, item_type, f"{key}[{number}]") for number, item in enumerate(value)]
     if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if annotation is float and isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+        return float(value)  # PyYAML (YAML 1.1) reads 1e-4 — no dot — as a string; users mean a number
     if annotation in (int, str, bool) and isinstance(value, annotation) and not (annotation is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"{key}: expected {_type_name(annotation)}, got {type(value).__name__} {value!r}")
