@@ -152,6 +152,23 @@ def _run_batch_command(
     return EXIT_FAILURES if counts["failed"] else 0
 
 
+def _segment(image, pixels, checkpoint, out_dir, classes, topk, colormap, alpha, as_json, device) -> None:
+    """``--checkpoint``: segmentation outputs of a trained model instead of classifier heatmaps."""
+    from ..segmentation.checkpoint import load_segmentation_model
+    from ..segmentation.predict import (SegmentationOptions, segment_image, segmentation_output_paths,
+                                        write_segmentation_outputs)
+
+    model, class_names, _ = load_segmentation_model(checkpoint, resolve_device(device))
+    options = SegmentationOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, write_json=as_json)
+    result = segment_image(model, pixels, class_names, options, source=str(image))
+    written = write_segmentation_outputs(result, segmentation_output_paths(out_dir / image.stem, options))
+    if as_json:
+        typer.echo(json.dumps(dict(result.summary, outputs={k: str(v) for k, v in written.items()}), indent=2))
+    else:
+        for kind, path in written.items():
+            console.print(f"wrote {kind}: {path}", highlight=False)
+
+
 @app.command(epilog="Examples: fcn-heatmap examples/chelsea.jpg --class cat --grid --out results/ · "
              "fcn-heatmap photos/ --recursive --out results/ · fcn-heatmap --list files.txt --out results/")
 def heatmap(
@@ -195,6 +212,12 @@ def heatmap(
     ] = None,
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option("--checkpoint", help="Trained segmentation checkpoint (fcn-heatmap train): palette overlay "
+                     "<name>.segmentation.png, per-class heatmaps <name>.classes.png, labels <name>.labels.png.",
+                     dir_okay=False),
+    ] = None,
     device: DeviceOption = "auto",
     verbose: VerboseOption = False,
 ) -> None:

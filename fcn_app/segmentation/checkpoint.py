@@ -1,0 +1,76 @@
+"""Self-describing segmentation checkpoints, written atomically and read with ``weights_only=True``.
+
+A checkpoint is a dict of plain data (str/int/float/bool/None, lists, dicts) and tensors only, so the safe
+loader accepts it: ``format``, ``model_config`` (enough to rebuild the network), ``class_names``, ``model``
+(state dict), and for resuming ``config``, ``optimizer``, ``scaler``, ``scheduler``, ``iteration``,
+``history``, ``best_miou`` and ``rng`` (generator states as uint8 tensors).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import TrainingError, WeightsError
+from ..io import atomic_write_bytes
+from .models import SegmentationFCN, build_segmentation_model
+
+__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "load_segmentation_model", "save_checkpoint"]
+
+CHECKPOINT_FORMAT = "fcn-heatmap-segmentation/1"
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
+    """Serialise ``payload`` in memory and write it atomically (a crash never leaves a truncated checkpoint)."""
+    buffer = io.BytesIO()
+    torch.save(dict(payload, format=CHECKPOINT_FORMAT), buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: code in a pickle is refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: checkpoint not found" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = (str(error).strip().splitlines() or ["unsafe content"])[0]
+        raise WeightsError(f"{path}: refused to load: not a plain checkpoint ({first_line[:160]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as error:
+        raise WeightsError(f"{path}: not a PyTorch checkpoint ({str(error).strip()[:160] or type(error).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise WeightsError(
+            f"{path}: not a segmentation checkpoint of fcn-heatmap (written by `fcn-heatmap train`); for a "
+            "classifier's weights use --weights instead"
+        )
+    return payload
+
+
+def load_segmentation_model(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[SegmentationFCN, list[str], dict[str, Any]]:
+    """Rebuild the trained model of a checkpoint: ``(model in eval mode on device, class names, checkpoint)``."""
+    payload = load_checkpoint(path)
+    config = payload["model_config"]
+    try:
+        with torch.device("meta"):  # no time spent on a random init that is overwritten right away
+            model = build_segmentation_model(
+                config["variant"], int(config["num_classes"]), backbone=config["backbone"], pretrained=False,
+                learnable_upsampling=bool(config.get("learnable_upsampling", False)),
+                class_names=payload["class_names"],
+            )
+        model.load_state_dict(payload["model"], assign=True)
+    except (KeyError, TypeError) as error:
+        raise TrainingError(f"{path}: checkpoint lacks model information ({error})") from None
+    except RuntimeError as error:
+        raise TrainingError(f"{path}: weights do not fit the model described in the checkpoint ({str(error)[:160]})") from None
+    model.mean = tuple(config.get("mean", model.mean))
+    model.std = tuple(config.get("std", model.std))
+    return model.to(device).eval(), list(payload["class_names"]), payload
