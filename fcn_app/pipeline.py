@@ -2,6 +2,10 @@
 
 The single-image command and the folder/batch machinery both call these functions, so an image processed
 alone and the same image inside a folder give byte-identical outputs.
+
+What is done per image is an :class:`ImageTask`: :class:`HeatmapTask` (classifier heatmaps, here) or the
+segmentation task of a trained FCN (:class:`fcn_app.segmentation.predict.SegmentationTask`). The batch runner
+and the CLI only speak this protocol, so every task gets folders, resume, sharding and summaries for free.
 """
 
 from __future__ import annotations
@@ -9,15 +13,27 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
-from .heatmaps import ClassHeatmap, class_heatmaps
+from .heatmaps import ClassHeatmap, class_heatmaps, resolve_classes
 from .io import DEFAULT_MAX_PIXELS, atomic_write_json, atomic_write_npz, atomic_write_png
 from .render import DEFAULT_COLORMAP, draw_legend, draw_marker, overlay, tile_panels
-from .scoring import ScoreMap
+from .models.convert import FullyConvolutionalNet
+from .scoring import ScoreMap, compute_score_maps
 
-__all__ = ["HeatmapOptions", "RenderedImage", "output_paths", "render_score_map", "summarize", "write_outputs"]
+__all__ = [
+    "HeatmapOptions",
+    "HeatmapTask",
+    "ImageTask",
+    "RenderedImage",
+    "output_paths",
+    "process_image",
+    "render_score_map",
+    "summarize",
+    "write_outputs",
+]
 
 OVERLAY_SUFFIX = ".heatmap.png"
 GRID_SUFFIX = ".grid.png"
@@ -128,3 +144,76 @@ def write_outputs(rendered: RenderedImage, paths: dict[str, Path]) -> dict[str, 
             continue
         written[kind] = path
     return written
+
+
+class ImageTask(Protocol):
+    """What is computed and written per image; the batch runner and the CLI drive any task the same way."""
+
+    max_side: int | None
+    max_pixels: int
+
+    def check(self) -> None:
+        """Fail fast on options that would fail for every image (e.g. an unknown class name)."""
+
+    def predict(self, images: list[np.ndarray]) -> list[Any]:
+        """Model outputs for a batch of same-size RGB images, one per image."""
+
+    def render(self, image: np.ndarray, prediction: Any, source: str | None) -> Any:
+        """Pictures and summary (attribute ``summary``) of one image; nothing is written."""
+
+    def output_paths(self, stem: str | os.PathLike) -> dict[str, Path]:
+        """The files this task writes for an image whose outputs are named ``<stem>.*``."""
+
+    def write(self, rendered: Any, paths: dict[str, Path]) -> dict[str, Path]:
+        """Write ``rendered`` atomically to ``paths``; returns what was written."""
+
+    def row_fields(self, rendered: Any) -> dict:
+        """Small per-image facts for the batch summary (e.g. the top classes)."""
+
+
+@dataclass
+class HeatmapTask:
+    """Classifier heatmaps: score maps of ``network``, rendered as :func:`render_score_map` describes.
+
+    ``score_options`` are passed to :func:`~fcn_app.scoring.compute_score_maps` (precision, memory budget, ...).
+    """
+
+    network: FullyConvolutionalNet
+    options: HeatmapOptions = field(default_factory=HeatmapOptions)
+    score_options: dict = field(default_factory=dict)
+
+    @property
+    def max_side(self) -> int | None:
+        return self.options.max_side
+
+    @property
+    def max_pixels(self) -> int:
+        return self.options.max_pixels
+
+    def check(self) -> None:
+        if self.options.classes:
+            resolve_classes(self.options.classes, self.network.categories)
+
+    def predict(self, images: list[np.ndarray]) -> list[ScoreMap]:
+        return compute_score_maps(self.network, images, **self.score_options)
+
+    def render(self, image: np.ndarray, prediction: ScoreMap, source: str | None) -> RenderedImage:
+        return render_score_map(image, prediction, self.options, source=source)
+
+    def output_paths(self, stem: str | os.PathLike) -> dict[str, Path]:
+        return output_paths(stem, self.options)
+
+    def write(self, rendered: RenderedImage, paths: dict[str, Path]) -> dict[str, Path]:
+        return write_outputs(rendered, paths)
+
+    def row_fields(self, rendered: RenderedImage) -> dict:
+        return {"top_classes": [
+            {"name": heat.selection.name, "peak_probability": round(heat.peak_probability, 6)}
+            for heat in rendered.heatmaps
+        ]}
+
+
+def process_image(task: ImageTask, image: np.ndarray, stem: str | os.PathLike, source: str | None = None):
+    """Predict, render and write one decoded image; returns ``(rendered, written_paths)``."""
+    rendered = task.render(image, task.predict([image])[0], source)
+    return rendered, task.write(rendered, task.output_paths(stem))

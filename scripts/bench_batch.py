@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fcn_app.batch import collect_inputs, default_num_workers, run_batch  # noqa: E402
 from fcn_app.io import load_image  # noqa: E402
 from fcn_app.models import build_classifier, default_weights, to_fully_convolutional  # noqa: E402
-from fcn_app.pipeline import HeatmapOptions  # noqa: E402
+from fcn_app.pipeline import HeatmapTask  # noqa: E402
 from fcn_app.scoring import compute_score_maps  # noqa: E402
 
 
@@ -89,7 +89,7 @@ def model_only(network, images: list[np.ndarray], batch_size: int) -> float:
 
 def folder_run(network, items, out: Path, batch_size: int, num_workers: int) -> float:
     started = time.perf_counter()
-    result = run_batch(network, items, out, HeatmapOptions(), batch_size=batch_size, num_workers=num_workers,
+    result = run_batch(HeatmapTask(network), items, out, batch_size=batch_size, num_workers=num_workers,
                        overwrite=True)
     elapsed = time.perf_counter() - started
     assert result.counts["ok"] == len(items), result.counts
@@ -169,7 +169,7 @@ def bench_memory(args) -> None:
                 workers = sum(_rss_mb(child) for child in _children(os.getpid()))
                 samples.append((done["count"], _rss_mb(os.getpid()), workers))
 
-        result = run_batch(network, items, out, HeatmapOptions(), batch_size=args.batch_size,
+        result = run_batch(HeatmapTask(network), items, out, batch_size=args.batch_size,
                            num_workers=num_workers, on_row=sample)
         row_bytes = _deep_size(result.rows)
     print(f"{args.memory} images {size}×{size}, model small, batch size {args.batch_size}, {num_workers} workers, "

@@ -30,7 +30,7 @@ from fcn_app.batch import (
 )
 from fcn_app.cli import main
 from fcn_app.io import load_image
-from fcn_app.pipeline import HeatmapOptions
+from fcn_app.pipeline import HeatmapOptions, HeatmapTask
 from helpers_batch import make_image_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -193,14 +193,14 @@ def test_interrupted_run_resumes_to_the_same_outputs(image_folder, reference, tm
     hook = network.register_forward_pre_hook(interrupt_third_batch)
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / ".nested_0.heatmap.png.abc123.tmp").write_bytes(b"half")  # a kill -9 leftover
-    result = run_batch(network, items, tmp_path, options, batch_size=4, num_workers=1)
+    result = run_batch(HeatmapTask(network, options), items, tmp_path, batch_size=4, num_workers=1)
     hook.remove()
     assert result.interrupted
     statuses = {row["path"]: row["status"] for row in json.loads((tmp_path / SUMMARY_NAME).read_text())["inputs"]}
     assert "pending" in statuses.values() and "ok" in statuses.values()
     assert not list(tmp_path.rglob("*.tmp"))
     done = sum(status == "ok" for status in statuses.values())
-    resumed = run_batch(network, items, tmp_path, options, batch_size=4, num_workers=1)
+    resumed = run_batch(HeatmapTask(network, options), items, tmp_path, batch_size=4, num_workers=1)
     assert not resumed.interrupted
     assert resumed.counts == {"ok": len(files["good"]) - done, "skipped": done, "failed": 3, "pending": 0}
     assert output_files(tmp_path) == output_files(reference[0])

@@ -122,6 +122,14 @@ def test_cli_train_evaluate_and_heatmap_checkpoint(shapes, tmp_path):
     assert names == ["background", "disk", "square", "triangle"]
     assert labels.shape == np.asarray(Image.open(image)).shape[:2]
     assert (tmp_path / "shape_0035.segmentation.png").is_file() and (tmp_path / "shape_0035.classes.png").is_file()
+    # the same model through the batch machinery: a folder, a summary, and the same labels for the same image
+    folder_out = tmp_path / "folder"
+    result = runner.invoke(app, ["heatmap", str(shapes / "images"), "--checkpoint", str(out / "best.pt"),
+                                 "--out", str(folder_out), "--num-workers", "0"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((folder_out / "summary.json").read_text())
+    assert summary["counts"]["ok"] == len(list((shapes / "images").iterdir()))
+    np.testing.assert_array_equal(np.asarray(Image.open(folder_out / "shape_0035.labels.png")), labels)
     # bad inputs: one line, exit 2
     result = runner.invoke(app, ["train", str(tmp_path / "missing.yaml")])
     assert result.exit_code == 2

@@ -3,7 +3,7 @@
 Typical use::
 
     items, _ = collect_inputs(["photos/"], recursive=True, out_dir="results")
-    job = run_job(network, items, "results", HeatmapOptions())
+    job = run_job(HeatmapTask(network, HeatmapOptions()), items, "results")
 
 See ``docs/batch.md`` for the command-line side.
 """
@@ -17,8 +17,7 @@ from typing import Sequence
 
 import torch.distributed as dist
 
-from ..models import FullyConvolutionalNet
-from ..pipeline import HeatmapOptions
+from ..pipeline import ImageTask
 from .distributed import process_group, shard_from_environment
 from .inputs import WorkItem, collect_inputs, is_glob_pattern, parse_shard, read_list_file, shard_items
 from .network import load_network
@@ -60,10 +59,9 @@ class JobResult:
 
 
 def run_job(
-    network: FullyConvolutionalNet,
+    task: ImageTask,
     items: Sequence[WorkItem],
     out_dir: str | os.PathLike,
-    options: HeatmapOptions,
     *,
     shard: tuple[int, int] | None = None,
     **batch_arguments,
@@ -76,7 +74,7 @@ def run_job(
     rank, world_size = shard if shard is not None else shard_from_environment()
     mine = shard_items(items, rank, world_size)
     with process_group(world_size if shard is None else 1) as grouped:
-        result = run_batch(network, mine, out_dir, options, rank=rank, world_size=world_size, **batch_arguments)
+        result = run_batch(task, mine, out_dir, rank=rank, world_size=world_size, **batch_arguments)
         if world_size == 1:
             return JobResult(result, rank, world_size, result.summary_path)
         if grouped:

@@ -6,11 +6,10 @@ Three stages overlap so the model never waits for files:
   worker returns ``(position, pixels, None)`` or ``(position, None, reason)``, so a corrupt file is one failed
   row, never a dead loader;
 - **score** — the main thread groups decoded images of the same size into batches of up to ``batch_size``
-  (other sizes wait in small per-size groups; nothing is resized) and runs
-  :func:`~fcn_app.scoring.compute_score_maps`;
-- **render + write** — a background thread fed by a bounded queue runs the very functions the single-image
-  command runs (:func:`~fcn_app.pipeline.render_score_map`, :func:`~fcn_app.pipeline.write_outputs`), so an
-  image gives byte-identical outputs alone or in a folder.
+  (other sizes wait in small per-size groups; nothing is resized) and runs the task's ``predict``
+  (:class:`~fcn_app.pipeline.ImageTask`: classifier heatmaps or a trained segmentation model);
+- **render + write** — a background thread fed by a bounded queue runs the very task methods the single-image
+  command runs (``render``, ``write``), so an image gives byte-identical outputs alone or in a folder.
 
 Memory stays flat: at most ``num_workers × prefetch`` decoded images, the size groups and the queue are in
 flight at any time, and what is kept per input is one small summary row. Ctrl-C (``KeyboardInterrupt``)
@@ -35,12 +34,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import FcnError, InputImageError
-from ..heatmaps import resolve_classes
 from ..io import atomic_write_json, ensure_output_dir, load_image, remove_stale_temporaries
 from ..io.atomic import TEMP_SUFFIX
-from ..models import FullyConvolutionalNet
-from ..pipeline import HeatmapOptions, output_paths, render_score_map, write_outputs
-from ..scoring import compute_score_maps
+from ..pipeline import ImageTask
 from .inputs import WorkItem
 from .summary import SUMMARY_NAME, merge_summaries, rank_summary_path, read_summary_rows, summary_payload
 
@@ -109,13 +105,13 @@ def is_up_to_date(source: Path, paths: dict[str, Path]) -> bool:
         return False
 
 
-def remove_own_temporaries(out_dir: Path, items: Sequence[WorkItem], options: HeatmapOptions) -> int:
+def remove_own_temporaries(out_dir: Path, items: Sequence[WorkItem], task: ImageTask) -> int:
     """Delete leftover temporary files of *these* items' outputs only.
 
     Sharded ranks share ``OUT``; removing every ``.*.tmp`` there would delete a neighbour's file mid-write.
     Temporary names are ``.<output name>.<random>.tmp`` (see :mod:`fcn_app.io.atomic`).
     """
-    own = {str(path) for item in items for path in output_paths(item.stem_in(out_dir), options).values()}
+    own = {str(path) for item in items for path in task.output_paths(item.stem_in(out_dir)).values()}
     removed = 0
     for temp in out_dir.rglob(f".*{TEMP_SUFFIX}"):
         target_name = temp.name[1:].rsplit(".", 2)[0]
@@ -161,16 +157,16 @@ class _Writer:
 
     _DONE = object()
 
-    def __init__(self, out_dir: Path, options: HeatmapOptions, record: Callable[[int, dict], None], depth: int) -> None:
+    def __init__(self, out_dir: Path, task: ImageTask, record: Callable[[int, dict], None], depth: int) -> None:
         self.out_dir = out_dir
-        self.options = options
+        self.task = task
         self.record = record
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.thread = threading.Thread(target=self._run, name="fcn-batch-writer", daemon=True)
         self.thread.start()
 
-    def put(self, position: int, item: WorkItem, pixels: np.ndarray, score_map) -> None:
-        self.queue.put((position, item, pixels, score_map))
+    def put(self, position: int, item: WorkItem, pixels: np.ndarray, prediction) -> None:
+        self.queue.put((position, item, pixels, prediction))
 
     def close(self) -> None:
         self.queue.put(self._DONE)
@@ -181,18 +177,12 @@ class _Writer:
             job = self.queue.get()
             if job is self._DONE:
                 return
-            position, item, pixels, score_map = job
+            position, item, pixels, prediction = job
             try:
-                rendered = render_score_map(pixels, score_map, self.options, source=str(item.source))
-                written = write_outputs(rendered, output_paths(item.stem_in(self.out_dir), self.options))
-                row = _row(
-                    item, "ok", written,
-                    top_classes=[
-                        {"name": heat.selection.name, "peak_probability": round(heat.peak_probability, 6)}
-                        for heat in rendered.heatmaps
-                    ],
-                    image_size=[int(pixels.shape[1]), int(pixels.shape[0])],
-                )
+                rendered = self.task.render(pixels, prediction, str(item.source))
+                written = self.task.write(rendered, self.task.output_paths(item.stem_in(self.out_dir)))
+                row = _row(item, "ok", written, image_size=[int(pixels.shape[1]), int(pixels.shape[0])],
+                           **self.task.row_fields(rendered))
             except FcnError as error:
                 row = _row(item, "failed", reason=str(error))
             except Exception as error:  # noqa: BLE001 — one image's rendering bug must not end the job
@@ -206,10 +196,9 @@ def _first_line(error: BaseException) -> str:
 
 
 def run_batch(
-    network: FullyConvolutionalNet,
+    task: ImageTask,
     items: Sequence[WorkItem],
     out_dir: str | os.PathLike,
-    options: HeatmapOptions,
     *,
     batch_size: int = 1,
     num_workers: int | None = None,
@@ -234,14 +223,13 @@ def run_batch(
     num_workers = default_num_workers() if num_workers is None else num_workers
     if num_workers < 0:
         raise ValueError(f"--num-workers must be 0 or more, got {num_workers}")
-    if options.classes:
-        resolve_classes(options.classes, network.categories)  # a typo fails now, not once per image
+    task.check()  # e.g. a class-name typo fails now, not once per image
     out_dir = ensure_output_dir(out_dir)
     started = time.perf_counter()
     if world_size == 1:
         removed = remove_stale_temporaries(out_dir)
     else:
-        removed = remove_own_temporaries(out_dir, items, options)
+        removed = remove_own_temporaries(out_dir, items, task)
     if removed:
         logger.info("removed %d temporary files left by an interrupted run", removed)
 
@@ -258,7 +246,7 @@ def run_batch(
 
     pending: list[int] = []
     for position, item in enumerate(items):
-        paths = output_paths(item.stem_in(out_dir), options)
+        paths = task.output_paths(item.stem_in(out_dir))
         if not overwrite and is_up_to_date(item.source, paths):
             earlier = previous.get(item.relative, {})
             rows[position] = _row(
@@ -270,7 +258,7 @@ def run_batch(
     if on_start is not None:
         on_start(len(pending), len(items) - len(pending))
 
-    writer = _Writer(out_dir, options, record, depth=2 * batch_size + 2)
+    writer = _Writer(out_dir, task, record, depth=2 * batch_size + 2)
     # Decoded images waiting for a batch of their size: shape → [(position, item, pixels)].
     groups: dict[tuple[int, ...], list[tuple[int, WorkItem, np.ndarray]]] = {}
     max_buffered = max(4 * batch_size, 8)
@@ -278,7 +266,7 @@ def run_batch(
 
     def score(group: list[tuple[int, WorkItem, np.ndarray]]) -> None:
         try:
-            score_maps = compute_score_maps(network, [pixels for _, _, pixels in group])
+            predictions = task.predict([pixels for _, _, pixels in group])
         except (RuntimeError, ValueError) as error:
             if len(group) > 1:  # e.g. out of memory for the whole batch: try one by one
                 for single in group:
@@ -288,10 +276,10 @@ def run_batch(
             reason = f"{item.source}: cannot compute score map ({_first_line(error)}); try --max-side"
             record(position, _row(item, "failed", reason=reason))
             return
-        for (position, item, pixels), score_map in zip(group, score_maps):
-            writer.put(position, item, pixels, score_map)
+        for (position, item, pixels), prediction in zip(group, predictions):
+            writer.put(position, item, pixels, prediction)
 
-    dataset = DecodeDataset([items[position] for position in pending], options.max_side, options.max_pixels)
+    dataset = DecodeDataset([items[position] for position in pending], task.max_side, task.max_pixels)
     loader = DataLoader(
         dataset,
         batch_size=None,

@@ -23,9 +23,9 @@ from ..batch.distributed import shard_from_environment
 from ..errors import InputImageError
 from ..io import DEFAULT_MAX_PIXELS, ensure_output_dir, load_image
 from ..models import DEFAULT_ARCH
-from ..pipeline import HeatmapOptions, output_paths, render_score_map, write_outputs
+from ..pipeline import HeatmapOptions, HeatmapTask, ImageTask, process_image
 from ..render import COLORMAPS, DEFAULT_COLORMAP
-from ..scoring import compute_score_map, resolve_device
+from ..scoring import resolve_device
 from .app import (
     EXIT_FAILURES,
     EXIT_INTERRUPTED,
@@ -86,7 +86,7 @@ def _device_for_rank(device: str) -> str:
 def _run_batch_command(
     inputs: list[Path], list_file: Path | None, out: Path | None, options: HeatmapOptions, *, recursive: bool,
     include: list[str], exclude: list[str], batch_size: int, num_workers: int | None, overwrite: bool,
-    shard: str | None, model: str, weights: Path | None, device: str, verbose: bool,
+    shard: str | None, model: str, weights: Path | None, checkpoint: Path | None, device: str, verbose: bool,
 ) -> int:
     if out is None:
         raise ValueError("--out OUT is required for folders, globs and lists (outputs mirror the input tree there)")
@@ -104,31 +104,31 @@ def _run_batch_command(
             + ("" if recursive else " (add --recursive to look in sub-folders)")
         )
     out_dir = ensure_output_dir(out)
-    network = load_network(model, weights).to(resolve_device(_device_for_rank(device)))
+    image_task = _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device)
     label = f"rank {rank}/{world_size} " if world_size > 1 else ""
     progress = Progress(
         TextColumn(f"{label}[progress.description]{{task.description}}"), BarColumn(), MofNCompleteColumn(),
         _ImagesPerSecondColumn(), TimeRemainingColumn(), console=error_console, transient=False,
     )
-    task = progress.add_task("heatmaps", total=None)
+    bar = progress.add_task("heatmaps", total=None)
 
     def on_start(to_process: int, skipped: int) -> None:
-        progress.update(task, total=to_process)
+        progress.update(bar, total=to_process)
         if skipped:
             progress.console.print(f"{label}skipping {skipped} inputs whose outputs are complete (--overwrite redoes them)")
 
     def on_row(row: dict) -> None:
         if row["status"] == "failed":
             progress.console.print(f"[red]failed:[/red] {escape(row['reason'])}", highlight=False)
-        progress.advance(task)
+        progress.advance(bar)
 
-    extra = {"model": model, "options": {
+    extra = {"model": str(checkpoint) if checkpoint is not None else model, "options": {
         "classes": options.classes, "topk": options.topk, "colormap": options.colormap, "grid": options.grid,
         "save_scores": options.save_scores, "json": options.write_json, "max_side": options.max_side,
     }}
     with progress:
         job = run_job(
-            network, items, out_dir, options, shard=shard_spec, batch_size=batch_size,
+            image_task, items, out_dir, shard=shard_spec, batch_size=batch_size,
             num_workers=num_workers, overwrite=overwrite, on_row=on_row, on_start=on_start, extra_summary=extra,
         )
     result = job.result
@@ -152,21 +152,21 @@ def _run_batch_command(
     return EXIT_FAILURES if counts["failed"] else 0
 
 
-def _segment(image, pixels, checkpoint, out_dir, classes, topk, colormap, alpha, as_json, device) -> None:
-    """``--checkpoint``: segmentation outputs of a trained model instead of classifier heatmaps."""
+def _build_task(options: HeatmapOptions, *, model: str, weights: Path | None, checkpoint: Path | None,
+                device: str) -> ImageTask:
+    """Classifier heatmaps, or with ``--checkpoint`` the segmentation of a trained FCN (same outputs machinery)."""
+    target = resolve_device(_device_for_rank(device))
+    if checkpoint is None:
+        return HeatmapTask(load_network(model, weights).to(target), options)
     from ..segmentation.checkpoint import load_segmentation_model
-    from ..segmentation.predict import (SegmentationOptions, segment_image, segmentation_output_paths,
-                                        write_segmentation_outputs)
+    from ..segmentation.predict import SegmentationOptions, SegmentationTask
 
-    model, class_names, _ = load_segmentation_model(checkpoint, resolve_device(device))
-    options = SegmentationOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, write_json=as_json)
-    result = segment_image(model, pixels, class_names, options, source=str(image))
-    written = write_segmentation_outputs(result, segmentation_output_paths(out_dir / image.stem, options))
-    if as_json:
-        typer.echo(json.dumps(dict(result.summary, outputs={k: str(v) for k, v in written.items()}), indent=2))
-    else:
-        for kind, path in written.items():
-            console.print(f"wrote {kind}: {path}", highlight=False)
+    segmentation_model, class_names, _ = load_segmentation_model(checkpoint, target)
+    return SegmentationTask(segmentation_model, class_names, SegmentationOptions(
+        classes=options.classes, topk=options.topk if options.classes is None else len(options.classes),
+        colormap=options.colormap, alpha=options.alpha, write_json=options.write_json,
+        max_side=options.max_side, max_pixels=options.max_pixels,
+    ))
 
 
 @app.command(epilog="Examples: fcn-heatmap examples/chelsea.jpg --class cat --grid --out results/ · "
@@ -242,20 +242,22 @@ def heatmap(
             code = _run_batch_command(
                 inputs, list_file, out, options, recursive=recursive, include=include or [], exclude=exclude or [],
                 batch_size=batch_size, num_workers=num_workers, overwrite=overwrite, shard=shard, model=model,
-                weights=weights, device=device, verbose=verbose,
+                weights=weights, checkpoint=checkpoint, device=device, verbose=verbose,
             )
         else:
             image = inputs[0]
             pixels = load_image(image, max_side=options.max_side, max_pixels=options.max_pixels)
             out_dir = ensure_output_dir(out) if out is not None else image.parent
-            network = load_network(model, weights).to(resolve_device(device))
-            score_map = compute_score_map(network, pixels)
-            rendered = render_score_map(pixels, score_map, options, source=str(image))
-            written = write_outputs(rendered, output_paths(out_dir / image.stem, options))
+            task = _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device)
+            task.check()
+            rendered, written = process_image(task, pixels, out_dir / image.stem, source=str(image))
             if as_json:
                 payload = dict(rendered.summary, outputs={kind: str(path) for kind, path in written.items()})
                 typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
-            else:
+            elif isinstance(task, HeatmapTask):
                 _print_table(rendered, written)
+            else:
+                for kind, path in written.items():
+                    console.print(f"wrote {kind}: {path}", highlight=False)
     if code:
         raise typer.Exit(code=code)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..heatmaps import resolve_classes
-from ..io import atomic_write_json, atomic_write_png
+from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, atomic_write_png
 from ..render import DEFAULT_COLORMAP, draw_legend, overlay, tile_panels
 from .datasets import voc_palette
 from .models import SegmentationFCN
@@ -25,6 +25,7 @@ from .transforms import normalize_image
 __all__ = [
     "SegmentationOptions",
     "SegmentationResult",
+    "SegmentationTask",
     "predict_probabilities",
     "render_segmentation",
     "segment_image",
@@ -42,6 +43,8 @@ class SegmentationOptions:
     colormap: str = DEFAULT_COLORMAP
     alpha: float = 0.5
     write_json: bool = False
+    max_side: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
 
 @dataclass
@@ -129,3 +132,42 @@ def write_segmentation_outputs(result: SegmentationResult, paths: dict[str, Path
         writers[kind](path)
         written[kind] = path
     return written
+
+
+@dataclass
+class SegmentationTask:
+    """A trained segmentation model as an :class:`~fcn_app.pipeline.ImageTask`: single images and batch runs."""
+
+    model: SegmentationFCN
+    class_names: list[str]
+    options: SegmentationOptions = field(default_factory=SegmentationOptions)
+
+    @property
+    def max_side(self) -> int | None:
+        return self.options.max_side
+
+    @property
+    def max_pixels(self) -> int:
+        return self.options.max_pixels
+
+    def check(self) -> None:
+        if self.options.classes:
+            resolve_classes(self.options.classes, self.class_names)
+
+    def predict(self, images: list[np.ndarray]) -> list[torch.Tensor]:
+        return [predict_probabilities(self.model, image) for image in images]
+
+    def render(self, image: np.ndarray, prediction: torch.Tensor, source: str | None) -> SegmentationResult:
+        return render_segmentation(image, prediction, self.class_names, self.options, source)
+
+    def output_paths(self, stem: str | os.PathLike) -> dict[str, Path]:
+        return segmentation_output_paths(stem, self.options)
+
+    def write(self, rendered: SegmentationResult, paths: dict[str, Path]) -> dict[str, Path]:
+        return write_segmentation_outputs(rendered, paths)
+
+    def row_fields(self, rendered: SegmentationResult) -> dict:
+        return {"top_classes": [
+            {"name": entry["name"], "pixel_fraction": round(entry["pixel_fraction"], 6)}
+            for entry in rendered.summary["classes"]
+        ]}
