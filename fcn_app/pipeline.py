@@ -24,6 +24,7 @@ from .models.convert import FullyConvolutionalNet
 from .scoring import ScoreMap, compute_score_maps
 
 __all__ = [
+    "DecodeLimitsFromOptions",
     "HeatmapOptions",
     "HeatmapTask",
     "ImageTask",
@@ -171,16 +172,10 @@ class ImageTask(Protocol):
         """Small per-image facts for the batch summary (e.g. the top classes)."""
 
 
-@dataclass
-class HeatmapTask:
-    """Classifier heatmaps: score maps of ``network``, rendered as :func:`render_score_map` describes.
+class DecodeLimitsFromOptions:
+    """Mixin for tasks: the decode limits (``max_side``, ``max_pixels``) are those of ``self.options``."""
 
-    ``score_options`` are passed to :func:`~fcn_app.scoring.compute_score_maps` (precision, memory budget, ...).
-    """
-
-    network: FullyConvolutionalNet
-    options: HeatmapOptions = field(default_factory=HeatmapOptions)
-    score_options: dict = field(default_factory=dict)
+    options: Any
 
     @property
     def max_side(self) -> int | None:
@@ -189,6 +184,18 @@ class HeatmapTask:
     @property
     def max_pixels(self) -> int:
         return self.options.max_pixels
+
+
+@dataclass
+class HeatmapTask(DecodeLimitsFromOptions):
+    """Classifier heatmaps: score maps of ``network``, rendered as :func:`render_score_map` describes.
+
+    ``score_options`` are passed to :func:`~fcn_app.scoring.compute_score_maps` (precision, memory budget, ...).
+    """
+
+    network: FullyConvolutionalNet
+    options: HeatmapOptions = field(default_factory=HeatmapOptions)
+    score_options: dict = field(default_factory=dict)
 
     def check(self) -> None:
         if self.options.classes:

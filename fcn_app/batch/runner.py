@@ -35,7 +35,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import FcnError, InputImageError
 from ..io import atomic_write_json, ensure_output_dir, load_image, remove_stale_temporaries
-from ..io.atomic import TEMP_SUFFIX
 from ..pipeline import ImageTask
 from .inputs import WorkItem
 from .summary import SUMMARY_NAME, merge_summaries, rank_summary_path, read_summary_rows, summary_payload
@@ -109,19 +108,9 @@ def remove_own_temporaries(out_dir: Path, items: Sequence[WorkItem], task: Image
     """Delete leftover temporary files of *these* items' outputs only.
 
     Sharded ranks share ``OUT``; removing every ``.*.tmp`` there would delete a neighbour's file mid-write.
-    Temporary names are ``.<output name>.<random>.tmp`` (see :mod:`fcn_app.io.atomic`).
     """
-    own = {str(path) for item in items for path in task.output_paths(item.stem_in(out_dir)).values()}
-    removed = 0
-    for temp in out_dir.rglob(f".*{TEMP_SUFFIX}"):
-        target_name = temp.name[1:].rsplit(".", 2)[0]
-        if str(temp.parent / target_name) in own:
-            try:
-                temp.unlink()
-                removed += 1
-            except OSError:
-                pass
-    return removed
+    own = {path for item in items for path in task.output_paths(item.stem_in(out_dir)).values()}
+    return remove_stale_temporaries(out_dir, targets=own)
 
 
 @dataclass

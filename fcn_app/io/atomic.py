@@ -31,6 +31,7 @@ __all__ = [
     "encode_png",
     "ensure_output_dir",
     "remove_stale_temporaries",
+    "temporary_target",
 ]
 
 TEMP_SUFFIX = ".tmp"
@@ -118,14 +119,23 @@ def atomic_write_npz(path: str | os.PathLike, **arrays: Any) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def remove_stale_temporaries(directory: str | os.PathLike) -> int:
-    """Delete temporary files an interrupted run left below ``directory``; returns how many."""
+def temporary_target(temp: Path) -> Path:
+    """The final path a temporary file ``.<name>.<random>.tmp`` was going to be renamed to."""
+    return temp.parent / temp.name[1:].rsplit(".", 2)[0]
+
+
+def remove_stale_temporaries(directory: str | os.PathLike, targets: set[Path] | None = None) -> int:
+    """Delete temporary files an interrupted run left below ``directory``; returns how many.
+
+    With ``targets``, only temporaries of those final paths go (other writers sharing the folder keep theirs).
+    """
     removed = 0
     for temp in Path(directory).rglob(f".*{TEMP_SUFFIX}"):
-        if temp.is_file():
-            try:
-                temp.unlink()
-                removed += 1
-            except OSError:
-                pass
+        if not temp.is_file() or (targets is not None and temporary_target(temp) not in targets):
+            continue
+        try:
+            temp.unlink()
+            removed += 1
+        except OSError:
+            pass
     return removed

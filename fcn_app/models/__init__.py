@@ -13,6 +13,7 @@ from .zoo import (
     load_classifier,
     load_fcn,
     read_state_dict,
+    safe_torch_load,
 )
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "load_classifier",
     "load_fcn",
     "read_state_dict",
+    "safe_torch_load",
     "split_classifier",
     "to_fully_convolutional",
 ]

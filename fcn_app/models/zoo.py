@@ -42,6 +42,7 @@ __all__ = [
     "load_classifier",
     "load_fcn",
     "read_state_dict",
+    "safe_torch_load",
 ]
 
 logger = logging.getLogger(__name__)
@@ -107,25 +108,33 @@ def fetch_default_weights(arch: str = DEFAULT_ARCH, *, progress: bool = True) ->
     return destination
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict with ``weights_only=True``; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``."""
+def safe_torch_load(path: str | os.PathLike, what: str = "weights file") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, every failure turned into one :class:`WeightsError` line.
+
+    A pickle that carries code or arbitrary objects is refused, never run.
+    """
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found" + (" (it is a folder)" if path.is_dir() else ""))
+        raise WeightsError(f"{path}: {what} not found" + (" (it is a folder)" if path.is_dir() else ""))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # protocol notes from the safe unpickler
-            payload: Any = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         reason = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0][:160]
         if "global" in reason.lower():
             raise WeightsError(
                 f"{path}: refused to load: it holds Python objects or code ({reason}), not only tensors; "
-                "weights are read with weights_only=True"
+                "files are read with weights_only=True"
             ) from None
         raise WeightsError(f"{path}: not a PyTorch checkpoint ({reason})") from None
     except Exception as error:  # noqa: BLE001 — a malformed file can make the unpickler fail in any way
         raise WeightsError(f"{path}: not a PyTorch checkpoint ({str(error).strip()[:160] or type(error).__name__})") from None
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict with ``weights_only=True``; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``."""
+    payload = safe_torch_load(path, "weights file")
     for key in ("state_dict", "model"):
         if isinstance(payload, dict) and isinstance(payload.get(key), dict):
             payload = payload[key]

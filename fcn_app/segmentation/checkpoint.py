@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import torch
 
 from ..errors import TrainingError, WeightsError
 from ..io import atomic_write_bytes
+from ..models.zoo import safe_torch_load
 from .models import SegmentationFCN, build_segmentation_model
 
 __all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "load_segmentation_model", "save_checkpoint"]
@@ -36,15 +35,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint` (``weights_only=True``: code in a pickle is refused)."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: checkpoint not found" + (" (it is a folder)" if path.is_dir() else ""))
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first_line = (str(error).strip().splitlines() or ["unsafe content"])[0]
-        raise WeightsError(f"{path}: refused to load: not a plain checkpoint ({first_line[:160]})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError) as error:
-        raise WeightsError(f"{path}: not a PyTorch checkpoint ({str(error).strip()[:160] or type(error).__name__})") from None
+    payload = safe_torch_load(path, "checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(
             f"{path}: not a segmentation checkpoint of fcn-heatmap (written by `fcn-heatmap train`); for a "

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..heatmaps import resolve_classes
+from ..pipeline import DecodeLimitsFromOptions
 from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, atomic_write_png
 from ..render import DEFAULT_COLORMAP, draw_legend, overlay, tile_panels
 from .datasets import voc_palette
@@ -135,20 +136,12 @@ def write_segmentation_outputs(result: SegmentationResult, paths: dict[str, Path
 
 
 @dataclass
-class SegmentationTask:
+class SegmentationTask(DecodeLimitsFromOptions):
     """A trained segmentation model as an :class:`~fcn_app.pipeline.ImageTask`: single images and batch runs."""
 
     model: SegmentationFCN
     class_names: list[str]
     options: SegmentationOptions = field(default_factory=SegmentationOptions)
-
-    @property
-    def max_side(self) -> int | None:
-        return self.options.max_side
-
-    @property
-    def max_pixels(self) -> int:
-        return self.options.max_pixels
 
     def check(self) -> None:
         if self.options.classes:
