@@ -47,22 +47,28 @@ def main() -> None:
     truth = scenes_ground_truth(scenes)
     print(f"{len(scenes)} scenes, {len(truth['annotations'])} digits (22–30 px)\n")
 
-    base = DetectOptions(threshold_mode="absolute", threshold=0.5, min_score=0.5)
+    base = dict(threshold_mode="absolute", threshold=0.5, min_score=0.5, box_mode="window")
     fill = 26 / WINDOW  # training digits are 24–28 px in the 32 px window
+    three, five = (0.85, 1.0, 1.2), (0.8, 0.9, 1.0, 1.1, 1.25)
     rows = [
-        ("region (component bbox)", 8, (1.0,), DetectOptions(**{**base.__dict__, "box_mode": "region"})),
-        ("window at peak", 8, (1.0,), DetectOptions(**{**base.__dict__, "box_mode": "window"})),
-        ("window at best of 3 scales", 8, (0.85, 1.0, 1.2), DetectOptions(**{**base.__dict__, "box_mode": "window"})),
-        ("window×fill at best of 3 scales", 8, (0.85, 1.0, 1.2),
-         DetectOptions(**{**base.__dict__, "box_mode": "window", "window_fill": fill})),
-        ("window×fill, stride 4, 3 scales", 4, (0.85, 1.0, 1.2),
-         DetectOptions(**{**base.__dict__, "box_mode": "window", "window_fill": fill})),
-        ("window×fill, stride 4, 5 scales", 4, (0.8, 0.9, 1.0, 1.1, 1.25),
-         DetectOptions(**{**base.__dict__, "box_mode": "window", "window_fill": fill})),
+        ("region (component bbox)", 8, (1.0,), DetectOptions(**{**base, "box_mode": "region"})),
+        ("window at peak", 8, (1.0,), DetectOptions(**base)),
+        ("window at best of 3 scales", 8, three, DetectOptions(**base)),
+        ("window x fill, 3 scales", 8, three, DetectOptions(**base, window_fill=fill)),
+        ("window at peak", 4, (1.0,), DetectOptions(**base)),
+        ("window x fill", 4, (1.0,), DetectOptions(**base, window_fill=fill)),
+        ("window x fill at centroid", 4, (1.0,), DetectOptions(**base, window_fill=fill, center="centroid")),
+        ("window at best of 3 scales", 4, three, DetectOptions(**base)),
+        ("window x fill, 3 scales", 4, three, DetectOptions(**base, window_fill=fill)),
+        ("window x fill, 3 scales 0.9-1.1", 4, (0.9, 1.0, 1.1), DetectOptions(**base, window_fill=fill)),
+        ("window x fill, 5 scales", 4, five, DetectOptions(**base, window_fill=fill)),
+        ("window x fill, 3 scales, mean fuse", 4, three, DetectOptions(**base, window_fill=fill)),
+        ("window x fill, 3 scales 0.9-1.1", 2, (0.9, 1.0, 1.1), DetectOptions(**base, window_fill=fill)),
     ]
     print(f"{'box mode':36s} {'stride':>6s} {'scales':>22s} {'AP50':>6s} {'AP':>6s}")
     for name, stride, scales, options in rows[: 4 if args.quick else None]:
-        metrics = run(network, scenes, truth, stride=stride, scales=scales, options=options)
+        fuse = "mean" if "mean" in name else "max"
+        metrics = run(network, scenes, truth, stride=stride, scales=scales, options=options, fuse=fuse)
         print(f"{name:36s} {stride:6d} {','.join(f'{s:g}' for s in scales):>22s} "
               f"{metrics['AP50']:6.3f} {metrics['AP']:6.3f}", flush=True)
     print(f"\ntotal {time.perf_counter() - start:.1f} s")

@@ -10,6 +10,7 @@ import sys
 
 from .app import app
 from . import heatmap  # noqa: F401  (registers the command)
+from . import detect  # noqa: F401  (registers detect and evaluate-detections)
 
 __all__ = ["app", "main"]
 
