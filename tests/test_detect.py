@@ -28,7 +28,7 @@ from fcn_app.errors import ClassSelectionError, DatasetError
 from fcn_app.geometry import ScoreGeometry
 from fcn_app.io import atomic_write_png
 from fcn_app.models import to_fully_convolutional
-from fcn_app.pyramid import FusedProbabilities, PyramidLevel, fuse_levels, parse_scales, resize_image, score_pyramid
+from fcn_app.pyramid import PyramidLevel, fuse_levels, parse_scales, resize_image, score_pyramid
 from fcn_app.scoring import ScoreMap, compute_score_map
 
 from helpers import random_rgb, random_state_dict, tiny_classifier
