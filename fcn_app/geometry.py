@@ -153,17 +153,23 @@ class ScoreGeometry:
             receptive_field=(float(layers.receptive_field[0]), float(layers.receptive_field[1])),
         )
 
-    def scaled(self, factor: float) -> "ScoreGeometry":
-        """Geometry in the coordinates of an image ``1/factor`` times the size (a pyramid level → original)."""
-        def to_original(value: float) -> float:
-            return (value + 0.5) / factor - 0.5  # pixel centres at integers in both images
+    def scaled(self, factor: float | tuple[float, float]) -> "ScoreGeometry":
+        """Geometry in the coordinates of an image ``1/factor`` times the size (a pyramid level → original).
+
+        ``factor`` may be a ``(y, x)`` pair: rounding a resized image to whole pixels scales the axes slightly
+        differently.
+        """
+        factor_y, factor_x = (factor, factor) if isinstance(factor, (int, float)) else factor
+
+        def to_original(value: float, axis_factor: float) -> float:
+            return (value + 0.5) / axis_factor - 0.5  # pixel centres at integers in both images
 
         return replace(
             self,
-            stride=(self.stride[0] / factor, self.stride[1] / factor),
-            first_center=(to_original(self.first_center[0]), to_original(self.first_center[1])),
-            window=(self.window[0] / factor, self.window[1] / factor),
-            receptive_field=(self.receptive_field[0] / factor, self.receptive_field[1] / factor),
+            stride=(self.stride[0] / factor_y, self.stride[1] / factor_x),
+            first_center=(to_original(self.first_center[0], factor_y), to_original(self.first_center[1], factor_x)),
+            window=(self.window[0] / factor_y, self.window[1] / factor_x),
+            receptive_field=(self.receptive_field[0] / factor_y, self.receptive_field[1] / factor_x),
         )
 
     def cell_centers(self, axis: int) -> np.ndarray:

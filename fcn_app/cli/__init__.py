@@ -11,6 +11,7 @@ import sys
 from .app import app
 from . import heatmap  # noqa: F401  (registers the command)
 from . import train  # noqa: F401  (registers train and evaluate)
+from . import detect  # noqa: F401  (registers detect and evaluate-detections)
 
 __all__ = ["app", "main"]
 

@@ -1,0 +1,449 @@
+"""From per-pixel class probabilities to boxes: threshold → connected components → one detection each → NMS.
+
+What a heat component means decides how big the box is. A classifier turned into an FCN scores *windows*: a
+pixel is hot when the window centred there contains the object, so a component marks the *window centres*
+where the classifier fires and is much smaller than the object (on the digit scenes of ``scripts/bench_detect.py``
+the component's own bounding box scores AP50 ≈ 0). The box that fits is the classifier's window, centred at
+the component's peak, at the pyramid scale where the class fires best there (box mode ``"window"``, the default
+for :class:`~fcn_app.models.FullyConvolutionalNet` maps). A model trained for segmentation gives per-pixel maps
+whose components *are* the objects; there the component's bounding box is right (box mode ``"region"``).
+
+``window_fill`` shrinks window boxes around their centre: a classifier whose training objects fill a fraction of
+its window (the digits fill ~27 of 32 px) finds objects that fill the same fraction, so that fraction of the
+window is the better box.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torchvision.ops import batched_nms, nms
+
+from .errors import ClassSelectionError, DatasetError
+from .geometry import ScoreGeometry
+from .heatmaps import resolve_classes
+from .models.convert import FullyConvolutionalNet
+from .pyramid import FusedProbabilities, fuse_levels, score_pyramid
+
+__all__ = [
+    "BOX_MODES",
+    "CENTER_MODES",
+    "THRESHOLD_MODES",
+    "Detection",
+    "DetectOptions",
+    "detect_objects",
+    "detections_from_probabilities",
+    "draw_detections",
+    "encode_mask",
+    "evaluate_detections",
+    "non_max_suppression",
+    "resolve_box_mode",
+    "select_detection_classes",
+    "threshold_mask",
+    "to_coco_results",
+]
+
+logger = logging.getLogger(__name__)
+
+THRESHOLD_MODES = ("absolute", "relative", "otsu")
+BOX_MODES = ("auto", "window", "region")
+CENTER_MODES = ("peak", "centroid")
+BACKGROUND_NAMES = ("background", "__background__", "bg")
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    """How heat becomes boxes.
+
+    Attributes:
+        threshold_mode: ``"absolute"`` (probability ≥ ``threshold``), ``"relative"`` (≥ ``threshold`` × the
+            class's peak in the image) or ``"otsu"`` (Otsu's threshold of the class map; ``threshold`` unused).
+        threshold: the value for the absolute/relative modes.
+        min_score: components whose peak probability is below this are dropped (guards relative/Otsu
+            thresholds on maps where the class is absent).
+        box_mode: ``"window"``, ``"region"`` or ``"auto"`` (window for classifier maps, region otherwise).
+        window_fill: window boxes are this fraction of the classifier's window (1 = the whole window).
+        center: where a window box is centred: ``"peak"`` (the component's hottest pixel) or ``"centroid"``
+            (its probability-weighted centre — sub-stride precision from the heat's shape).
+        nms_iou: boxes overlapping a better one by more than this IoU are suppressed.
+        classwise_nms: suppress only within a class (default: across classes — one object, one label).
+        min_area: components smaller than this many pixels are ignored.
+        max_detections: keep at most this many detections per image (best first).
+        masks: attach each component's pixel mask to its detection.
+    """
+
+    threshold_mode: str = "relative"
+    threshold: float = 0.5
+    min_score: float = 0.3
+    box_mode: str = "auto"
+    window_fill: float = 1.0
+    center: str = "peak"
+    nms_iou: float = 0.3
+    classwise_nms: bool = False
+    min_area: int = 1
+    max_detections: int = 100
+    masks: bool = False
+
+    def __post_init__(self) -> None:
+        if self.threshold_mode not in THRESHOLD_MODES:
+            raise ValueError(f"unknown threshold mode {self.threshold_mode!r}; choose one of {', '.join(THRESHOLD_MODES)}")
+        if self.box_mode not in BOX_MODES:
+            raise ValueError(f"unknown box mode {self.box_mode!r}; choose one of {', '.join(BOX_MODES)}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"--threshold must be between 0 and 1, got {self.threshold}")
+        if not 0.0 <= self.min_score <= 1.0:
+            raise ValueError(f"--min-score must be between 0 and 1, got {self.min_score}")
+        if not 0.0 < self.window_fill <= 4.0:
+            raise ValueError(f"--window-fill must be in (0, 4], got {self.window_fill}")
+        if self.center not in CENTER_MODES:
+            raise ValueError(f"unknown center {self.center!r}; choose one of {', '.join(CENTER_MODES)}")
+        if not 0.0 <= self.nms_iou <= 1.0:
+            raise ValueError(f"--nms-iou must be between 0 and 1, got {self.nms_iou}")
+
+
+@dataclass
+class Detection:
+    """One found object. ``box`` is ``(x, y, w, h)`` in original-image pixels (edges: ``x`` is a left edge)."""
+
+    class_name: str
+    class_index: int
+    score: float
+    box: tuple[float, float, float, float]
+    peak: tuple[int, int]  # (x, y) pixel of the component's highest probability
+    scale: float  # pyramid scale at which the class fired best at the peak
+    mask: np.ndarray | None = field(default=None, repr=False)  # H×W bool, when asked for
+
+    def to_dict(self) -> dict:
+        payload = {
+            "class_name": self.class_name,
+            "class_index": self.class_index,
+            "score": round(float(self.score), 6),
+            "box": [round(float(value), 2) for value in self.box],
+            "peak": {"x": int(self.peak[0]), "y": int(self.peak[1])},
+            "scale": self.scale,
+        }
+        if self.mask is not None:
+            payload["mask"] = encode_mask(self.mask)
+        return payload
+
+
+def encode_mask(mask: np.ndarray) -> dict:
+    """COCO run-length encoding of a boolean mask (``{"size": [h, w], "counts": str}``)."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(value) for value in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def threshold_mask(probability: np.ndarray, mode: str, value: float) -> np.ndarray:
+    """Boolean mask of the pixels of ``probability`` (``H×W`` in [0, 1]) that count as hot."""
+    if mode == "absolute":
+        return probability >= value
+    if mode == "relative":
+        return probability >= value * float(probability.max())
+    if mode == "otsu":
+        levels = np.clip(np.rint(probability * 255.0), 0, 255).astype(np.uint8)
+        if levels.min() == levels.max():
+            return np.zeros(probability.shape, dtype=bool)
+        _, binary = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+        return binary > 0
+    raise ValueError(f"unknown threshold mode {mode!r}; choose one of {', '.join(THRESHOLD_MODES)}")
+
+
+def _background_indices(categories: Sequence[str]) -> set[int]:
+    return {index for index, name in enumerate(categories) if name.strip().lower() in BACKGROUND_NAMES}
+
+
+def select_detection_classes(
+    categories: Sequence[str], classes: Sequence[str] | None = None, *, peak_probabilities: torch.Tensor | None = None,
+    topk: int = 5,
+) -> list[int]:
+    """Class indices to look for.
+
+    Named ``classes`` (names, words or indices as for heatmaps; a word matching several classes looks for each
+    of them). Otherwise every class except a background class when the model has at most 100 classes, or the
+    ``topk`` classes with the highest peak probability (``peak_probabilities``, one per class) for bigger
+    label sets such as ImageNet's 1000.
+    """
+    if classes:
+        indices = [index for selection in resolve_classes(classes, categories) for index in selection.indices]
+        return list(dict.fromkeys(indices))
+    background = _background_indices(categories)
+    candidates = [index for index in range(len(categories)) if index not in background]
+    if not candidates:
+        raise ClassSelectionError("the model has only background classes; nothing to detect")
+    if len(categories) <= 100 or peak_probabilities is None:
+        return candidates
+    if topk < 1:
+        raise ClassSelectionError(f"--topk must be at least 1, got {topk}")
+    order = torch.argsort(peak_probabilities[candidates], descending=True, stable=True)[:topk]
+    return [candidates[int(position)] for position in order]
+
+
+def _cell_at(geometry: ScoreGeometry, x: float, y: float) -> tuple[float, float]:
+    """Fractional cell ``(row, col)`` whose centre is pixel ``(x, y)``."""
+    return ((y - geometry.first_center[0]) / geometry.stride[0], (x - geometry.first_center[1]) / geometry.stride[1])
+
+
+def _window_box(geometry: ScoreGeometry, x: float, y: float, fill: float) -> tuple[float, float, float, float]:
+    left, top, width, height = geometry.window_box(*_cell_at(geometry, x, y))
+    center_x, center_y = left + width / 2, top + height / 2
+    width, height = width * fill, height * fill
+    return (center_x - width / 2, center_y - height / 2, width, height)
+
+
+def _clip_box(box: tuple[float, float, float, float], image_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    height, width = image_size
+    left, top = max(0.0, box[0]), max(0.0, box[1])
+    right, bottom = min(float(width), box[0] + box[2]), min(float(height), box[1] + box[3])
+    return (left, top, max(0.0, right - left), max(0.0, bottom - top))
+
+
+def detections_from_probabilities(
+    fused: FusedProbabilities, options: DetectOptions = DetectOptions(), *, box_mode: str = "window"
+) -> list[Detection]:
+    """One detection per connected hot component of each class map in ``fused`` (before NMS).
+
+    ``box_mode`` is ``"window"`` or ``"region"`` (``"auto"`` is resolved by the caller, who knows the model).
+    """
+    if box_mode not in ("window", "region"):
+        raise ValueError(f"box_mode must be 'window' or 'region' here, got {box_mode!r}")
+    categories = fused.categories
+    image_size = fused.probabilities.shape[1:]
+    detections = []
+    for position, class_index in enumerate(fused.class_indices):
+        probability = fused.probabilities[position]
+        if float(probability.max()) < options.min_score:
+            continue
+        hot = threshold_mask(probability, options.threshold_mode, options.threshold)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats(hot.astype(np.uint8), connectivity=8)
+        for label in range(1, count):
+            left, top, width, height, area = (int(value) for value in stats[label])
+            if area < options.min_area:
+                continue
+            component = labels[top : top + height, left : left + width] == label
+            crop = np.where(component, probability[top : top + height, left : left + width], -1.0)
+            peak_y, peak_x = np.unravel_index(int(np.argmax(crop)), crop.shape)
+            score = float(crop[peak_y, peak_x])
+            if score < options.min_score:
+                continue
+            peak_x, peak_y = left + int(peak_x), top + int(peak_y)
+            level = fused.levels[int(fused.best_level[position, peak_y, peak_x])]
+            if box_mode == "window":
+                center_x, center_y = float(peak_x), float(peak_y)
+                if options.center == "centroid":
+                    weights = np.where(component, probability[top : top + height, left : left + width], 0.0)
+                    rows, cols = np.mgrid[top : top + height, left : left + width]
+                    center_x = float((weights * cols).sum() / weights.sum())
+                    center_y = float((weights * rows).sum() / weights.sum())
+                box = _clip_box(_window_box(level.score_map.geometry, center_x, center_y, options.window_fill),
+                                image_size)
+            else:
+                box = (float(left), float(top), float(width), float(height))
+            mask = None
+            if options.masks:
+                mask = np.zeros(image_size, dtype=bool)
+                mask[top : top + height, left : left + width] = component
+            detections.append(Detection(categories[class_index], int(class_index), score, box, (peak_x, peak_y),
+                                        level.scale, mask))
+    return detections
+
+
+def non_max_suppression(
+    detections: Sequence[Detection], iou_threshold: float = 0.3, classwise: bool = False,
+    max_detections: int | None = None,
+) -> list[Detection]:
+    """Keep the best-scoring of overlapping detections (``torchvision.ops``), across classes unless ``classwise``."""
+    if not detections:
+        return []
+    boxes = torch.tensor([[d.box[0], d.box[1], d.box[0] + d.box[2], d.box[1] + d.box[3]] for d in detections],
+                         dtype=torch.float32)
+    scores = torch.tensor([d.score for d in detections], dtype=torch.float32)
+    if classwise:
+        labels = torch.tensor([d.class_index for d in detections])
+        keep = batched_nms(boxes, scores, labels, iou_threshold)
+    else:
+        keep = nms(boxes, scores, iou_threshold)
+    kept = [detections[int(index)] for index in keep]  # sorted by decreasing score
+    return kept[:max_detections] if max_detections else kept
+
+
+def resolve_box_mode(box_mode: str, network: torch.nn.Module) -> str:
+    """``"auto"`` → ``"window"`` for a classifier turned FCN (its heat marks window centres), else ``"region"``."""
+    if box_mode != "auto":
+        return box_mode
+    return "window" if isinstance(network, FullyConvolutionalNet) else "region"
+
+
+def detect_objects(
+    network: FullyConvolutionalNet,
+    image: np.ndarray,
+    *,
+    scales: Sequence[float] = (1.0,),
+    classes: Sequence[str] | None = None,
+    fuse: str = "max",
+    topk: int = 5,
+    options: DetectOptions = DetectOptions(),
+) -> list[Detection]:
+    """Boxes of the objects in ``image`` (``H×W×3`` uint8 RGB), best first.
+
+    ``network`` may be densified first (:func:`fcn_app.dense.densify`) for a finer map. The image is scored at
+    every scale, per-pixel probabilities of the classes looked for are fused (``max``/``mean``), and
+    :func:`detections_from_probabilities` + :func:`non_max_suppression` turn them into detections.
+    """
+    levels = score_pyramid(network, image, scales)
+    peaks = torch.stack([level.score_map.probabilities().flatten(1).amax(dim=1) for level in levels]).amax(dim=0)
+    class_indices = select_detection_classes(network.categories, classes, peak_probabilities=peaks, topk=topk)
+    fused = fuse_levels(levels, class_indices, mode=fuse)
+    candidates = detections_from_probabilities(fused, options, box_mode=resolve_box_mode(options.box_mode, network))
+    return non_max_suppression(candidates, options.nms_iou, options.classwise_nms, options.max_detections)
+
+
+# --- pictures --------------------------------------------------------------------------------------------------
+
+_PALETTE = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+    (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+)
+
+
+def draw_detections(image: np.ndarray, detections: Sequence[Detection], *, thickness: int | None = None) -> np.ndarray:
+    """A copy of ``image`` (RGB) with each detection's box and ``"name score"`` label, a colour per class."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an H×W×3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+    result = np.ascontiguousarray(image.copy())
+    height, width = result.shape[:2]
+    thickness = thickness or max(1, int(round(min(height, width) / 250)))
+    font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, float(np.clip(min(height, width) / 700.0, 0.3, 1.0))
+    for detection in sorted(detections, key=lambda d: d.score):
+        colour = _PALETTE[detection.class_index % len(_PALETTE)]
+        x, y, w, h = detection.box
+        top_left = (int(round(x)), int(round(y)))
+        cv2.rectangle(result, top_left, (int(round(x + w)) - 1, int(round(y + h)) - 1), colour, thickness)
+        label = f"{detection.class_name} {detection.score:.2f}"
+        (text_w, text_h), baseline = cv2.getTextSize(label, font, font_scale, 1)
+        text_top = max(0, top_left[1] - text_h - baseline - 2)
+        cv2.rectangle(result, (top_left[0], text_top), (top_left[0] + text_w + 2, text_top + text_h + baseline + 2),
+                      colour, -1)
+        text_colour = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
+        cv2.putText(result, label, (top_left[0] + 1, text_top + text_h + 1), font, font_scale, text_colour, 1,
+                    cv2.LINE_AA)
+    return result
+
+
+# --- COCO results and evaluation ---------------------------------------------------------------------------------
+
+
+def to_coco_results(per_image: Sequence[tuple[int, str, Sequence[Detection]]]) -> list[dict]:
+    """COCO detection results for ``(image_id, file_name, detections)`` triples.
+
+    ``category_id`` is ``class_index + 1``; ``file_name`` and ``category_name`` ride along so that
+    :func:`evaluate_detections` can match images and categories of any ground truth by name.
+    """
+    results = []
+    for image_id, file_name, detections in per_image:
+        for detection in detections:
+            entry = {
+                "image_id": int(image_id),
+                "file_name": file_name,
+                "category_id": detection.class_index + 1,
+                "category_name": detection.class_name,
+                "bbox": [round(float(value), 2) for value in detection.box],
+                "score": round(float(detection.score), 6),
+            }
+            if detection.mask is not None:
+                entry["segmentation"] = encode_mask(detection.mask)
+            results.append(entry)
+    return results
+
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
+                "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
+
+
+def _load_json(source: str | os.PathLike | dict | list, what: str):
+    if isinstance(source, (dict, list)):
+        return source
+    path = Path(source)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: {what} file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DatasetError(f"{path}: cannot read {what} as JSON ({error})") from None
+
+
+def _align_results(results: list[dict], ground_truth: dict) -> list[dict]:
+    """Map results' image and category ids onto the ground truth's, by ``file_name``/``category_name`` if given."""
+    images_by_name = {Path(image["file_name"]).name: image["id"] for image in ground_truth.get("images", [])
+                      if "file_name" in image}
+    categories_by_name = {category["name"].lower(): category["id"] for category in ground_truth.get("categories", [])}
+    aligned = []
+    for entry in results:
+        entry = dict(entry)
+        name = entry.pop("file_name", None)
+        if name is not None and Path(name).name in images_by_name:
+            entry["image_id"] = images_by_name[Path(name).name]
+        category = entry.pop("category_name", None)
+        if category is not None and category.lower() in categories_by_name:
+            entry["category_id"] = categories_by_name[category.lower()]
+        aligned.append(entry)
+    return aligned
+
+
+def evaluate_detections(
+    results: str | os.PathLike | list[dict], ground_truth: str | os.PathLike | dict, *, iou_type: str = "bbox"
+) -> dict[str, float]:
+    """COCO AP/AR of detection ``results`` against ``ground_truth`` (COCO JSON), computed by pycocotools.
+
+    Images and categories are matched by file name and category name when the results carry them (as files
+    written by ``fcn-heatmap detect`` do), else by id. Returns ``{"AP": …, "AP50": …, …}`` (COCO's 12 numbers).
+    """
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise DatasetError("evaluation needs pycocotools: pip install 'fcn-heatmap[detect]'") from None
+    truth = _load_json(ground_truth, "ground-truth")
+    predicted = _load_json(results, "results")
+    if not isinstance(truth, dict) or "annotations" not in truth or "images" not in truth:
+        raise DatasetError("ground truth must be COCO JSON with 'images', 'annotations' and 'categories'")
+    if isinstance(predicted, dict):  # a per-run file written by `detect` also holds the results list
+        predicted = predicted.get("results", predicted.get("annotations"))
+    if not isinstance(predicted, list):
+        raise DatasetError("results must be a COCO results list: [{image_id, category_id, bbox, score}, …]")
+    truth.setdefault("info", {})
+    truth.setdefault("licenses", [])
+    for annotation in truth["annotations"]:
+        annotation.setdefault("iscrowd", 0)
+        if "area" not in annotation:
+            annotation["area"] = float(annotation["bbox"][2] * annotation["bbox"][3])
+    predicted = _align_results(predicted, truth)
+    known_images = {image["id"] for image in truth["images"]}
+    unknown = sorted({entry["image_id"] for entry in predicted} - known_images)
+    if unknown:
+        raise DatasetError(f"results name {len(unknown)} image(s) not in the ground truth (e.g. id {unknown[0]}); "
+                           "check that both files describe the same images")
+    if not predicted:
+        logger.warning("no detections to evaluate; every metric is 0")
+        return {name: 0.0 for name in METRIC_NAMES}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        coco_truth = COCO()
+        coco_truth.dataset = truth
+        coco_truth.createIndex()
+        coco_results = coco_truth.loadRes(predicted)
+        evaluator = COCOeval(coco_truth, coco_results, iou_type)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats)}
