@@ -344,8 +344,10 @@ def draw_detections(image: np.ndarray, detections: Sequence[Detection], *, thick
 # --- COCO results and evaluation ---------------------------------------------------------------------------------
 
 
-def to_coco_results(per_image: Sequence[tuple[int, str, Sequence[Detection]]]) -> list[dict]:
+def to_coco_results(per_image: Sequence[tuple[int, str, Sequence[Detection | dict]]]) -> list[dict]:
     """COCO detection results for ``(image_id, file_name, detections)`` triples.
+
+    Detections may be :class:`Detection` objects or their :meth:`Detection.to_dict` form (as saved per image).
 
     ``category_id`` is ``class_index + 1``; ``file_name`` and ``category_name`` ride along so that
     :func:`evaluate_detections` can match images and categories of any ground truth by name.
@@ -353,16 +355,17 @@ def to_coco_results(per_image: Sequence[tuple[int, str, Sequence[Detection]]]) -
     results = []
     for image_id, file_name, detections in per_image:
         for detection in detections:
+            record = detection.to_dict() if isinstance(detection, Detection) else detection
             entry = {
                 "image_id": int(image_id),
                 "file_name": file_name,
-                "category_id": detection.class_index + 1,
-                "category_name": detection.class_name,
-                "bbox": [round(float(value), 2) for value in detection.box],
-                "score": round(float(detection.score), 6),
+                "category_id": int(record["class_index"]) + 1,
+                "category_name": record["class_name"],
+                "bbox": [round(float(value), 2) for value in record["box"]],
+                "score": round(float(record["score"]), 6),
             }
-            if detection.mask is not None:
-                entry["segmentation"] = encode_mask(detection.mask)
+            if record.get("mask") is not None:
+                entry["segmentation"] = record["mask"]
             results.append(entry)
     return results
 

@@ -10,6 +10,7 @@ and the CLI only speak this protocol, so every task gets folders, resume, shardi
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .detect import Detection, DetectOptions, detect_objects, draw_detections, to_coco_results
 from .heatmaps import ClassHeatmap, class_heatmaps, resolve_classes
 from .io import DEFAULT_MAX_PIXELS, atomic_write_json, atomic_write_npz, atomic_write_png
 from .render import DEFAULT_COLORMAP, draw_legend, draw_marker, overlay, tile_panels
@@ -25,6 +27,9 @@ from .scoring import ScoreMap, compute_score_maps
 
 __all__ = [
     "DecodeLimitsFromOptions",
+    "DetectionTask",
+    "DetectionsImage",
+    "coco_results_from_summary",
     "HeatmapOptions",
     "HeatmapTask",
     "ImageTask",
@@ -224,3 +229,80 @@ def process_image(task: ImageTask, image: np.ndarray, stem: str | os.PathLike, s
     """Predict, render and write one decoded image; returns ``(rendered, written_paths)``."""
     rendered = task.render(image, task.predict([image])[0], source)
     return rendered, task.write(rendered, task.output_paths(stem))
+
+
+@dataclass
+class DetectionsImage:
+    """One image's detections and the picture of them."""
+
+    overlay: np.ndarray
+    detections: list[Detection]
+    summary: dict
+
+
+@dataclass
+class DetectionTask:
+    """Boxes from heatmaps (:func:`fcn_app.detect.detect_objects`) as an :class:`ImageTask`.
+
+    Writes ``<stem>.detections.png`` (boxes and labels) and ``<stem>.detections.json`` per image; a folder's
+    COCO results file is assembled from those by :func:`coco_results_from_summary`.
+    """
+
+    network: FullyConvolutionalNet
+    options: DetectOptions = field(default_factory=DetectOptions)
+    scales: tuple[float, ...] = (1.0,)
+    classes: list[str] | None = None
+    fuse: str = "max"
+    topk: int = 5
+    max_side: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    description: dict = field(default_factory=dict)  # e.g. model and stride, copied into every JSON
+
+    def check(self) -> None:
+        if self.classes:
+            resolve_classes(self.classes, self.network.categories)
+
+    def predict(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        return [
+            detect_objects(self.network, image, scales=self.scales, classes=self.classes, fuse=self.fuse,
+                           topk=self.topk, options=self.options)
+            for image in images
+        ]
+
+    def render(self, image: np.ndarray, prediction: list[Detection], source: str | None) -> DetectionsImage:
+        summary = {
+            "image": source,
+            "image_size": {"width": int(image.shape[1]), "height": int(image.shape[0])},
+            **self.description,
+            "scales": list(self.scales),
+            "fuse": self.fuse,
+            "detections": [detection.to_dict() for detection in prediction],
+        }
+        return DetectionsImage(draw_detections(image, prediction), prediction, summary)
+
+    def output_paths(self, stem: str | os.PathLike) -> dict[str, Path]:
+        return {"overlay": Path(f"{stem}.detections.png"), "json": Path(f"{stem}.detections.json")}
+
+    def write(self, rendered: DetectionsImage, paths: dict[str, Path]) -> dict[str, Path]:
+        atomic_write_png(paths["overlay"], rendered.overlay)
+        atomic_write_json(paths["json"], rendered.summary)
+        return dict(paths)
+
+    def row_fields(self, rendered: DetectionsImage) -> dict:
+        return {"top_classes": [
+            {"name": detection.class_name, "score": round(float(detection.score), 6)}
+            for detection in rendered.detections[:5]
+        ]}
+
+
+def coco_results_from_summary(summary_path: str | os.PathLike) -> list[dict]:
+    """COCO results of a finished detection job: image ids follow the summary's (sorted) input order."""
+    rows = json.loads(Path(summary_path).read_text(encoding="utf-8"))["inputs"]
+    per_image = []
+    for image_id, row in enumerate(rows, start=1):
+        json_path = row.get("outputs", {}).get("json")
+        if row["status"] not in ("ok", "skipped") or not json_path:
+            continue
+        detections = json.loads(Path(json_path).read_text(encoding="utf-8"))["detections"]
+        per_image.append((image_id, Path(row["input"]).name, detections))
+    return to_coco_results(per_image)

@@ -21,7 +21,6 @@ from PIL import Image
 from fcn_app.batch import (
     SUMMARY_NAME,
     collect_inputs,
-    load_network,
     merge_summaries,
     parse_shard,
     rank_summary_path,
@@ -30,6 +29,7 @@ from fcn_app.batch import (
 )
 from fcn_app.cli import main
 from fcn_app.io import load_image
+from fcn_app.models import load_network
 from fcn_app.pipeline import HeatmapOptions, HeatmapTask
 from helpers_batch import make_image_folder
 

@@ -20,7 +20,6 @@ import torch.distributed as dist
 from ..pipeline import ImageTask
 from .distributed import process_group, shard_from_environment
 from .inputs import WorkItem, collect_inputs, is_glob_pattern, parse_shard, read_list_file, shard_items
-from .network import load_network
 from .runner import BatchResult, DecodeDataset, default_num_workers, is_up_to_date, run_batch
 from .summary import SUMMARY_NAME, merge_summaries, rank_summary_path, read_summary_rows
 
@@ -34,7 +33,6 @@ __all__ = [
     "default_num_workers",
     "is_glob_pattern",
     "is_up_to_date",
-    "load_network",
     "merge_summaries",
     "parse_shard",
     "process_group",

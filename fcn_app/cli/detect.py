@@ -7,35 +7,34 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..dense import densify
-from ..detect import BOX_MODES, CENTER_MODES, THRESHOLD_MODES, DetectOptions, detect_objects, draw_detections, \
-    evaluate_detections, to_coco_results
-from ..errors import InputImageError
-from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, atomic_write_png, ensure_output_dir, is_image_path, load_image
-from ..models import DEFAULT_ARCH, load_fcn
+from ..detect import BOX_MODES, CENTER_MODES, THRESHOLD_MODES, DetectOptions, evaluate_detections, to_coco_results
+from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, ensure_output_dir, load_image
+from ..models import DEFAULT_ARCH, load_network
+from ..pipeline import DetectionTask, coco_results_from_summary, process_image
 from ..pyramid import FUSE_MODES, parse_scales
 from ..scoring import resolve_device
-from .app import EXIT_FAILURES, DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, \
-    error_console, setup_logging
+from .app import DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, setup_logging
+from .jobs import (
+    BatchSizeOption,
+    ExcludeOption,
+    FolderOptions,
+    IncludeOption,
+    ListOption,
+    NumWorkersOption,
+    OverwriteOption,
+    RecursiveOption,
+    ShardOption,
+    device_for_rank,
+    is_batch_input,
+    run_folder_job,
+)
 
-__all__ = ["detect", "evaluate_detections_command", "list_images"]
+__all__ = ["detect", "evaluate_detections_command"]
 
 RESULTS_NAME = "detections.coco.json"
-
-
-def list_images(source: Path) -> list[Path]:
-    """``source`` itself if it is a file, else the images directly inside the folder ``source``, sorted by name."""
-    if not source.exists():
-        raise InputImageError(f"{source}: no such file or folder")
-    if source.is_file():
-        return [source]
-    images = sorted(path for path in source.iterdir() if path.is_file() and is_image_path(path))
-    if not images:
-        raise InputImageError(f"{source}: the folder holds no images (jpg, png, bmp, webp, tif, gif)")
-    return images
 
 
 def _check_choice(value: str, choices, option: str) -> str:
@@ -44,10 +43,26 @@ def _check_choice(value: str, choices, option: str) -> str:
     return value
 
 
-@app.command(epilog="Example: fcn-heatmap detect photos/ --stride 16 --scales 0.5,1,2 --out boxes/")
+def _print_detections(rendered, written) -> None:
+    table = Table(title=f"{rendered.summary['image']} · {len(rendered.detections)} detections")
+    for column in ("class", "score", "box x, y, w, h"):
+        table.add_column(column)
+    for detection in rendered.detections:
+        table.add_row(detection.class_name, f"{detection.score:.3f}", ", ".join(f"{v:.0f}" for v in detection.box))
+    console.print(table)
+    for kind, path in written.items():
+        console.print(f"wrote {kind}: {path}", highlight=False)
+
+
+@app.command(epilog="Examples: fcn-heatmap detect photo.jpg --stride 16 --scales 0.5,1,2 · "
+             "fcn-heatmap detect photos/ --recursive --out boxes/")
 def detect(
-    source: Annotated[Path, typer.Argument(help="An image file, or a folder of images.")],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: next to the images).")] = None,
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="An image file, or a folder, a quoted glob or several files (then --out is needed).",
+                       show_default=False),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default for one image: next to it).")] = None,
     classes: Annotated[
         list[str] | None,
         typer.Option("--class", "-c", help="Look only for this class (name, word or index). Repeatable."),
@@ -67,14 +82,24 @@ def detect(
     masks: Annotated[bool, typer.Option("--masks", help="Add each detection's heat mask (COCO RLE).")] = False,
     max_side: Annotated[int | None, typer.Option(help="Downscale so the longer side is at most this.", min=1)] = None,
     max_pixels: Annotated[int, typer.Option(help="Refuse images declaring more pixels than this.", min=1)] = DEFAULT_MAX_PIXELS,
+    list_file: ListOption = None,
+    recursive: RecursiveOption = False,
+    include: IncludeOption = None,
+    exclude: ExcludeOption = None,
+    batch_size: BatchSizeOption = 1,
+    num_workers: NumWorkersOption = None,
+    overwrite: OverwriteOption = False,
+    shard: ShardOption = None,
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
     device: DeviceOption = "auto",
     verbose: VerboseOption = False,
 ) -> None:
     """Find objects: per image <name>.detections.png (boxes + labels) and <name>.detections.json; all results in
-    COCO format in detections.coco.json."""
+    COCO format in detections.coco.json. Folders run as batch jobs (resume, shards, summary.json)."""
     setup_logging(verbose)
+    inputs = list(inputs or [])
+    code = 0
     with cli_errors(verbose):
         _check_choice(fuse, FUSE_MODES, "--fuse")
         _check_choice(threshold_mode, THRESHOLD_MODES, "--threshold-mode")
@@ -84,48 +109,38 @@ def detect(
         options = DetectOptions(threshold_mode=threshold_mode, threshold=threshold, min_score=min_score,
                                 box_mode=box_mode, window_fill=window_fill, center=center, nms_iou=nms_iou,
                                 classwise_nms=classwise_nms, masks=masks)
-        images = list_images(source)
-        out_dir = ensure_output_dir(out) if out is not None else (source if source.is_dir() else source.parent)
-        network = load_fcn(model, weights_path=weights)
-        if stride is not None:
-            network = densify(network, stride)
-        network = network.to(resolve_device(device))
+        if not inputs and list_file is None:
+            raise ValueError("give an IMAGE, a folder, a glob or --list FILE")
 
-        per_image, failures = [], 0
-        table = Table(title=f"detections · stride {stride or 'native'} · scales {scales} · fuse {fuse}")
-        for column in ("image", "class", "score", "box x, y, w, h"):
-            table.add_column(column)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=error_console, transient=True, disable=len(images) < 2) as progress:
-            task = progress.add_task("detecting", total=len(images))
-            for image_id, path in enumerate(images, start=1):
-                try:
-                    pixels = load_image(path, max_side=max_side, max_pixels=max_pixels)
-                    detections = detect_objects(network, pixels, scales=pyramid_scales, classes=classes, fuse=fuse,
-                                                topk=topk, options=options)
-                    stem = out_dir / path.stem
-                    atomic_write_png(Path(f"{stem}.detections.png"), draw_detections(pixels, detections))
-                    atomic_write_json(Path(f"{stem}.detections.json"), {
-                        "image": str(path), "image_size": {"height": pixels.shape[0], "width": pixels.shape[1]},
-                        "model": model, "stride": stride, "scales": list(pyramid_scales), "fuse": fuse,
-                        "detections": [detection.to_dict() for detection in detections],
-                    })
-                except InputImageError as error:  # one bad file in a folder does not stop the others
-                    if len(images) == 1:
-                        raise
-                    failures += 1
-                    error_console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
-                    detections = []
-                per_image.append((image_id, path.name, detections))
-                for detection in detections:
-                    table.add_row(path.name, detection.class_name, f"{detection.score:.3f}",
-                                  ", ".join(f"{value:.0f}" for value in detection.box))
-                progress.advance(task)
-        results_path = atomic_write_json(out_dir / RESULTS_NAME, to_coco_results(per_image))
-        console.print(table)
-        console.print(f"wrote {len(images) - failures} overlay(s) and {results_path}", highlight=False)
-        if failures:
-            raise typer.Exit(code=EXIT_FAILURES)
+        def make_task() -> DetectionTask:
+            network = load_network(model, weights)
+            if stride is not None:
+                network = densify(network, stride)
+            return DetectionTask(
+                network.to(resolve_device(device_for_rank(device))), options, scales=pyramid_scales,
+                classes=classes or None, fuse=fuse, topk=topk, max_side=max_side, max_pixels=max_pixels,
+                description={"model": model, "stride": stride},
+            )
+
+        if is_batch_input(inputs, list_file):
+            folder = FolderOptions(list_file, recursive, include, exclude, batch_size, num_workers, overwrite, shard)
+            code, job = run_folder_job(make_task, inputs, out, folder, description="detecting", verbose=verbose,
+                                       extra_summary={"model": model, "stride": stride, "scales": list(pyramid_scales)})
+            if job.summary_path is not None:
+                results_path = atomic_write_json(Path(out) / RESULTS_NAME, coco_results_from_summary(job.summary_path))
+                console.print(f"wrote {results_path}", highlight=False)
+        else:
+            image = inputs[0]
+            pixels = load_image(image, max_side=max_side, max_pixels=max_pixels)
+            out_dir = ensure_output_dir(out) if out is not None else image.parent
+            task = make_task()
+            task.check()
+            rendered, written = process_image(task, pixels, out_dir / image.stem, source=str(image))
+            written["coco"] = atomic_write_json(out_dir / RESULTS_NAME,
+                                                to_coco_results([(1, image.name, rendered.detections)]))
+            _print_detections(rendered, written)
+    if code:
+        raise typer.Exit(code=code)
 
 
 @app.command("evaluate-detections", epilog="Example: fcn-heatmap evaluate-detections boxes/detections.coco.json gt.json")

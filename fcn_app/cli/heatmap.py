@@ -15,9 +15,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..batch import load_network
 from ..io import DEFAULT_MAX_PIXELS, ensure_output_dir, load_image
-from ..models import DEFAULT_ARCH
+from ..models import DEFAULT_ARCH, load_network
 from ..pipeline import HeatmapOptions, HeatmapTask, ImageTask, process_image
 from ..render import COLORMAPS, DEFAULT_COLORMAP
 from ..scoring import resolve_device

@@ -12,6 +12,7 @@ from .zoo import (
     fetch_default_weights,
     load_classifier,
     load_fcn,
+    load_network,
     read_state_dict,
     safe_torch_load,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "linear_to_conv",
     "load_classifier",
     "load_fcn",
+    "load_network",
     "read_state_dict",
     "safe_torch_load",
     "split_classifier",
