@@ -110,3 +110,14 @@ def test_output_folder_that_is_a_file_exits_3(tmp_path):
     result = runner.invoke(app, ["heatmap", str(EXAMPLES / "chelsea.jpg"), "--out", str(target)])
     assert result.exit_code == 3 and "is a file" in result.output
     assert target.read_text() == "keep me"
+
+
+def test_denser_stride_keeps_the_map_pixel_aligned(tmp_path):
+    result = runner.invoke(app, ["heatmap", str(EXAMPLES / "chelsea.jpg"), "--out", str(tmp_path), "--stride", "16",
+                                 "--max-side", "240", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "chelsea.json").read_text())
+    assert summary["stride"] == [16.0, 16.0]
+    # --max-side 240 gives 240×160; the 160 rows are padded by 32 px on top to the 224 window
+    assert summary["geometry"]["first_center"] == [111.5 - 32, 111.5]  # cell 0 keeps its window centre
+    assert summary["map_size"] == {"rows": 224 // 16 - 13, "cols": 240 // 16 - 13}

@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 
 from ..io import DEFAULT_MAX_PIXELS, ensure_output_dir, load_image
+from ..dense import densify
 from ..models import DEFAULT_ARCH, load_network
 from ..pipeline import HeatmapOptions, HeatmapTask, ImageTask, process_image
 from ..render import COLORMAPS, DEFAULT_COLORMAP
@@ -56,11 +57,14 @@ def _print_table(rendered, written: dict[str, Path]) -> None:
 
 
 def _build_task(options: HeatmapOptions, *, model: str, weights: Path | None, checkpoint: Path | None,
-                device: str) -> ImageTask:
+                device: str, stride: int | None = None) -> ImageTask:
     """Classifier heatmaps, or with ``--checkpoint`` the segmentation of a trained FCN (same outputs machinery)."""
     target = resolve_device(device_for_rank(device))
     if checkpoint is None:
-        return HeatmapTask(load_network(model, weights).to(target), options)
+        network = load_network(model, weights)
+        if stride is not None:
+            network = densify(network, stride)
+        return HeatmapTask(network.to(target), options)
     from ..segmentation.checkpoint import load_segmentation_model
     from ..segmentation.predict import SegmentationOptions, SegmentationTask
 
@@ -94,6 +98,9 @@ def heatmap(
     grid: Annotated[bool, typer.Option("--grid", help="Also write one panel per class (<name>.grid.png).")] = False,
     save_scores: Annotated[bool, typer.Option("--save-scores", help="Write raw score grid + geometry (.npz).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary and write <name>.json.")] = False,
+    stride: Annotated[
+        int | None, typer.Option(help="Denser map in one pass: output stride 16 or 8 instead of the native 32.")
+    ] = None,
     max_side: Annotated[int | None, typer.Option(help="Downscale so the longer side is at most this.", min=1)] = None,
     max_pixels: Annotated[int, typer.Option(help="Refuse images declaring more pixels than this.", min=1)] = DEFAULT_MAX_PIXELS,
     list_file: ListOption = None,
@@ -139,14 +146,16 @@ def heatmap(
                 "save_scores": options.save_scores, "json": options.write_json, "max_side": options.max_side,
             }}
             code, _ = run_folder_job(
-                lambda: _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device),
+                lambda: _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device,
+                                    stride=stride),
                 inputs, out, folder, description="heatmaps", verbose=verbose, extra_summary=extra,
             )
         else:
             image = inputs[0]
             pixels = load_image(image, max_side=options.max_side, max_pixels=options.max_pixels)
             out_dir = ensure_output_dir(out) if out is not None else image.parent
-            task = _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device)
+            task = _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device,
+                               stride=stride)
             task.check()
             rendered, written = process_image(task, pixels, out_dir / image.stem, source=str(image))
             if as_json:
