@@ -1,0 +1,148 @@
+"""Crash safety and hostile folders: kill -9 at random moments, files that vanish, symlink loops, directories
+named like images — the good inputs' outputs stay byte-identical to a clean run and nothing is left half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fcn_app.batch import SUMMARY_NAME, collect_inputs, run_batch
+from fcn_app.pipeline import HeatmapOptions, HeatmapTask
+from fcn_app.segmentation.checkpoint import load_checkpoint
+from fcn_app.segmentation.synthetic import write_shapes_dataset
+
+from helpers_batch import make_image_folder, tiny_fcn
+from hostile_corpus import build_corpus
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+ENV = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}", OMP_NUM_THREADS="1")
+
+
+def output_bytes(out: Path) -> dict[str, bytes]:
+    """Every output file below ``out`` (summaries aside) by relative path."""
+    return {
+        str(path.relative_to(out)): path.read_bytes()
+        for path in sorted(out.rglob("*"))
+        if path.is_file() and not path.name.startswith("summary")
+    }
+
+
+def assert_nothing_partial(out: Path, allow_temporaries: bool = False) -> None:
+    """Every file under a final name is complete (decodes / parses); no temporary file unless allowed (a
+    process killed mid-write leaves its ``.*.tmp``, never a truncated final file)."""
+    for path in out.rglob("*"):
+        if not path.is_file():
+            continue
+        if path.name.endswith(".tmp"):
+            assert allow_temporaries, f"temporary file left: {path}"
+            continue
+        if path.suffix == ".png":
+            with Image.open(path) as image:
+                image.load()
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+
+
+def test_hostile_folder_keeps_good_outputs_identical_to_a_clean_run(tmp_path):
+    hostile = tmp_path / "hostile"
+    cases = build_corpus(hostile)
+    (hostile / "folder.jpg").mkdir()  # a directory named like an image
+    (hostile / "folder.jpg" / "inside.png").write_bytes((hostile / "rgba.png").read_bytes())
+    os.symlink(hostile, hostile / "loop")  # a symlink loop inside the folder
+    vanishing = hostile / "vanishing.png"
+    shutil.copyfile(hostile / "rgba.png", vanishing)
+
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for case in cases:
+        if case.ok:
+            shutil.copyfile(hostile / case.name, clean / case.name)
+    shutil.copytree(hostile / "folder.jpg", clean / "folder.jpg")
+
+    task = HeatmapTask(tiny_fcn(), HeatmapOptions(grid=True))  # (JSON would name the differing input folders)
+    reference = run_batch(task, collect_inputs([clean], recursive=True)[0], tmp_path / "out_clean", num_workers=1)
+    assert reference.counts["failed"] == 0
+
+    items, _ = collect_inputs([hostile], recursive=True)  # the symlink loop does not make this endless
+    assert len({item.source.resolve() for item in items}) == len(items), "an input was listed twice"
+    vanishing.unlink()  # disappears between listing and reading
+    result = run_batch(task, items, tmp_path / "out_hostile", num_workers=1)
+
+    rows = {row["path"]: row for row in result.rows}
+    assert rows["vanishing.png"]["status"] == "failed" and "no such file" in rows["vanishing.png"]["reason"]
+    for case in cases:
+        row = rows[case.name]
+        assert row["status"] == ("ok" if case.ok else "failed"), (case.name, row)
+        if not case.ok:
+            assert "\n" not in row["reason"] and case.name in row["reason"]
+    assert rows["folder.jpg/inside.png"]["status"] == "ok"
+    assert output_bytes(tmp_path / "out_hostile") == output_bytes(tmp_path / "out_clean")
+    assert_nothing_partial(tmp_path / "out_hostile")
+
+
+@pytest.fixture(scope="module")
+def folder_and_reference(tmp_path_factory):
+    root = tmp_path_factory.mktemp("images")
+    make_image_folder(root)
+    reference = tmp_path_factory.mktemp("reference")
+    task = HeatmapTask(tiny_fcn(), HeatmapOptions(write_json=True))
+    run_batch(task, collect_inputs([root], recursive=True)[0], reference, num_workers=1)
+    return root, reference
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_kill_9_at_a_random_moment_then_rerun_completes(folder_and_reference, tmp_path, seed):
+    root, reference = folder_and_reference
+    command = [sys.executable, "-m", "fcn_app", str(root), "-r", "--out", str(tmp_path), "--json", "--num-workers", "1"]
+    process = subprocess.Popen([*command, "--model", "helpers_batch:slow_tiny_fcn"], env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    time.sleep(random.Random(seed).uniform(1.0, 4.0))  # start-up, or in the middle of the images
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    assert_nothing_partial(tmp_path, allow_temporaries=True)
+    finished = subprocess.run([*command, "--model", "helpers_batch:tiny_fcn"], env=ENV, capture_output=True,
+                              text=True, timeout=180)
+    assert finished.returncode == 1, finished.stderr  # the folder's three bad files
+    assert output_bytes(tmp_path) == output_bytes(reference)
+    assert_nothing_partial(tmp_path)
+    assert json.loads((tmp_path / SUMMARY_NAME).read_text())["counts"]["pending"] == 0
+
+
+def test_kill_9_during_training_resumes_from_the_last_complete_checkpoint(tmp_path):
+    shapes = write_shapes_dataset(tmp_path / "shapes", train=16, val=4, size_range=(40, 48), seed=0)
+    run = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "fcn_app", "train", str(REPO / "configs" / "example_folder.yaml"),
+        f"data.root={shapes}", f"run.output_dir={run}", "run.progress=false", "data.crop_size=[32, 32]",
+        "train.batch_size=4", "train.iterations=400", "train.checkpoint_interval=2", "train.val_interval=400",
+    ]
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not (run / "last.pt").is_file():
+        assert process.poll() is None and time.monotonic() < deadline, "training wrote no checkpoint"
+        time.sleep(0.05)
+    time.sleep(random.Random(0).uniform(0.3, 1.5))  # kill somewhere between checkpoint writes
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=60)
+    checkpoint = load_checkpoint(run / "last.pt")  # the last complete checkpoint always loads
+    done = int(checkpoint["iteration"])
+    assert 2 <= done < 400
+    resumed = subprocess.run([*command[:-3], "train.iterations=" + str(done + 4), "train.checkpoint_interval=2",
+                              "train.val_interval=1000", "--resume"],
+                             env=ENV, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert int(load_checkpoint(run / "last.pt")["iteration"]) == done + 4
+    assert_nothing_partial(run, allow_temporaries=True)
