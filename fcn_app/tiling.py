@@ -128,16 +128,16 @@ def activation_bytes(network: nn.Module, input_size: tuple[int, int], batch: int
 
 def _tile_side(network: nn.Module, image_side: int, other_side: int, batch: int, bytes_per_value: int, budget: int,
                stride: int) -> int:
-    """Largest multiple of ``stride`` ≤ ``image_side`` whose square-ish tile fits ``budget`` (≥ one stride)."""
-    low, high = 1, max(1, image_side // stride)
+    """Largest multiple of ``stride`` (or the whole ``image_side``) whose square-ish tile fits ``budget``."""
+    low, high = 1, max(1, math.ceil(image_side / stride))
     while low < high:  # binary search on the number of strides
         middle = (low + high + 1) // 2
-        side = middle * stride
+        side = min(image_side, middle * stride)
         if activation_bytes(network, (side, min(side, other_side)), batch, bytes_per_value) <= budget:
             low = middle
         else:
             high = middle - 1
-    return low * stride
+    return min(image_side, low * stride)
 
 
 def plan_tiles(

@@ -32,10 +32,10 @@ def tiny_network(pool: str = "flatten"):
 
 def _meta_vgg16():
     """VGG16's converted layers without any weights (geometry and memory planning need only shapes)."""
-    model = build_classifier("vgg16").to("meta")
-    features = model.features
-    head = nn.Sequential(nn.Conv2d(512, 4096, 7), nn.ReLU(), nn.Conv2d(4096, 4096, 1), nn.ReLU(),
-                         nn.Conv2d(4096, 1000, 1)).to("meta")
+    with torch.device("meta"):
+        features = build_classifier("vgg16").features
+        head = nn.Sequential(nn.Conv2d(512, 4096, 7), nn.ReLU(), nn.Conv2d(4096, 4096, 1), nn.ReLU(),
+                             nn.Conv2d(4096, 1000, 1))
     return nn.Sequential(features, head)
 
 

@@ -10,6 +10,7 @@ import sys
 
 from .app import app
 from . import heatmap  # noqa: F401  (registers the command)
+from . import export  # noqa: F401  (registers the command)
 
 __all__ = ["app", "main"]
 

@@ -11,10 +11,10 @@ from rich.table import Table
 
 from ..errors import InputImageError
 from ..io import DEFAULT_MAX_PIXELS, ensure_output_dir, load_image
-from ..models import DEFAULT_ARCH, load_fcn
+from ..models import DEFAULT_ARCH
 from ..pipeline import HeatmapOptions, output_paths, render_score_map, write_outputs
 from ..render import COLORMAPS, DEFAULT_COLORMAP
-from ..scoring import compute_score_map, resolve_device
+from ..scoring import PRECISIONS, compute_score_map, load_scoring_network
 from .app import DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, setup_logging
 
 __all__ = ["heatmap"]
@@ -55,6 +55,8 @@ def heatmap(
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
     device: DeviceOption = "auto",
+    precision: Annotated[str, typer.Option(help=f"{'|'.join(PRECISIONS)}; auto: fp32 on CPU, bf16/fp16 on GPU.")] = "auto",
+    max_memory: Annotated[str | None, typer.Option(help="Activation budget, e.g. 2G; larger images run in exact tiles (default: 1/4 of free RAM, ≤ 1 GiB).")] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Write IMAGE with a heatmap of its top classes blended over it, and print where each class peaks."""
@@ -70,8 +72,8 @@ def heatmap(
             raise InputImageError(f"{image}: is a folder; pass an image file")
         pixels = load_image(image, max_side=options.max_side, max_pixels=options.max_pixels)
         out_dir = ensure_output_dir(out) if out is not None else image.parent
-        network = load_fcn(model, weights_path=weights).to(resolve_device(device))
-        score_map = compute_score_map(network, pixels)
+        network = load_scoring_network(model, weights_path=weights, device=device)
+        score_map = compute_score_map(network, pixels, precision=precision, max_memory=max_memory)
         rendered = render_score_map(pixels, score_map, options, source=str(image))
         written = write_outputs(rendered, output_paths(out_dir / image.stem, options))
         if as_json:
