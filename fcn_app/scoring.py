@@ -41,6 +41,7 @@ __all__ = [
     "prepare_network",
     "resolve_device",
     "resolve_precision",
+    "window_conv_as_matmul",
 ]
 
 logger = logging.getLogger(__name__)
@@ -188,12 +189,59 @@ def prepare_network(network: torch.nn.Module) -> torch.nn.Module:
     return network
 
 
+def _is_window_conv(layer: torch.nn.Module) -> bool:
+    """A converted first FC layer: a plain (unpadded, unstrided, undilated, ungrouped) conv with a big kernel."""
+    return (isinstance(layer, torch.nn.Conv2d) and layer.kernel_size != (1, 1) and layer.stride == (1, 1)
+            and layer.padding == (0, 0) and layer.dilation == (1, 1) and layer.groups == 1)
+
+
+def window_conv_as_matmul(conv: torch.nn.Conv2d, feature_map: torch.Tensor) -> torch.Tensor:
+    """``conv(feature_map)`` computed as one matrix product over all windows (im2col + GEMM), channels-last.
+
+    The converted fc6 of VGG16 (4096 kernels of 512×7×7) on a grid of a few dozen cells is where oneDNN's direct
+    convolution is weakest; as a GEMM the same arithmetic runs at the matrix unit's speed (``scripts/bench.py``
+    prints both). In channels-last memory a window is ``(y, x, c)``-ordered and so is a channels-last weight, so
+    neither needs reordering: only the windows are gathered. Same sums in another order: equal up to fp32 rounding.
+    """
+    batch, _, height, width = feature_map.shape
+    kernel_height, kernel_width = conv.kernel_size
+    rows, cols = height - kernel_height + 1, width - kernel_width + 1
+    if rows < 1 or cols < 1:
+        return conv(feature_map)
+    pixels = feature_map.permute(0, 2, 3, 1)  # N×H×W×C view, contiguous for channels-last input
+    if not pixels.is_contiguous():
+        pixels = pixels.contiguous()
+    channels = pixels.shape[-1]
+    batch_step, row_step, col_step, channel_step = pixels.stride()
+    windows = pixels.as_strided(
+        (batch, rows, cols, kernel_height, kernel_width, channels),
+        (batch_step, row_step, col_step, row_step, col_step, channel_step),
+    ).reshape(batch * rows * cols, kernel_height * kernel_width * channels)
+    weight = conv.weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)  # a view for a channels-last weight
+    if conv.bias is not None:
+        scores = torch.addmm(conv.bias, windows, weight.t())
+    else:
+        scores = windows @ weight.t()
+    return scores.view(batch, rows, cols, conv.out_channels).permute(0, 3, 1, 2)
+
+
+def _forward(network: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    """``network(batch)``, with the head's window convolution run as a GEMM (see :func:`window_conv_as_matmul`)."""
+    head = getattr(network, "head", None)
+    if not isinstance(network, FullyConvolutionalNet) or not isinstance(head, torch.nn.Sequential):
+        return network(batch)
+    scores = network.forward_features(batch)
+    for layer in head:
+        scores = window_conv_as_matmul(layer, scores) if _is_window_conv(layer) else layer(scores)
+    return scores
+
+
 def _run(network: torch.nn.Module, batch: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     device = _network_device(network)
     batch = batch.to(device, non_blocking=True)
     precision = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with precision:
-        return network(batch).float().cpu()
+        return _forward(network, batch).float().cpu()
 
 
 def _whole(length: int, cells: int) -> AxisTile:
