@@ -132,7 +132,10 @@ def _normalized_region(
     height, width = pixels.shape[1:3]
     image_rows = (max(0, rows[0] - top), min(height, rows[1] - top))
     image_cols = (max(0, cols[0] - left), min(width, cols[1] - left))
-    region = torch.from_numpy(np.ascontiguousarray(pixels[:, image_rows[0]:image_rows[1], image_cols[0]:image_cols[1]]))
+    region = pixels[:, image_rows[0]:image_rows[1], image_cols[0]:image_cols[1]]
+    if not (region.flags.c_contiguous and region.flags.writeable):  # torch wants its own, writable memory
+        region = np.array(region)
+    region = torch.from_numpy(region)
     batch = region.permute(0, 3, 1, 2).float().div_(255.0)  # NHWC memory, NCHW view: channels-last
     mean = torch.tensor(network.mean, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(network.std, dtype=torch.float32).view(1, -1, 1, 1)

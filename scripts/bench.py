@@ -371,7 +371,7 @@ def main() -> None:
         return
 
     repeats = args.repeats or (2 if args.quick else 3)
-    sizes = {"a": 512, "b": 512 if args.quick else 1024, "d": 512, "e_exact": 1024 if args.quick else 2048,
+    sizes = {"a": 512, "b": 512 if args.quick else 1024, "d": 512, "e_exact": 1536 if args.quick else 2048,
              "e_huge": 3000 if args.quick else 8000}
     import onnxruntime
     import torchvision

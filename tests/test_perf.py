@@ -18,6 +18,7 @@ from fcn_app.scoring import (
     load_scoring_network,
     prepare_network,
     resolve_precision,
+    window_conv_as_matmul,
 )
 from helpers import EXAMPLES, random_rgb, tiny_classifier
 
@@ -107,3 +108,19 @@ def test_heatmap_command_rejects_bad_performance_options(tmp_path, option, value
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_window_conv_as_matmul_equals_the_convolution(bias):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 10, kernel_size=(3, 4), bias=bias)
+    feature_map = torch.randn(2, 6, 9, 11)
+    with torch.no_grad():
+        expected = conv(feature_map)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            conv.to(memory_format=layout)
+            actual = window_conv_as_matmul(conv, feature_map.contiguous(memory_format=layout))
+            torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+        too_small = torch.randn(1, 6, 2, 11)  # fewer rows than the kernel: falls back to the conv's own error
+        with pytest.raises(RuntimeError):
+            window_conv_as_matmul(conv, too_small)
