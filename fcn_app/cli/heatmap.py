@@ -17,10 +17,10 @@ from rich.table import Table
 
 from ..io import DEFAULT_MAX_PIXELS, ensure_output_dir, load_image
 from ..dense import densify
-from ..models import DEFAULT_ARCH, load_network
+from ..models import DEFAULT_ARCH
 from ..pipeline import HeatmapOptions, HeatmapTask, ImageTask, process_image
 from ..render import COLORMAPS, DEFAULT_COLORMAP
-from ..scoring import resolve_device
+from ..scoring import PRECISIONS, load_scoring_network, resolve_device
 from .app import DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, setup_logging
 from .jobs import (
     BatchSizeOption,
@@ -57,14 +57,15 @@ def _print_table(rendered, written: dict[str, Path]) -> None:
 
 
 def _build_task(options: HeatmapOptions, *, model: str, weights: Path | None, checkpoint: Path | None,
-                device: str, stride: int | None = None) -> ImageTask:
+                device: str, stride: int | None = None, precision: str = "auto",
+                max_memory: str | None = None) -> ImageTask:
     """Classifier heatmaps, or with ``--checkpoint`` the segmentation of a trained FCN (same outputs machinery)."""
     target = resolve_device(device_for_rank(device))
     if checkpoint is None:
-        network = load_network(model, weights)
+        network = load_scoring_network(model, weights_path=weights, device=target)
         if stride is not None:
             network = densify(network, stride)
-        return HeatmapTask(network.to(target), options)
+        return HeatmapTask(network, options, score_options={"precision": precision, "max_memory": max_memory})
     from ..segmentation.checkpoint import load_segmentation_model
     from ..segmentation.predict import SegmentationOptions, SegmentationTask
 
@@ -120,6 +121,8 @@ def heatmap(
                      dir_okay=False),
     ] = None,
     device: DeviceOption = "auto",
+    precision: Annotated[str, typer.Option(help=f"{'|'.join(PRECISIONS)}; auto: fp32 on CPU, bf16/fp16 on GPU.")] = "auto",
+    max_memory: Annotated[str | None, typer.Option(help="Activation budget, e.g. 2G; larger images run in exact tiles (default: 1/4 of free RAM, ≤ 1 GiB).")] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Write IMAGE with a heatmap of its top classes blended over it, and print where each class peaks.
@@ -147,7 +150,7 @@ def heatmap(
             }}
             code, _ = run_folder_job(
                 lambda: _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device,
-                                    stride=stride),
+                                    stride=stride, precision=precision, max_memory=max_memory),
                 inputs, out, folder, description="heatmaps", verbose=verbose, extra_summary=extra,
             )
         else:
@@ -155,7 +158,7 @@ def heatmap(
             pixels = load_image(image, max_side=options.max_side, max_pixels=options.max_pixels)
             out_dir = ensure_output_dir(out) if out is not None else image.parent
             task = _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device,
-                               stride=stride)
+                               stride=stride, precision=precision, max_memory=max_memory)
             task.check()
             rendered, written = process_image(task, pixels, out_dir / image.stem, source=str(image))
             if as_json:

@@ -1,0 +1,226 @@
+"""Exact tiling: scoring images too large for memory in pieces whose stitched score map equals the untiled one.
+
+A score cell depends only on the input pixels in its receptive field (404 px for VGG16). Cell ``i`` of a network
+with stride ``s``, first centre ``c₀`` and receptive field ``R`` reads input pixels
+``[c₀ + s·i − (R − 1)/2, c₀ + s·i + (R − 1)/2]`` (VGG16: ``[32·i − 90, 32·i + 313]``). A tile computes cell ``i``
+exactly as the whole image would when
+
+- the tile starts at a multiple of the network stride ``s`` (every pooling/strided layer then sees the same
+  phase, so tile cell ``j`` *is* image cell ``j + start/s``), and
+- the cell's receptive field lies inside the tile — or reaches past it only where the tile edge is the image
+  edge, where both see the same zero padding.
+
+So the plan splits the score grid into runs of cells, and gives each run the smallest stride-aligned input range
+that contains all their receptive fields. Neighbouring tiles overlap by about one receptive field; every cell is
+computed by exactly one tile and copied into place. Tile sizes come from a memory budget and an estimate of the
+activation memory, read off the layer shapes (no forward pass needed).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass
+
+from torch import nn
+
+from .geometry import network_geometry, output_grid_size, spatial_layers
+
+__all__ = [
+    "AxisTile",
+    "Tile",
+    "activation_bytes",
+    "available_memory_bytes",
+    "default_max_memory",
+    "format_bytes",
+    "parse_memory_size",
+    "plan_axis",
+    "plan_tiles",
+]
+
+logger = logging.getLogger(__name__)
+
+_MiB = 1 << 20
+_GiB = 1 << 30
+#: The default budget is this share of the memory currently available, clamped to the bounds below: enough for
+#: tiles of ~1400² px (VGG16, fp32) so the halo overhead stays moderate, small enough that an 8000² photo stays
+#: under 3 GB resident in total (weights, image and score grid included).
+DEFAULT_MEMORY_SHARE = 0.25
+DEFAULT_MEMORY_BOUNDS = (256 * _MiB, 1 * _GiB)
+#: Activations are not the only allocations during a pass (oneDNN scratch pads, weight reorders, allocator
+#: slack); the estimate is multiplied by this before it is compared with the budget (measured on VGG16).
+ACTIVATION_OVERHEAD = 1.25
+
+
+@dataclass(frozen=True)
+class AxisTile:
+    """One tile along one axis: input pixels ``[input_start, input_stop)`` → score cells ``[cell_start, cell_stop)``.
+
+    ``input_start`` is a multiple of the network stride, so tile cell ``j`` is image cell ``j + cell_offset``.
+    """
+
+    input_start: int
+    input_stop: int
+    cell_start: int
+    cell_stop: int
+    cell_offset: int
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A 2-D tile: the product of a row tile and a column tile."""
+
+    rows: AxisTile
+    cols: AxisTile
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return (self.rows.input_stop - self.rows.input_start, self.cols.input_stop - self.cols.input_start)
+
+
+def plan_axis(
+    length: int, cells: int, stride: int, first_center: float, receptive_field: int, cells_per_tile: int
+) -> list[AxisTile]:
+    """Split ``cells`` score cells of an input ``length`` pixels long into runs of at most ``cells_per_tile``.
+
+    Each run gets the smallest input range that starts at a multiple of ``stride`` and holds the receptive field
+    of every cell in the run (clipped to the image, whose own edges the untiled pass sees too).
+    """
+    if cells_per_tile < 1:
+        raise ValueError(f"cells_per_tile must be at least 1, got {cells_per_tile}")
+    half_field = (receptive_field - 1) / 2
+    tiles = []
+    for cell_start in range(0, cells, cells_per_tile):
+        cell_stop = min(cells, cell_start + cells_per_tile)
+        first_pixel = math.floor(first_center + stride * cell_start - half_field)
+        last_pixel = math.ceil(first_center + stride * (cell_stop - 1) + half_field)
+        input_start = 0 if cell_start == 0 else max(0, (first_pixel // stride) * stride)
+        if cell_stop == cells:
+            input_stop = length
+        else:  # keep the tile a whole number of strides long so every layer's grid ends cleanly
+            input_stop = min(length, input_start + math.ceil((last_pixel + 1 - input_start) / stride) * stride)
+        tiles.append(AxisTile(input_start, input_stop, cell_start, cell_stop, input_start // stride))
+    return tiles
+
+
+def activation_bytes(network: nn.Module, input_size: tuple[int, int], batch: int = 1, bytes_per_value: int = 4) -> int:
+    """Estimated peak activation memory of one forward pass, from the layer shapes alone.
+
+    During each convolution or pooling both its input and its output are alive (activations are in place);
+    the peak is the largest such pair, times :data:`ACTIVATION_OVERHEAD`.
+    """
+    size = (int(input_size[0]), int(input_size[1]))
+    channels = None
+    peak = 0
+    for layer in spatial_layers(network):
+        if isinstance(layer, nn.Conv2d):
+            in_channels, out_channels = layer.in_channels, layer.out_channels
+        else:
+            in_channels = out_channels = channels if channels is not None else 3
+        next_size = output_grid_size(layer, size)
+        values = in_channels * size[0] * size[1] + out_channels * next_size[0] * next_size[1]
+        peak = max(peak, values)
+        size, channels = next_size, out_channels
+    return int(peak * batch * bytes_per_value * ACTIVATION_OVERHEAD)
+
+
+def _tile_side(network: nn.Module, image_side: int, other_side: int, batch: int, bytes_per_value: int, budget: int,
+               stride: int) -> int:
+    """Largest multiple of ``stride`` (or the whole ``image_side``) whose square-ish tile fits ``budget``."""
+    low, high = 1, max(1, math.ceil(image_side / stride))
+    while low < high:  # binary search on the number of strides
+        middle = (low + high + 1) // 2
+        side = min(image_side, middle * stride)
+        if activation_bytes(network, (side, min(side, other_side)), batch, bytes_per_value) <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return min(image_side, low * stride)
+
+
+def plan_tiles(
+    network: nn.Module,
+    input_size: tuple[int, int],
+    max_memory: int,
+    *,
+    batch: int = 1,
+    bytes_per_value: int = 4,
+) -> list[Tile] | None:
+    """Tiles covering an input of ``input_size`` (already padded to the network's window), or ``None`` if the
+    whole input fits ``max_memory`` bytes of activations in one pass."""
+    if activation_bytes(network, input_size, batch, bytes_per_value) <= max_memory:
+        return None
+    geometry = network_geometry(network)
+    grid = output_grid_size(network, input_size)
+    plans = []
+    too_small = False
+    for axis in range(2):
+        stride = geometry.stride[axis]
+        field = geometry.receptive_field[axis]
+        side = _tile_side(network, input_size[axis], input_size[1 - axis], batch, bytes_per_value, max_memory, stride)
+        # a run of m cells needs (m − 1)·stride + field pixels, plus up to one stride to start aligned
+        cells_per_tile = (side - field - stride) // stride + 1
+        if side >= input_size[axis]:  # the whole axis fits: one run of cells
+            cells_per_tile = max(1, grid[axis])
+        elif cells_per_tile < 1:
+            too_small, cells_per_tile = True, 1
+        plans.append(plan_axis(input_size[axis], grid[axis], stride, geometry.first_center[axis], field,
+                               cells_per_tile))
+    if too_small:
+        logger.warning("memory budget %s is below one exact tile (receptive field %s px); using the smallest tiles",
+                       format_bytes(max_memory), "×".join(map(str, geometry.receptive_field)))
+    tiles = [Tile(rows, cols) for rows in plans[0] for cols in plans[1]]
+    logger.info("scoring %d×%d px in %d tiles (budget %s)", input_size[0], input_size[1], len(tiles),
+                format_bytes(max_memory))
+    return tiles
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can give this process now (``MemAvailable``), or ``None`` if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def default_max_memory() -> int:
+    """Activation budget used when none is given: a quarter of the available memory, within 256 MiB … 1 GiB."""
+    available = available_memory_bytes()
+    low, high = DEFAULT_MEMORY_BOUNDS
+    if available is None:
+        return high
+    return int(min(high, max(low, available * DEFAULT_MEMORY_SHARE)))
+
+
+_SIZE_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_memory_size(text: str | int) -> int:
+    """``"2G"``, ``"1.5GB"``, ``"512MiB"``, ``"800m"`` or plain bytes → bytes (binary units: 1G = 2³⁰)."""
+    if isinstance(text, int):
+        value = text
+    else:
+        match = _SIZE_PATTERN.match(str(text))
+        if not match:
+            raise ValueError(f"cannot read memory size {text!r}; write e.g. 2G, 1.5GB, 512M or a number of bytes")
+        power = "bkmgt".index(match.group(2).lower() or "b")
+        value = int(float(match.group(1)) * (1024**power))
+    if value <= 0:
+        raise ValueError(f"memory size must be positive, got {text!r}")
+    return value
+
+
+def format_bytes(value: int) -> str:
+    for unit, size in (("GiB", _GiB), ("MiB", _MiB)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}"
+    return f"{value} B"

@@ -1,0 +1,126 @@
+"""The fast inference path gives the naive path's numbers; precision and memory options; models load once."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fcn_app.cli import app
+from fcn_app.io import load_image
+from fcn_app.models import to_fully_convolutional
+from fcn_app.scoring import (
+    compute_score_map,
+    compute_score_maps,
+    load_scoring_network,
+    prepare_network,
+    resolve_precision,
+    window_conv_as_matmul,
+)
+from helpers import EXAMPLES, random_rgb, tiny_classifier
+
+
+@pytest.fixture()
+def tiny_network():
+    return to_fully_convolutional(tiny_classifier(), input_size=32, mean=(0.485, 0.456, 0.406),
+                                  std=(0.229, 0.224, 0.225))
+
+
+def _naive_logits(network, image: np.ndarray) -> torch.Tensor:
+    """Second path: NCHW contiguous fp32, normalisation written out, a fresh copy of the network."""
+    reference = copy.deepcopy(network)
+    for parameter in reference.parameters():
+        parameter.data = parameter.data.contiguous()
+    pixels = torch.tensor(image, dtype=torch.float64).permute(2, 0, 1) / 255.0
+    mean = torch.tensor(network.mean, dtype=torch.float64)[:, None, None]
+    std = torch.tensor(network.std, dtype=torch.float64)[:, None, None]
+    batch = ((pixels - mean) / std).float().unsqueeze(0).contiguous()
+    with torch.no_grad():
+        return reference(batch)[0]
+
+
+def test_default_path_equals_naive_nchw_fp32(tiny_network):
+    image = random_rgb(90, 123, seed=3)
+    expected = _naive_logits(tiny_network, image)
+    score_map = compute_score_map(tiny_network, image)  # defaults: auto precision (fp32 on CPU), channels-last
+    assert score_map.logits.dtype == torch.float32
+    torch.testing.assert_close(score_map.logits, expected, rtol=1e-5, atol=1e-5)
+    weight = next(parameter for parameter in tiny_network.parameters() if parameter.dim() == 4)
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_reduced_precision_stays_close_to_fp32(tiny_network):
+    images = [random_rgb(64, 80, seed=seed) for seed in range(2)]
+    exact = compute_score_maps(tiny_network, images, precision="fp32")
+    reduced = compute_score_maps(tiny_network, images, precision="bf16")
+    for high, low in zip(exact, reduced):
+        assert low.logits.dtype == torch.float32 and low.logits.shape == high.logits.shape
+        torch.testing.assert_close(low.logits, high.logits, rtol=0.05, atol=0.05)  # bf16: 8-bit mantissa
+
+
+def test_precision_names():
+    assert resolve_precision("fp32", "cpu") is None
+    assert resolve_precision("auto", "cpu") is None
+    assert resolve_precision("bf16", "cpu") is torch.bfloat16
+    assert resolve_precision("fp16", "cpu") is torch.float16
+    with pytest.raises(ValueError, match="unknown precision 'int8'"):
+        resolve_precision("int8", "cpu")
+
+
+def test_prepare_network_is_idempotent_and_keeps_values(tiny_network):
+    before = {name: value.clone() for name, value in tiny_network.state_dict().items()}
+    prepare_network(prepare_network(tiny_network))
+    for name, value in tiny_network.state_dict().items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)
+
+
+def test_scoring_network_is_loaded_once_per_process():
+    load_scoring_network.cache_clear()
+    first = load_scoring_network("vgg16", device="cpu")
+    again = load_scoring_network("vgg16", device="auto" if not torch.cuda.is_available() else "cpu")
+    assert first is again and not first.training
+    assert first.features[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_heatmap_command_tiles_under_a_small_budget(tmp_path):
+    image_path = EXAMPLES / "coffee.jpg"
+    # 600×400 px needs ~154 MB of activations in one pass; 140 MB forces 3 exact tiles along the width
+    result = CliRunner().invoke(app, ["heatmap", str(image_path), "--out", str(tmp_path), "--max-memory", "140M",
+                                      "--precision", "fp32", "--save-scores", "--verbose"])
+    assert result.exit_code == 0, result.output
+    assert "3 exact tiles" in result.output
+    tiled = np.load(tmp_path / "coffee.scores.npz")["logits"]
+    network = load_scoring_network("vgg16", device="cpu")
+    untiled = compute_score_map(network, load_image(image_path), precision="fp32", max_memory="4G")
+    torch.testing.assert_close(torch.from_numpy(tiled), untiled.logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [("--precision", "int8", "unknown precision 'int8'"), ("--max-memory", "lots", "cannot read memory size")],
+)
+def test_heatmap_command_rejects_bad_performance_options(tmp_path, option, value, message):
+    result = CliRunner().invoke(app, ["heatmap", str(EXAMPLES / "chelsea.jpg"), "--out", str(tmp_path),
+                                      "--max-side", "64", option, value])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_window_conv_as_matmul_equals_the_convolution(bias):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 10, kernel_size=(3, 4), bias=bias)
+    feature_map = torch.randn(2, 6, 9, 11)
+    with torch.no_grad():
+        expected = conv(feature_map)
+        for layout in (torch.contiguous_format, torch.channels_last):
+            conv.to(memory_format=layout)
+            actual = window_conv_as_matmul(conv, feature_map.contiguous(memory_format=layout))
+            torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+        too_small = torch.randn(1, 6, 2, 11)  # fewer rows than the kernel: falls back to the conv's own error
+        with pytest.raises(RuntimeError):
+            window_conv_as_matmul(conv, too_small)
