@@ -364,8 +364,11 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="VGG16 state dict (default: hub cache, else random)")
     parser.add_argument("--only", default="abcdefg", help="items to run, e.g. 'ab'")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--huge-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.huge_child:
         huge_child(args.huge_child, args.weights)
         return
