@@ -25,7 +25,7 @@ def tiny_fcn():
 def slow_tiny_fcn():
     """``tiny_fcn`` that sleeps 0.15 s per forward pass, so a test can interrupt a run in the middle."""
     network = tiny_fcn()
-    network.register_forward_pre_hook(lambda module, args: time.sleep(0.15))
+    network.features.register_forward_pre_hook(lambda module, args: time.sleep(0.15))  # scoring calls features
     return network
 
 

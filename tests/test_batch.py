@@ -190,7 +190,7 @@ def test_interrupted_run_resumes_to_the_same_outputs(image_folder, reference, tm
         if calls["count"] == 3:
             raise KeyboardInterrupt
 
-    hook = network.register_forward_pre_hook(interrupt_third_batch)
+    hook = network.features.register_forward_pre_hook(interrupt_third_batch)
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / ".nested_0.heatmap.png.abc123.tmp").write_bytes(b"half")  # a kill -9 leftover
     result = run_batch(HeatmapTask(network, options), items, tmp_path, batch_size=4, num_workers=1)

@@ -12,10 +12,10 @@ from rich.table import Table
 from ..dense import densify
 from ..detect import BOX_MODES, CENTER_MODES, THRESHOLD_MODES, DetectOptions, evaluate_detections, to_coco_results
 from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, ensure_output_dir, load_image
-from ..models import DEFAULT_ARCH, load_network
+from ..models import DEFAULT_ARCH
 from ..pipeline import DetectionTask, coco_results_from_summary, process_image
 from ..pyramid import FUSE_MODES, parse_scales
-from ..scoring import resolve_device
+from ..scoring import load_scoring_network, resolve_device
 from .app import DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, setup_logging
 from .jobs import (
     BatchSizeOption,
@@ -113,11 +113,11 @@ def detect(
             raise ValueError("give an IMAGE, a folder, a glob or --list FILE")
 
         def make_task() -> DetectionTask:
-            network = load_network(model, weights)
+            network = load_scoring_network(model, weights_path=weights, device=resolve_device(device_for_rank(device)))
             if stride is not None:
                 network = densify(network, stride)
             return DetectionTask(
-                network.to(resolve_device(device_for_rank(device))), options, scales=pyramid_scales,
+                network, options, scales=pyramid_scales,
                 classes=classes or None, fuse=fuse, topk=topk, max_side=max_side, max_pixels=max_pixels,
                 description={"model": model, "stride": stride},
             )
