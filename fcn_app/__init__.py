@@ -22,9 +22,10 @@ from .errors import (
 from .geometry import ScoreGeometry, network_geometry, upsample_to_pixels
 from .heatmaps import ClassHeatmap, ClassSelection, class_heatmaps, heatmap_for_class, resolve_classes, top_classes
 from .io import load_image
-from .models import FullyConvolutionalNet, load_classifier, load_fcn, to_fully_convolutional
+from .models import FullyConvolutionalNet, load_classifier, load_fcn, load_network, to_fully_convolutional
+from .pipeline import HeatmapOptions, HeatmapTask, process_image
 from .render import colorize, overlay, tile_panels
-from .scoring import ScoreMap, compute_score_map, compute_score_maps
+from .scoring import ScoreMap, compute_score_map, compute_score_maps, load_scoring_network
 
 __version__ = "0.1.0"
 
@@ -35,6 +36,8 @@ __all__ = [
     "ConversionError",
     "FcnError",
     "FullyConvolutionalNet",
+    "HeatmapOptions",
+    "HeatmapTask",
     "InputImageError",
     "OutputError",
     "ScoreGeometry",
@@ -49,8 +52,11 @@ __all__ = [
     "load_classifier",
     "load_fcn",
     "load_image",
+    "load_network",
+    "load_scoring_network",
     "network_geometry",
     "overlay",
+    "process_image",
     "resolve_classes",
     "tile_panels",
     "to_fully_convolutional",
