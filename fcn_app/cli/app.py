@@ -26,6 +26,7 @@ __all__ = [
     "cli_errors",
     "console",
     "error_console",
+    "print_metrics",
     "setup_logging",
 ]
 
@@ -69,6 +70,18 @@ WeightsOption = Annotated[
     ),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+
+
+def print_metrics(title: str, rows: list[tuple[str, str]]) -> None:
+    """A two-column table of metric names and formatted values."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
 
 
 def setup_logging(verbose: bool) -> None:

@@ -16,7 +16,8 @@ from ..models import DEFAULT_ARCH
 from ..pipeline import DetectionTask, coco_results_from_summary, process_image
 from ..pyramid import FUSE_MODES, parse_scales
 from ..scoring import load_scoring_network, resolve_device
-from .app import DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, setup_logging
+from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, print_metrics,
+                  setup_logging)
 from .jobs import (
     BatchSizeOption,
     ExcludeOption,
@@ -158,12 +159,8 @@ def evaluate_detections_command(
         if as_json:
             typer.echo(json.dumps(metrics, indent=2))
             return
-        table = Table(title=f"{results.name} vs {ground_truth.name}  (-1: no ground truth in that range)")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for name, value in metrics.items():
-            table.add_row(name, f"{value:.3f}")
-        console.print(table)
+        print_metrics(f"{results.name} vs {ground_truth.name}  (-1: no ground truth in that range)",
+                      [(name, f"{value:.3f}") for name, value in metrics.items()])
 
 
 

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from .app import DeviceOption, VerboseOption, app, cli_errors, console, setup_logging
+from .app import DeviceOption, VerboseOption, app, cli_errors, console, print_metrics, setup_logging
 
 __all__ = ["evaluate", "train"]
 
@@ -64,11 +63,6 @@ def evaluate(
         if as_json:
             typer.echo(json.dumps(scores, indent=2))
             return
-        table = Table(title=f"{checkpoint} on {dataset} ({scores['pixels']} pixels)")
-        table.add_column("metric")
-        table.add_column("value", justify="right")
-        for key in ("pixel_accuracy", "mean_class_accuracy", "mean_iu", "fw_iu"):
-            table.add_row(key, f"{scores[key]:.4f}")
-        for name, value in scores["per_class_iu"].items():
-            table.add_row(f"IU {name}", "—" if value is None else f"{value:.4f}")
-        console.print(table)
+        rows = [(key, f"{scores[key]:.4f}") for key in ("pixel_accuracy", "mean_class_accuracy", "mean_iu", "fw_iu")]
+        rows += [(f"IU {name}", "—" if value is None else f"{value:.4f}") for name, value in scores["per_class_iu"].items()]
+        print_metrics(f"{checkpoint} on {dataset} ({scores['pixels']} pixels)", rows)
