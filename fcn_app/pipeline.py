@@ -58,6 +58,7 @@ class HeatmapOptions:
     grid: bool = False
     save_scores: bool = False
     write_json: bool = False
+    normalize: bool = False
     max_side: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
 
@@ -91,7 +92,10 @@ def _legend_line(rank: int, heatmap: ClassHeatmap) -> str:
 
 
 def _class_panel(image: np.ndarray, heatmap: ClassHeatmap, options: HeatmapOptions, lines: list[str]) -> np.ndarray:
-    blended = overlay(image, heatmap.heatmap, colormap=options.colormap, alpha=options.alpha)
+    heat = heatmap.heatmap
+    if options.normalize and heatmap.peak_probability > 0:
+        heat = heat / heatmap.peak_probability  # colours span 0 → this class's peak (legend keeps the true peak)
+    blended = overlay(image, heat, colormap=options.colormap, alpha=options.alpha)
     return draw_legend(draw_marker(blended, heatmap.peak_pixel), lines, colormap=options.colormap)
 
 

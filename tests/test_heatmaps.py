@@ -66,3 +66,22 @@ def test_heatmaps_are_image_sized_probabilities():
         assert 0.0 <= heat.heatmap.min() and heat.heatmap.max() <= 1.0
     with pytest.raises(ClassSelectionError, match="topk"):
         top_classes(score_map, 0)
+
+
+def test_normalize_spans_the_colormap_up_to_each_class_peak():
+    from fcn_app.pipeline import HeatmapOptions, render_score_map
+    from fcn_app.render import colorize
+
+    torch.manual_seed(0)
+    score_map = _score_map(torch.randn(10, 3, 8))
+    image = np.zeros((300, 451, 3), np.uint8)
+    plain = render_score_map(image, score_map, HeatmapOptions(topk=1, alpha=1.0, colormap="jet"))
+    scaled = render_score_map(image, score_map, HeatmapOptions(topk=1, alpha=1.0, colormap="jet", normalize=True))
+    heat = plain.heatmaps[0]
+    assert heat.peak_probability < 0.9
+    keep = np.ones((300, 451), bool)  # away from the legend (top left) and the peak's marker
+    keep[:120, :] = False
+    keep[heat.peak_pixel[1] - 20 : heat.peak_pixel[1] + 21, heat.peak_pixel[0] - 20 : heat.peak_pixel[0] + 21] = False
+    np.testing.assert_array_equal(plain.overlay[keep], colorize(heat.heatmap, "jet")[keep])
+    np.testing.assert_array_equal(scaled.overlay[keep], colorize(heat.heatmap / heat.peak_probability, "jet")[keep])
+    assert scaled.summary == plain.summary  # display only; the numbers are unchanged

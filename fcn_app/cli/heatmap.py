@@ -97,6 +97,9 @@ def heatmap(
     colormap: Annotated[str, typer.Option(help=f"One of: {', '.join(COLORMAPS)}.")] = DEFAULT_COLORMAP,
     alpha: Annotated[float, typer.Option(help="Heatmap opacity over the photo.", min=0.0, max=1.0)] = 0.5,
     grid: Annotated[bool, typer.Option("--grid", help="Also write one panel per class (<name>.grid.png).")] = False,
+    normalize: Annotated[
+        bool, typer.Option("--normalize", help="Colours span 0 → each class's own peak (default: probability 0 → 1).")
+    ] = False,
     save_scores: Annotated[bool, typer.Option("--save-scores", help="Write raw score grid + geometry (.npz).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary and write <name>.json.")] = False,
     stride: Annotated[
@@ -138,7 +141,7 @@ def heatmap(
             raise ValueError(f"unknown --colormap {colormap!r}; choose one of {', '.join(COLORMAPS)}")
         options = HeatmapOptions(
             classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid, save_scores=save_scores,
-            write_json=as_json, max_side=max_side, max_pixels=max_pixels,
+            write_json=as_json, normalize=normalize, max_side=max_side, max_pixels=max_pixels,
         )
         if not inputs and list_file is None:
             raise ValueError("give an IMAGE, a folder, a glob or --list FILE")
@@ -147,6 +150,7 @@ def heatmap(
             extra = {"model": str(checkpoint) if checkpoint is not None else model, "options": {
                 "classes": options.classes, "topk": options.topk, "colormap": options.colormap, "grid": options.grid,
                 "save_scores": options.save_scores, "json": options.write_json, "max_side": options.max_side,
+                "normalize": options.normalize,
             }}
             code, _ = run_folder_job(
                 lambda: _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device,
