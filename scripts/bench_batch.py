@@ -6,7 +6,7 @@ and write thread, summary) and, on the very same images already decoded in memor
 (``compute_score_maps`` in the same batches). Runs alternate, best of ``--repeats`` each; printed as a ratio
 folder / model-only (the target is ≥ 0.9: the pipeline around the model should cost under 10 %).
 
-    python scripts/bench_batch.py                       # VGG16, random weights, 24 images of 224×224
+    python scripts/bench_batch.py                       # VGG16, random weights, 96 images of 224×224
     python scripts/bench_batch.py --model small --size 128 --images 64
 
 Memory (``--memory N``): N small images through the ``small`` model; the resident memory of the main process
@@ -190,7 +190,7 @@ def bench_memory(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="vgg16", help="vgg11/13/16/19(_bn), alexnet (224 px windows) or small")
-    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--images", type=int, default=96, help="folder size; start-up (decode workers) is amortised over it as in real jobs")
     parser.add_argument("--size", type=int, default=None, help="image side (default 224; 64 for --memory)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=None)

@@ -54,12 +54,13 @@ ProgressCallback = Callable[[dict], None]
 
 
 def default_num_workers() -> int:
-    """``min(2, usable CPUs)``: decoding rarely needs more, and the model wants the rest."""
+    """One decode process per two usable CPUs, at most 2: decoding rarely needs more, and the model wants the rest
+    (on a 2-core machine a second decoder pre-empts the model's threads more than it helps: scripts/bench_batch.py)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cpus = os.cpu_count() or 1
-    return min(2, cpus)
+    return min(2, max(1, cpus // 2))
 
 
 class DecodeDataset(Dataset):

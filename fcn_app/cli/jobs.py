@@ -50,7 +50,7 @@ IncludeOption = Annotated[
 ExcludeOption = Annotated[list[str] | None, typer.Option(help="Leave out inputs matching this glob. Repeatable.")]
 BatchSizeOption = Annotated[int, typer.Option(help="Score up to this many same-size images at once.", min=1)]
 NumWorkersOption = Annotated[
-    int | None, typer.Option(help=f"Decoding processes (default min(2, CPUs) = {default_num_workers()}).", min=0)
+    int | None, typer.Option(help=f"Decoding processes (default: one per two CPUs, at most 2; here {default_num_workers()}).", min=0)
 ]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs are already complete.")]
 ShardOption = Annotated[
