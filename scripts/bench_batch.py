@@ -141,16 +141,6 @@ def _children(pid: int) -> list[int]:
     return children
 
 
-def _deep_size(value) -> int:
-    """Bytes held by nested dicts/lists/strings (what the kept summary rows cost in this process)."""
-    size = sys.getsizeof(value)
-    if isinstance(value, dict):
-        size += sum(_deep_size(key) + _deep_size(item) for key, item in value.items())
-    elif isinstance(value, (list, tuple)):
-        size += sum(_deep_size(item) for item in value)
-    return size
-
-
 def bench_memory(args) -> None:
     network = build_network("small")
     num_workers = default_num_workers() if args.num_workers is None else args.num_workers
@@ -171,7 +161,6 @@ def bench_memory(args) -> None:
 
         result = run_batch(HeatmapTask(network), items, out, batch_size=args.batch_size,
                            num_workers=num_workers, on_row=sample)
-        row_bytes = _deep_size(result.rows)
     print(f"{args.memory} images {size}×{size}, model small, batch size {args.batch_size}, {num_workers} workers, "
           f"{result.images_per_s:.1f} images/s")
     print("   images   main RSS MB   workers RSS MB")
@@ -182,8 +171,7 @@ def bench_memory(args) -> None:
     growth = last[1] - first[1]
     per_image_kb = growth * 1024 / max(1, last[0] - first[0])
     print(f"main process growth from {first[0]} to {last[0]} images: {growth:+.1f} MB ({per_image_kb:.2f} KB/image); "
-          f"summary rows kept for summary.json: {row_bytes / 2**20:.1f} MB as Python objects "
-          f"({row_bytes / len(result.rows) / 1024:.2f} KB/image)")
+          "summary rows are spooled to disk until summary.json is written")
     print(f"workers growth: {last[2] - first[2]:+.1f} MB")
 
 

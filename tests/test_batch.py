@@ -276,3 +276,21 @@ def test_torchrun_two_ranks_equal_single_run(image_folder, reference, tmp_path):
     assert merged["world_size"] == 2
     assert merged["counts"] == json.loads((reference[0] / SUMMARY_NAME).read_text())["counts"]
     assert output_files(tmp_path) == output_files(reference[0])
+
+
+def test_rows_are_spooled_to_disk_and_streamed_into_the_summary(tmp_path):
+    """The summary is assembled from a JSON-lines spool (8 bytes per input in memory), in path order."""
+    from fcn_app.batch.summary import RowSpool, summary_header, write_summary
+
+    spool = RowSpool(tmp_path / SUMMARY_NAME, 3)
+    assert spool.path.name.startswith(".summary.json.") and spool.path.name.endswith(".tmp")
+    rows = [{"path": f"b{n}.png", "status": status, "reason": None} for n, status in enumerate(["ok", "failed", "ok"])]
+    for position in (2, 0, 1):  # the writer thread records out of order
+        spool.put(position, rows[position])
+    assert 1 in spool and spool.get(1) == rows[1] and spool.counts == {"ok": 2, "skipped": 0, "failed": 1, "pending": 0}
+    header = summary_header(dict(spool.counts), elapsed_s=2.0)
+    written = write_summary(tmp_path / SUMMARY_NAME, header, (spool.get(position) for position in range(3)))
+    spool.close()
+    payload = json.loads(written.read_text())
+    assert payload["inputs"] == rows and payload["total"] == 3 and payload["images_per_s"] == 1.5
+    assert sorted(path.name for path in tmp_path.iterdir()) == [SUMMARY_NAME]  # the spool is gone

@@ -19,6 +19,7 @@ still writes the summary.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -34,10 +35,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import FcnError, InputImageError
-from ..io import atomic_write_json, ensure_output_dir, load_image, remove_stale_temporaries
+from ..io import ensure_output_dir, load_image, remove_stale_temporaries
 from ..pipeline import ImageTask
 from .inputs import WorkItem
-from .summary import SUMMARY_NAME, merge_summaries, rank_summary_path, read_summary_rows, summary_payload
+from .summary import (SUMMARY_NAME, RowSpool, rank_summary_path, read_summary_rows, summary_header,
+                      write_summary)
 
 __all__ = [
     "BatchResult",
@@ -105,24 +107,29 @@ def is_up_to_date(source: Path, paths: dict[str, Path]) -> bool:
         return False
 
 
-def remove_own_temporaries(out_dir: Path, items: Sequence[WorkItem], task: ImageTask) -> int:
-    """Delete leftover temporary files of *these* items' outputs only.
+def remove_own_temporaries(out_dir: Path, items: Sequence[WorkItem], task: ImageTask, also: Sequence[Path] = ()) -> int:
+    """Delete leftover temporary files of *these* items' outputs (and of the paths in ``also``) only.
 
     Sharded ranks share ``OUT``; removing every ``.*.tmp`` there would delete a neighbour's file mid-write.
     """
-    own = {path for item in items for path in task.output_paths(item.stem_in(out_dir)).values()}
+    own = {path for item in items for path in task.output_paths(item.stem_in(out_dir)).values()} | set(also)
     return remove_stale_temporaries(out_dir, targets=own)
 
 
 @dataclass
 class BatchResult:
-    """What a batch run did; ``rows`` are the summary rows of this process's inputs."""
+    """What a batch run did. ``rows`` (read back from the summary on demand) are this process's inputs."""
 
-    rows: list[dict]
     elapsed_s: float
     interrupted: bool
     summary_path: Path | None
     counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows(self) -> list[dict]:
+        if self.summary_path is None:
+            return []
+        return json.loads(self.summary_path.read_text(encoding="utf-8"))["inputs"]
 
     @property
     def images_per_s(self) -> float:
@@ -198,7 +205,6 @@ def run_batch(
     on_row: ProgressCallback | None = None,
     on_start: Callable[[int, int], None] | None = None,
     extra_summary: dict | None = None,
-    write_summary: bool = True,
 ) -> BatchResult:
     """Process ``items`` (this rank's shard) into ``out_dir``; see the module docstring for how.
 
@@ -219,18 +225,18 @@ def run_batch(
     if world_size == 1:
         removed = remove_stale_temporaries(out_dir)
     else:
-        removed = remove_own_temporaries(out_dir, items, task)
+        removed = remove_own_temporaries(out_dir, items, task, also=[rank_summary_path(out_dir, rank)])
     if removed:
         logger.info("removed %d temporary files left by an interrupted run", removed)
 
     summary_path = out_dir / SUMMARY_NAME if world_size == 1 else rank_summary_path(out_dir, rank)
     previous = {} if overwrite else read_summary_rows(summary_path) or read_summary_rows(out_dir / SUMMARY_NAME)
-    rows: dict[int, dict] = {}
+    rows = RowSpool(summary_path, len(items))  # on disk: memory stays flat however many inputs
     lock = threading.Lock()
 
     def record(position: int, row: dict) -> None:
         with lock:
-            rows[position] = row
+            rows.put(position, row)
             if on_row is not None and row["status"] != "skipped":
                 on_row(row)
 
@@ -239,12 +245,13 @@ def run_batch(
         paths = task.output_paths(item.stem_in(out_dir))
         if not overwrite and is_up_to_date(item.source, paths):
             earlier = previous.get(item.relative, {})
-            rows[position] = _row(
+            rows.put(position, _row(
                 item, "skipped", paths,
                 top_classes=earlier.get("top_classes", []), image_size=earlier.get("image_size"),
-            )
+            ))
         else:
             pending.append(position)
+    del previous
     if on_start is not None:
         on_start(len(pending), len(items) - len(pending))
 
@@ -310,16 +317,14 @@ def run_batch(
         writer.close()
 
     elapsed = time.perf_counter() - started
-    for position, item in enumerate(items):
-        if position not in rows:
-            rows[position] = _row(item, "pending", reason="not processed: the run was interrupted")
-    ordered = [rows[position] for position in range(len(items))]
-    result = BatchResult(ordered, elapsed, interrupted, None)
-    payload = summary_payload(
-        ordered, elapsed_s=elapsed, world_size=world_size, ranks=[rank], interrupted=interrupted, extra=extra_summary
-    )
-    result.counts = payload["counts"]
-    if write_summary:
-        result.summary_path = atomic_write_json(summary_path, payload)
-    return result
-
+    try:
+        for position, item in enumerate(items):
+            if position not in rows:
+                rows.put(position, _row(item, "pending", reason="not processed: the run was interrupted"))
+        header = summary_header(dict(rows.counts), elapsed_s=elapsed, world_size=world_size, ranks=[rank],
+                                interrupted=interrupted, extra=extra_summary)
+        by_path = sorted(range(len(items)), key=lambda position: items[position].relative)
+        written = write_summary(summary_path, header, (rows.get(position) for position in by_path))
+    finally:
+        rows.close()
+    return BatchResult(elapsed, interrupted, written, header["counts"])

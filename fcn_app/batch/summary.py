@@ -11,18 +11,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
+from array import array
+from collections.abc import Iterable
 from pathlib import Path
 
-from ..io import atomic_write_json
+from ..io import atomic_write_stream
+from ..io.atomic import TEMP_SUFFIX
 
 __all__ = [
+    "RowSpool",
     "STATUSES",
     "SUMMARY_NAME",
     "count_statuses",
     "merge_summaries",
     "rank_summary_path",
     "read_summary_rows",
-    "summary_payload",
+    "summary_header",
+    "write_summary",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,8 +50,8 @@ def count_statuses(rows: list[dict]) -> dict[str, int]:
     return counts
 
 
-def summary_payload(
-    rows: list[dict],
+def summary_header(
+    counts: dict[str, int],
     *,
     elapsed_s: float,
     world_size: int = 1,
@@ -53,22 +59,68 @@ def summary_payload(
     interrupted: bool = False,
     extra: dict | None = None,
 ) -> dict:
-    """The JSON document: counts, speed, and every input's row (sorted by path)."""
-    counts = count_statuses(rows)
+    """Everything in the summary document but its ``inputs``: counts, speed, job shape."""
     attempted = counts["ok"] + counts["failed"]
     return {
         "format": SUMMARY_FORMAT,
         "version": SUMMARY_VERSION,
         "counts": counts,
-        "total": len(rows),
+        "total": sum(counts.values()),
         "elapsed_s": round(elapsed_s, 3),
         "images_per_s": round(attempted / elapsed_s, 3) if elapsed_s > 0 else None,
         "world_size": world_size,
         "ranks": ranks if ranks is not None else [0],
         "interrupted": interrupted,
         **(extra or {}),
-        "inputs": sorted(rows, key=lambda row: row["path"]),
     }
+
+
+def write_summary(path: str | os.PathLike, header: dict, rows: Iterable[dict]) -> Path:
+    """Write the summary atomically, streaming ``rows`` (sorted by path) so they are never all in memory."""
+    def write(stream) -> None:
+        stream.write(json.dumps(header, indent=2, ensure_ascii=False)[:-2].encode("utf-8"))
+        stream.write(b',\n  "inputs": [')
+        for number, row in enumerate(rows):
+            stream.write((b",\n    " if number else b"\n    ") + json.dumps(row, ensure_ascii=False).encode("utf-8"))
+        stream.write(b"\n  ]\n}\n")
+
+    return atomic_write_stream(path, write)
+
+
+class RowSpool:
+    """Summary rows of a running job, spilled to a temporary JSON-lines file beside the summary as they come.
+
+    Memory stays flat however many inputs a job has: what is kept per input is the row's file offset (8 bytes).
+    The file is named like a temporary of the summary (``.summary.json.<random>.tmp``), so one left by a killed
+    run is cleaned up with the other temporaries.
+    """
+
+    def __init__(self, summary_path: Path, count: int) -> None:
+        handle, name = tempfile.mkstemp(prefix=f".{summary_path.name}.", suffix=TEMP_SUFFIX, dir=summary_path.parent)
+        self.path = Path(name)
+        self.stream = os.fdopen(handle, "w+b")
+        self.offsets = array("q", [-1]) * count
+        self.counts = dict.fromkeys(STATUSES, 0)
+
+    def __contains__(self, position: int) -> bool:
+        return self.offsets[position] >= 0
+
+    def put(self, position: int, row: dict) -> None:
+        self.stream.seek(0, os.SEEK_END)
+        self.offsets[position] = self.stream.tell()
+        self.stream.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+        self.counts[row["status"]] += 1
+
+    def get(self, position: int) -> dict:
+        self.stream.seek(self.offsets[position])
+        return json.loads(self.stream.readline())
+
+    def close(self) -> None:
+        self.stream.close()
+        try:
+            self.path.unlink()
+        except OSError:
+            pass
 
 
 def _read_json(path: Path) -> dict | None:
@@ -112,12 +164,12 @@ def merge_summaries(out_dir: str | os.PathLike, world_size: int) -> Path | None:
                 )
             seen.add(row["path"])
             rows.append(row)
-    merged = summary_payload(
-        rows,
+    header = summary_header(
+        count_statuses(rows),
         elapsed_s=max(float(payload.get("elapsed_s") or 0.0) for payload in parts),
         world_size=world_size,
         ranks=list(range(world_size)),
         interrupted=any(payload.get("interrupted") for payload in parts),
         extra={key: value for key, value in parts[0].items() if key in ("model", "options")},
     )
-    return atomic_write_json(out_dir / SUMMARY_NAME, merged)
+    return write_summary(out_dir / SUMMARY_NAME, header, sorted(rows, key=lambda row: row["path"]))

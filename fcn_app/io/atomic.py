@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 from PIL import Image
@@ -27,6 +27,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "atomic_write_png",
+    "atomic_write_stream",
     "atomic_write_npz",
     "encode_png",
     "ensure_output_dir",
@@ -57,8 +58,12 @@ def _current_umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+def atomic_write_stream(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Let ``write(stream)`` fill a temporary file next to ``path``, then fsync and rename it into place.
+
+    For outputs too large to build in memory first (a summary of millions of rows); everything else goes
+    through :func:`atomic_write_bytes`.
+    """
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"{path}: output path is an existing folder; choose another name")
@@ -68,7 +73,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
         os.fchmod(handle, 0o666 & ~_current_umask())  # mkstemp creates 0600; outputs get normal permissions
         with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp_name, path)
@@ -88,6 +93,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             except OSError:
                 pass
     return path
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename)."""
+    return atomic_write_stream(path, lambda stream: stream.write(data))
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
