@@ -37,6 +37,7 @@ __all__ = [
     "compute_score_maps",
     "cpu_has_native_bf16",
     "load_scoring_network",
+    "normalize_pixels",
     "prepare_batch",
     "prepare_network",
     "resolve_device",
@@ -116,6 +117,19 @@ class ScoreMap:
         return torch.softmax(self.logits.float(), dim=0)
 
 
+def normalize_pixels(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 ``N×H×W×3`` RGB → float ``N×3×H×W`` scaled to [0, 1] and normalised with ``mean``/``std``.
+
+    The result keeps the NHWC memory of the input (a channels-last tensor), the layout convolutions prefer.
+    """
+    if not (pixels.flags.c_contiguous and pixels.flags.writeable):  # torch wants its own, writable memory
+        pixels = np.array(pixels)
+    batch = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return batch.sub_(mean_t).div_(std_t)
+
+
 def _normalized_region(
     network: FullyConvolutionalNet,
     pixels: np.ndarray,
@@ -133,13 +147,7 @@ def _normalized_region(
     image_rows = (max(0, rows[0] - top), min(height, rows[1] - top))
     image_cols = (max(0, cols[0] - left), min(width, cols[1] - left))
     region = pixels[:, image_rows[0]:image_rows[1], image_cols[0]:image_cols[1]]
-    if not (region.flags.c_contiguous and region.flags.writeable):  # torch wants its own, writable memory
-        region = np.array(region)
-    region = torch.from_numpy(region)
-    batch = region.permute(0, 3, 1, 2).float().div_(255.0)  # NHWC memory, NCHW view: channels-last
-    mean = torch.tensor(network.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(network.std, dtype=torch.float32).view(1, -1, 1, 1)
-    batch = batch.sub_(mean).div_(std)
+    batch = normalize_pixels(region, network.mean, network.std)
     pad_top = (top + image_rows[0]) - rows[0]
     pad_bottom = rows[1] - (top + image_rows[1])
     pad_left = (left + image_cols[0]) - cols[0]

@@ -17,6 +17,8 @@ import cv2
 import numpy as np
 import torch
 
+from ..scoring import normalize_pixels
+
 from .datasets import IGNORE_INDEX, SegmentationDataset
 
 __all__ = [
@@ -84,11 +86,8 @@ def augment(
 
 
 def normalize_image(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``H×W×3`` uint8 RGB → ``3×H×W`` float tensor, scaled to [0, 1] and normalised with ``mean``/``std``."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
-    return tensor.sub_(mean_t).div_(std_t)
+    """``H×W×3`` uint8 RGB → ``3×H×W`` float tensor (contiguous), scaled to [0, 1] and normalised with ``mean``/``std``."""
+    return normalize_pixels(image[None], mean, std)[0].contiguous()
 
 
 class SegmentationTorchDataset(torch.utils.data.Dataset):
