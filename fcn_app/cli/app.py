@@ -37,9 +37,15 @@ EXIT_INTERRUPTED = 130
 EPILOG = """\
 [bold]Examples[/bold]
 
-  fcn-heatmap examples/chelsea.jpg                     heatmap of the top-3 classes → examples/chelsea.heatmap.png
-  fcn-heatmap photo.jpg --class cat --out results/     where is any cat class?
-  fcn-heatmap photo.jpg --grid --json --save-scores    one panel per class, JSON summary, raw score grid
+  fcn-heatmap examples/chelsea.jpg  [dim]# heatmap of the top-3 classes → examples/chelsea.heatmap.png[/dim]
+
+  fcn-heatmap photo.jpg --class cat --grid --json  [dim]# where is any cat class? one panel per class[/dim]
+
+  fcn-heatmap photos/ --recursive --out results/  [dim]# a whole folder, resumable, summary.json[/dim]
+
+  fcn-heatmap detect photo.jpg --stride 16 --scales 0.5,1,2  [dim]# boxes from heatmaps[/dim]
+
+  fcn-heatmap train configs/example_folder.yaml  [dim]# FCN-8s segmentation training[/dim]
 
 [bold]Exit codes[/bold]  0 ok · 1 some inputs failed · 2 bad input or usage · 3 cannot write output · 130 interrupted
 """
