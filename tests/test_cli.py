@@ -121,3 +121,21 @@ def test_denser_stride_keeps_the_map_pixel_aligned(tmp_path):
     # --max-side 240 gives 240×160; the 160 rows are padded by 32 px on top to the 224 window
     assert summary["geometry"]["first_center"] == [111.5 - 32, 111.5]  # cell 0 keeps its window centre
     assert summary["map_size"] == {"rows": 224 // 16 - 13, "cols": 240 // 16 - 13}
+
+
+def test_a_small_memory_budget_tiles_exactly(tmp_path):
+    """--max-memory forces exact tiling (with a progress bar); the summary equals the untiled run's."""
+    whole = runner.invoke(app, ["heatmap", str(EXAMPLES / "rocket.jpg"), "--out", str(tmp_path / "a"), "--json",
+                                 "--max-side", "320"])
+    tiled = runner.invoke(app, ["heatmap", str(EXAMPLES / "rocket.jpg"), "--out", str(tmp_path / "b"), "--json",
+                                "--max-side", "320", "--max-memory", "24M"])
+    assert whole.exit_code == 0 and tiled.exit_code == 0, tiled.output
+    first = json.loads((tmp_path / "a" / "rocket.json").read_text())
+    second = json.loads((tmp_path / "b" / "rocket.json").read_text())
+    assert [c["name"] for c in first["classes"]] == [c["name"] for c in second["classes"]]
+    for a, b in zip(first["classes"], second["classes"]):
+        assert a["peak_pixel"] == b["peak_pixel"]
+        assert a["peak_probability"] == pytest.approx(b["peak_probability"], abs=1e-5)
+    bad = runner.invoke(app, ["heatmap", str(EXAMPLES / "rocket.jpg"), "--out", str(tmp_path / "c"),
+                              "--max-memory", "lots"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..io import DEFAULT_MAX_PIXELS, ensure_output_dir, load_image
@@ -21,7 +22,8 @@ from ..models import DEFAULT_ARCH
 from ..pipeline import HeatmapOptions, HeatmapTask, ImageTask, process_image
 from ..render import COLORMAPS, DEFAULT_COLORMAP
 from ..scoring import PRECISIONS, load_scoring_network, resolve_device
-from .app import DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, setup_logging
+from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, error_console,
+                  setup_logging)
 from .jobs import (
     BatchSizeOption,
     ExcludeOption,
@@ -54,6 +56,26 @@ def _print_table(rendered, written: dict[str, Path]) -> None:
     console.print(table)
     for kind, path in written.items():
         console.print(f"wrote {kind}: {path}", highlight=False)
+
+
+def _tile_progress():
+    """A progress bar for huge images scored in tiles (shown only when there is more than one tile)."""
+    progress = Progress(TextColumn("scoring tiles"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                        console=error_console, transient=True)
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if total <= 1:
+            return
+        if bar is None:
+            progress.start()
+            bar = progress.add_task("tiles", total=total)
+        progress.update(bar, completed=done)
+        if done >= total:
+            progress.stop()
+
+    return update
 
 
 def _build_task(options: HeatmapOptions, *, model: str, weights: Path | None, checkpoint: Path | None,
@@ -164,6 +186,8 @@ def heatmap(
             task = _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device,
                                stride=stride, precision=precision, max_memory=max_memory)
             task.check()
+            if isinstance(task, HeatmapTask):
+                task.score_options["progress"] = _tile_progress()
             rendered, written = process_image(task, pixels, out_dir / image.stem, source=str(image))
             if as_json:
                 payload = dict(rendered.summary, outputs={kind: str(path) for kind, path in written.items()})
