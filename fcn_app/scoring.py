@@ -339,7 +339,7 @@ def compute_score_map(network: FullyConvolutionalNet, image: np.ndarray, **optio
 
 
 def _weights_identity(arch: str, weights_path: str | os.PathLike | None) -> tuple:
-    """What decides which weights :func:`load_fcn` would read: the file, and its size and mtime if it exists."""
+    """What decides which weights :func:`~fcn_app.models.load_network` would read: the file with its size and mtime."""
     if ":" in arch:  # module:callable loads its own weights
         return (arch, None, None)
     if weights_path is None and os.environ.get(WEIGHTS_ENV):

@@ -16,6 +16,8 @@ from typing import Iterator
 
 import torch.distributed as dist
 
+from ..launcher import launcher_rank
+
 __all__ = ["process_group", "shard_from_environment"]
 
 logger = logging.getLogger(__name__)
@@ -24,16 +26,8 @@ logger = logging.getLogger(__name__)
 BARRIER_TIMEOUT = datetime.timedelta(hours=48)
 
 
-def shard_from_environment() -> tuple[int, int]:
-    """``(RANK, WORLD_SIZE)`` as set by torchrun or another launcher; ``(0, 1)`` when unset."""
-    try:
-        rank = int(os.environ.get("RANK", "0"))
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        raise ValueError("RANK and WORLD_SIZE must be integers (as torchrun sets them)") from None
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"RANK={rank} is not within WORLD_SIZE={world_size}")
-    return rank, world_size
+#: This process's shard of the work list under a launcher: ``(RANK, WORLD_SIZE)``.
+shard_from_environment = launcher_rank
 
 
 @contextlib.contextmanager

@@ -15,7 +15,8 @@ from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, ensure_output_dir, load_
 from ..models import DEFAULT_ARCH
 from ..pipeline import DetectionTask, coco_results_from_summary, process_image
 from ..pyramid import FUSE_MODES, parse_scales
-from ..scoring import load_scoring_network, resolve_device
+from ..launcher import local_device
+from ..scoring import load_scoring_network
 from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, print_metrics,
                   setup_logging)
 from .jobs import (
@@ -28,7 +29,6 @@ from .jobs import (
     OverwriteOption,
     RecursiveOption,
     ShardOption,
-    device_for_rank,
     is_batch_input,
     run_folder_job,
 )
@@ -114,7 +114,7 @@ def detect(
             raise ValueError("give an IMAGE, a folder, a glob or --list FILE")
 
         def make_task() -> DetectionTask:
-            network = load_scoring_network(model, weights_path=weights, device=resolve_device(device_for_rank(device)))
+            network = load_scoring_network(model, weights_path=weights, device=local_device(device))
             if stride is not None:
                 network = densify(network, stride)
             return DetectionTask(

@@ -21,7 +21,8 @@ from ..dense import densify
 from ..models import DEFAULT_ARCH
 from ..pipeline import HeatmapOptions, HeatmapTask, ImageTask, process_image
 from ..render import COLORMAPS, DEFAULT_COLORMAP
-from ..scoring import PRECISIONS, load_scoring_network, resolve_device
+from ..launcher import local_device
+from ..scoring import PRECISIONS, load_scoring_network
 from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, error_console,
                   setup_logging)
 from .jobs import (
@@ -34,7 +35,6 @@ from .jobs import (
     OverwriteOption,
     RecursiveOption,
     ShardOption,
-    device_for_rank,
     is_batch_input,
     run_folder_job,
 )
@@ -82,7 +82,7 @@ def _build_task(options: HeatmapOptions, *, model: str, weights: Path | None, ch
                 device: str, stride: int | None = None, precision: str = "auto",
                 max_memory: str | None = None) -> ImageTask:
     """Classifier heatmaps, or with ``--checkpoint`` the segmentation of a trained FCN (same outputs machinery)."""
-    target = resolve_device(device_for_rank(device))
+    target = local_device(device)
     if checkpoint is None:
         network = load_scoring_network(model, weights_path=weights, device=target)
         if stride is not None:

@@ -7,7 +7,6 @@ gets the same decoding workers, resume, sharding, exit codes and ``summary.json`
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Callable
@@ -34,7 +33,6 @@ __all__ = [
     "OverwriteOption",
     "RecursiveOption",
     "ShardOption",
-    "device_for_rank",
     "is_batch_input",
     "run_folder_job",
 ]
@@ -84,15 +82,6 @@ def is_batch_input(inputs: list[Path], list_file: Path | None) -> bool:
         return True
     single = inputs[0]
     return single.is_dir() or (not single.exists() and is_glob_pattern(single))
-
-
-def device_for_rank(device: str) -> str:
-    """Under torchrun with several GPUs, ``auto`` means this rank's own GPU (``LOCAL_RANK``)."""
-    import torch
-
-    if device == "auto" and torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
-        return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"
-    return device
 
 
 def run_folder_job(

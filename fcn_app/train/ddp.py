@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..scoring import resolve_device
+from ..launcher import launcher_rank, local_device
 
 __all__ = ["DistributedContext", "init_distributed", "shutdown_distributed"]
 
@@ -52,12 +52,9 @@ class DistributedContext:
 
 def init_distributed(device: str = "auto") -> DistributedContext:
     """Join the process group if launched by torchrun (``WORLD_SIZE`` > 1); pick this process's device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank, world_size = launcher_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    chosen = resolve_device(device)
-    if chosen.type == "cuda" and chosen.index is None:
-        chosen = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+    chosen = local_device(device)
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
     if world_size > 1 and not dist.is_initialized():
