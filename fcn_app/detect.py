@@ -137,10 +137,20 @@ class Detection:
         return payload
 
 
+def _pycocotools(purpose: str):
+    """The pycocotools package (an optional dependency), or one clear error saying how to install it."""
+    try:
+        import pycocotools.coco
+        import pycocotools.cocoeval
+        import pycocotools.mask
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise DatasetError(f"{purpose} needs pycocotools: pip install 'fcn-heatmap[detect]'") from None
+    return pycocotools
+
+
 def encode_mask(mask: np.ndarray) -> dict:
     """COCO run-length encoding of a boolean mask (``{"size": [h, w], "counts": str}``)."""
-    from pycocotools import mask as mask_utils
-
+    mask_utils = _pycocotools("--masks").mask
     rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
     return {"size": [int(value) for value in rle["size"]], "counts": rle["counts"].decode("ascii")}
 
@@ -412,11 +422,8 @@ def evaluate_detections(
     Images and categories are matched by file name and category name when the results carry them (as files
     written by ``fcn-heatmap detect`` do), else by id. Returns ``{"AP": …, "AP50": …, …}`` (COCO's 12 numbers).
     """
-    try:
-        from pycocotools.coco import COCO
-        from pycocotools.cocoeval import COCOeval
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise DatasetError("evaluation needs pycocotools: pip install 'fcn-heatmap[detect]'") from None
+    coco = _pycocotools("evaluation")
+    COCO, COCOeval = coco.coco.COCO, coco.cocoeval.COCOeval
     truth = _load_json(ground_truth, "ground-truth")
     predicted = _load_json(results, "results")
     if not isinstance(truth, dict) or "annotations" not in truth or "images" not in truth:
