@@ -15,6 +15,7 @@ from .errors import (
     ConversionError,
     FcnError,
     InputImageError,
+    OptionError,
     OutputError,
     WeightsError,
     WeightsUnavailableError,
@@ -23,9 +24,9 @@ from .geometry import ScoreGeometry, network_geometry, upsample_to_pixels
 from .heatmaps import ClassHeatmap, ClassSelection, class_heatmaps, heatmap_for_class, resolve_classes, top_classes
 from .io import load_image
 from .models import FullyConvolutionalNet, load_classifier, load_fcn, load_network, to_fully_convolutional
-from .pipeline import HeatmapOptions, HeatmapTask, process_image
 from .render import colorize, overlay, tile_panels
-from .scoring import ScoreMap, compute_score_map, compute_score_maps, load_scoring_network
+from .scoring import ScoreMap, ScoringOptions, compute_score_map, compute_score_maps, load_scoring_network
+from .tasks import DetectionTask, HeatmapOptions, HeatmapTask, SegmentationTask, process_image
 
 __version__ = "0.1.0"
 
@@ -34,14 +35,18 @@ __all__ = [
     "ClassSelection",
     "ClassSelectionError",
     "ConversionError",
+    "DetectionTask",
     "FcnError",
     "FullyConvolutionalNet",
     "HeatmapOptions",
     "HeatmapTask",
     "InputImageError",
+    "OptionError",
     "OutputError",
     "ScoreGeometry",
     "ScoreMap",
+    "ScoringOptions",
+    "SegmentationTask",
     "WeightsError",
     "WeightsUnavailableError",
     "class_heatmaps",

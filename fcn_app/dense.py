@@ -23,15 +23,12 @@ from torch import nn
 
 from .errors import ConversionError
 from .geometry import network_geometry, spatial_layers
+from .layers import pair
 from .models.convert import FullyConvolutionalNet
 
 __all__ = ["densify", "native_stride", "stride_choices"]
 
 logger = logging.getLogger(__name__)
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 def native_stride(network: nn.Module) -> int:
@@ -46,7 +43,7 @@ def stride_choices(network: nn.Module) -> list[int]:
     """Output strides reachable by :func:`densify`, from the native one down (e.g. ``[32, 16, 8, 4, 2, 1]``)."""
     choices = [native_stride(network)]
     for layer in reversed(spatial_layers(network)):
-        step = _pair(layer.stride if layer.stride is not None else layer.kernel_size)
+        step = pair(layer.stride if layer.stride is not None else layer.kernel_size)
         if step[0] != step[1]:
             break
         if step[0] > 1:
@@ -56,25 +53,25 @@ def stride_choices(network: nn.Module) -> list[int]:
 
 def _scale_layer(layer: nn.Module, factor: int) -> None:
     """Make ``layer`` read every ``factor``-th cell of a ``factor``-times finer grid (dilation and padding × f)."""
-    kernel = _pair(layer.kernel_size)
+    kernel = pair(layer.kernel_size)
     if kernel == (1, 1):
         return  # a 1×1 kernel reads one cell whatever the spacing
     if isinstance(layer, nn.AvgPool2d):
         raise ConversionError(
             "an AvgPool2d after the down-sampling layer being removed would need dilation, which PyTorch's "
-            "AvgPool2d lacks; ask for a coarser --stride"
+            "AvgPool2d lacks; ask for a coarser output stride"
         )
     if isinstance(layer.padding, str):
         raise ConversionError(f"cannot densify through padding={layer.padding!r}; use numeric padding")
-    dilation = _pair(layer.dilation)
-    padding = _pair(layer.padding)
+    dilation = pair(layer.dilation)
+    padding = pair(layer.padding)
     if isinstance(layer, nn.MaxPool2d):
         if layer.ceil_mode:
-            raise ConversionError("cannot densify through a MaxPool2d with ceil_mode=True; ask for a coarser --stride")
+            raise ConversionError("cannot densify through a MaxPool2d with ceil_mode=True; ask for a coarser output stride")
         if max(padding) * factor > min(kernel) // 2:
             raise ConversionError(
                 f"cannot densify through a padded MaxPool2d (kernel {kernel}, padding {padding}): PyTorch limits "
-                "pool padding to half the kernel; ask for a coarser --stride"
+                "pool padding to half the kernel; ask for a coarser output stride"
             )
     layer.dilation = (dilation[0] * factor, dilation[1] * factor)
     layer.padding = (padding[0] * factor, padding[1] * factor)
@@ -105,7 +102,7 @@ def densify(network: FullyConvolutionalNet, stride: int) -> FullyConvolutionalNe
         if factor_needed == 1:
             break
         layer = layers[position]
-        step = _pair(layer.stride if layer.stride is not None else layer.kernel_size)[0]
+        step = pair(layer.stride if layer.stride is not None else layer.kernel_size)[0]
         if step > 1:
             rarefied.append((position, step))
             factor_needed //= step

@@ -15,21 +15,17 @@ window is the better box.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 from torchvision.ops import batched_nms, nms
 
-from .errors import ClassSelectionError, DatasetError
+from .coco import encode_mask
+from .errors import ClassSelectionError, OptionError
 from .geometry import ScoreGeometry
 from .heatmaps import resolve_classes
 from .models.convert import FullyConvolutionalNet
@@ -43,14 +39,10 @@ __all__ = [
     "DetectOptions",
     "detect_objects",
     "detections_from_probabilities",
-    "draw_detections",
-    "encode_mask",
-    "evaluate_detections",
     "non_max_suppression",
     "resolve_box_mode",
     "select_detection_classes",
     "threshold_mask",
-    "to_coco_results",
 ]
 
 logger = logging.getLogger(__name__)
@@ -59,6 +51,13 @@ THRESHOLD_MODES = ("absolute", "relative", "otsu")
 BOX_MODES = ("auto", "window", "region")
 CENTER_MODES = ("peak", "centroid")
 BACKGROUND_NAMES = ("background", "__background__", "bg")
+
+
+def check_choice(option: str, value: str, choices: Sequence[str]) -> str:
+    """``value`` if it is one of ``choices``, else :class:`~fcn_app.errors.OptionError` naming them."""
+    if value not in choices:
+        raise OptionError(option, f"unknown value {value!r}; choose one of {', '.join(choices)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -95,20 +94,15 @@ class DetectOptions:
     masks: bool = False
 
     def __post_init__(self) -> None:
-        if self.threshold_mode not in THRESHOLD_MODES:
-            raise ValueError(f"unknown threshold mode {self.threshold_mode!r}; choose one of {', '.join(THRESHOLD_MODES)}")
-        if self.box_mode not in BOX_MODES:
-            raise ValueError(f"unknown box mode {self.box_mode!r}; choose one of {', '.join(BOX_MODES)}")
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"--threshold must be between 0 and 1, got {self.threshold}")
-        if not 0.0 <= self.min_score <= 1.0:
-            raise ValueError(f"--min-score must be between 0 and 1, got {self.min_score}")
+        for name, choices in (("threshold_mode", THRESHOLD_MODES), ("box_mode", BOX_MODES), ("center", CENTER_MODES)):
+            check_choice(name, getattr(self, name), choices)
+        for name in ("threshold", "min_score", "nms_iou"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise OptionError(name, f"must be between 0 and 1, got {getattr(self, name)}")
         if not 0.0 < self.window_fill <= 4.0:
-            raise ValueError(f"--window-fill must be in (0, 4], got {self.window_fill}")
-        if self.center not in CENTER_MODES:
-            raise ValueError(f"unknown center {self.center!r}; choose one of {', '.join(CENTER_MODES)}")
-        if not 0.0 <= self.nms_iou <= 1.0:
-            raise ValueError(f"--nms-iou must be between 0 and 1, got {self.nms_iou}")
+            raise OptionError("window_fill", f"must be in (0, 4], got {self.window_fill}")
+        if self.min_area < 1 or self.max_detections < 1:
+            raise OptionError("min_area" if self.min_area < 1 else "max_detections", "must be at least 1")
 
 
 @dataclass
@@ -137,24 +131,6 @@ class Detection:
         return payload
 
 
-def _pycocotools(purpose: str):
-    """The pycocotools package (an optional dependency), or one clear error saying how to install it."""
-    try:
-        import pycocotools.coco
-        import pycocotools.cocoeval
-        import pycocotools.mask
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise DatasetError(f"{purpose} needs pycocotools: pip install 'fcn-heatmap[detect]'") from None
-    return pycocotools
-
-
-def encode_mask(mask: np.ndarray) -> dict:
-    """COCO run-length encoding of a boolean mask (``{"size": [h, w], "counts": str}``)."""
-    mask_utils = _pycocotools("--masks").mask
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {"size": [int(value) for value in rle["size"]], "counts": rle["counts"].decode("ascii")}
-
-
 def threshold_mask(probability: np.ndarray, mode: str, value: float) -> np.ndarray:
     """Boolean mask of the pixels of ``probability`` (``H×W`` in [0, 1]) that count as hot."""
     if mode == "absolute":
@@ -167,7 +143,7 @@ def threshold_mask(probability: np.ndarray, mode: str, value: float) -> np.ndarr
             return np.zeros(probability.shape, dtype=bool)
         _, binary = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
         return binary > 0
-    raise ValueError(f"unknown threshold mode {mode!r}; choose one of {', '.join(THRESHOLD_MODES)}")
+    raise OptionError("threshold_mode", f"unknown threshold mode {mode!r}; choose one of {', '.join(THRESHOLD_MODES)}")
 
 
 def _background_indices(categories: Sequence[str]) -> set[int]:
@@ -195,18 +171,13 @@ def select_detection_classes(
     if len(categories) <= 100 or peak_probabilities is None:
         return candidates
     if topk < 1:
-        raise ClassSelectionError(f"--topk must be at least 1, got {topk}")
+        raise OptionError("topk", f"must be at least 1, got {topk}")
     order = torch.argsort(peak_probabilities[candidates], descending=True, stable=True)[:topk]
     return [candidates[int(position)] for position in order]
 
 
-def _cell_at(geometry: ScoreGeometry, x: float, y: float) -> tuple[float, float]:
-    """Fractional cell ``(row, col)`` whose centre is pixel ``(x, y)``."""
-    return ((y - geometry.first_center[0]) / geometry.stride[0], (x - geometry.first_center[1]) / geometry.stride[1])
-
-
 def _window_box(geometry: ScoreGeometry, x: float, y: float, fill: float) -> tuple[float, float, float, float]:
-    left, top, width, height = geometry.window_box(*_cell_at(geometry, x, y))
+    left, top, width, height = geometry.window_box(*geometry.cell_at(x, y))
     center_x, center_y = left + width / 2, top + height / 2
     width, height = width * fill, height * fill
     return (center_x - width / 2, center_y - height / 2, width, height)
@@ -317,143 +288,3 @@ def detect_objects(
     fused = fuse_levels(levels, class_indices, mode=fuse)
     candidates = detections_from_probabilities(fused, options, box_mode=resolve_box_mode(options.box_mode, network))
     return non_max_suppression(candidates, options.nms_iou, options.classwise_nms, options.max_detections)
-
-
-# --- pictures --------------------------------------------------------------------------------------------------
-
-_PALETTE = (
-    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
-    (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
-)
-
-
-def draw_detections(image: np.ndarray, detections: Sequence[Detection], *, thickness: int | None = None) -> np.ndarray:
-    """A copy of ``image`` (RGB) with each detection's box and ``"name score"`` label, a colour per class."""
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an H×W×3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
-    result = np.ascontiguousarray(image.copy())
-    height, width = result.shape[:2]
-    thickness = thickness or max(1, int(round(min(height, width) / 250)))
-    font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, float(np.clip(min(height, width) / 700.0, 0.3, 1.0))
-    for detection in sorted(detections, key=lambda d: d.score):
-        colour = _PALETTE[detection.class_index % len(_PALETTE)]
-        x, y, w, h = detection.box
-        top_left = (int(round(x)), int(round(y)))
-        cv2.rectangle(result, top_left, (int(round(x + w)) - 1, int(round(y + h)) - 1), colour, thickness)
-        label = f"{detection.class_name} {detection.score:.2f}"
-        (text_w, text_h), baseline = cv2.getTextSize(label, font, font_scale, 1)
-        text_top = max(0, top_left[1] - text_h - baseline - 2)
-        cv2.rectangle(result, (top_left[0], text_top), (top_left[0] + text_w + 2, text_top + text_h + baseline + 2),
-                      colour, -1)
-        text_colour = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
-        cv2.putText(result, label, (top_left[0] + 1, text_top + text_h + 1), font, font_scale, text_colour, 1,
-                    cv2.LINE_AA)
-    return result
-
-
-# --- COCO results and evaluation ---------------------------------------------------------------------------------
-
-
-def to_coco_results(per_image: Sequence[tuple[int, str, Sequence[Detection | dict]]]) -> list[dict]:
-    """COCO detection results for ``(image_id, file_name, detections)`` triples.
-
-    Detections may be :class:`Detection` objects or their :meth:`Detection.to_dict` form (as saved per image).
-
-    ``category_id`` is ``class_index + 1``; ``file_name`` and ``category_name`` ride along so that
-    :func:`evaluate_detections` can match images and categories of any ground truth by name.
-    """
-    results = []
-    for image_id, file_name, detections in per_image:
-        for detection in detections:
-            record = detection.to_dict() if isinstance(detection, Detection) else detection
-            entry = {
-                "image_id": int(image_id),
-                "file_name": file_name,
-                "category_id": int(record["class_index"]) + 1,
-                "category_name": record["class_name"],
-                "bbox": [round(float(value), 2) for value in record["box"]],
-                "score": round(float(record["score"]), 6),
-            }
-            if record.get("mask") is not None:
-                entry["segmentation"] = record["mask"]
-            results.append(entry)
-    return results
-
-
-METRIC_NAMES = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large",
-                "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
-
-
-def _load_json(source: str | os.PathLike | dict | list, what: str):
-    if isinstance(source, (dict, list)):
-        return source
-    path = Path(source)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: {what} file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DatasetError(f"{path}: cannot read {what} as JSON ({error})") from None
-
-
-def _align_results(results: list[dict], ground_truth: dict) -> list[dict]:
-    """Map results' image and category ids onto the ground truth's, by ``file_name``/``category_name`` if given."""
-    images_by_name = {Path(image["file_name"]).name: image["id"] for image in ground_truth.get("images", [])
-                      if "file_name" in image}
-    categories_by_name = {category["name"].lower(): category["id"] for category in ground_truth.get("categories", [])}
-    aligned = []
-    for entry in results:
-        entry = dict(entry)
-        name = entry.pop("file_name", None)
-        if name is not None and Path(name).name in images_by_name:
-            entry["image_id"] = images_by_name[Path(name).name]
-        category = entry.pop("category_name", None)
-        if category is not None and category.lower() in categories_by_name:
-            entry["category_id"] = categories_by_name[category.lower()]
-        aligned.append(entry)
-    return aligned
-
-
-def evaluate_detections(
-    results: str | os.PathLike | list[dict], ground_truth: str | os.PathLike | dict, *, iou_type: str = "bbox"
-) -> dict[str, float]:
-    """COCO AP/AR of detection ``results`` against ``ground_truth`` (COCO JSON), computed by pycocotools.
-
-    Images and categories are matched by file name and category name when the results carry them (as files
-    written by ``fcn-heatmap detect`` do), else by id. Returns ``{"AP": …, "AP50": …, …}`` (COCO's 12 numbers).
-    """
-    coco = _pycocotools("evaluation")
-    COCO, COCOeval = coco.coco.COCO, coco.cocoeval.COCOeval
-    truth = _load_json(ground_truth, "ground-truth")
-    predicted = _load_json(results, "results")
-    if not isinstance(truth, dict) or "annotations" not in truth or "images" not in truth:
-        raise DatasetError("ground truth must be COCO JSON with 'images', 'annotations' and 'categories'")
-    if isinstance(predicted, dict):  # a per-run file written by `detect` also holds the results list
-        predicted = predicted.get("results", predicted.get("annotations"))
-    if not isinstance(predicted, list):
-        raise DatasetError("results must be a COCO results list: [{image_id, category_id, bbox, score}, …]")
-    truth.setdefault("info", {})
-    truth.setdefault("licenses", [])
-    for annotation in truth["annotations"]:
-        annotation.setdefault("iscrowd", 0)
-        if "area" not in annotation:
-            annotation["area"] = float(annotation["bbox"][2] * annotation["bbox"][3])
-    predicted = _align_results(predicted, truth)
-    known_images = {image["id"] for image in truth["images"]}
-    unknown = sorted({entry["image_id"] for entry in predicted} - known_images)
-    if unknown:
-        raise DatasetError(f"results name {len(unknown)} image(s) not in the ground truth (e.g. id {unknown[0]}); "
-                           "check that both files describe the same images")
-    if not predicted:
-        logger.warning("no detections to evaluate; every metric is 0")
-        return {name: 0.0 for name in METRIC_NAMES}
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-        coco_truth = COCO()
-        coco_truth.dataset = truth
-        coco_truth.createIndex()
-        coco_results = coco_truth.loadRes(predicted)
-        evaluator = COCOeval(coco_truth, coco_results, iou_type)
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats)}

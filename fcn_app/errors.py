@@ -17,19 +17,41 @@ __all__ = [
     "ConfigError",
     "DatasetError",
     "TrainingError",
+    "OptionError",
 ]
 
 
 class FcnError(Exception):
-    """Base class of every error this package raises on purpose. ``exit_code`` is what the CLI exits with."""
+    """Base class of every error this package raises on purpose. ``exit_code`` is what the CLI exits with.
+
+    ``option`` names, in the library's terms (a parameter or field name such as ``"max_side"``), the option whose
+    value is wrong (:class:`OptionError`) or that fixes the problem; the CLI shows the matching flag.
+    """
 
     exit_code = 2
+    option: str | None = None
+
+    def __init__(self, message: str = "", *, option: str | None = None) -> None:
+        super().__init__(message)
+        if option is not None:
+            self.option = option
 
 
 class InputImageError(FcnError):
     """An input image cannot be read: missing, not an image, truncated, too large, ..."""
 
     exit_code = 2
+
+
+class OptionError(FcnError):
+    """An option value is invalid. ``option`` names the option as the library knows it (a field or argument
+    name such as ``"threshold"``); the message says what is wrong without naming any command-line flag — the CLI
+    maps ``option`` to the flag the user typed."""
+
+    exit_code = 2
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message, option=option)
 
 
 class WeightsError(FcnError):

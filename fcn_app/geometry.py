@@ -20,54 +20,119 @@ shift everything by up to half a window.)
 
 Inputs smaller than the classifier's window on a side are padded (centred) to the window, never stretched, so
 a map always exists; the padding offset is part of the geometry.
+
+Everything that places cells speaks this module's vocabulary: :class:`AxisLayer` (one layer along one axis),
+:class:`AxisSpan` (a run of cells: first centre, stride, count), :class:`LayerGeometry` and :class:`ScoreGeometry`
+(where a network's cells sit), :class:`ScoreLayout` (what a network produces for an input size), the tiling plan
+(:class:`AxisTile`, :func:`plan_axis`) and the skip alignment of FCN-16s/8s (:func:`plan_skip_axis`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 from torch import nn
 
 from .errors import ConversionError
+from .layers import ELEMENTWISE_LAYERS, pair
 
 __all__ = [
-    "ELEMENTWISE_LAYERS",
+    "AxisLayer",
+    "AxisSpan",
+    "AxisTile",
     "LayerGeometry",
     "ScoreGeometry",
+    "ScoreLayout",
+    "SkipAxisPlan",
+    "Tile",
+    "axis_layers",
     "centered_padding",
     "interpolation_matrix",
     "network_geometry",
     "output_grid_size",
+    "plan_axis",
+    "plan_skip_axis",
+    "score_layout",
     "spatial_layers",
     "upsample_to_pixels",
 ]
 
-#: Layers that act per position (or per channel) and leave the geometry unchanged.
-ELEMENTWISE_LAYERS = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid,
-    nn.Tanh, nn.Sigmoid, nn.Dropout, nn.Dropout2d, nn.Identity, nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d,
-    nn.LocalResponseNorm,
-)
+#: Besides the element-wise layers, these keep every cell where it is (they normalise, they do not move).
+_POSITION_PRESERVING = (*ELEMENTWISE_LAYERS, nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LocalResponseNorm)
 _SPATIAL_LAYERS = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-
-
-def _pair(value) -> tuple[int, int]:
-    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
 def spatial_layers(model: nn.Module) -> list[nn.Module]:
     """Leaf layers of ``model`` in registration order, checked to be sequential-friendly."""
     leaves = [module for module in model.modules() if not list(module.children())]
     for leaf in leaves:
-        if not isinstance(leaf, (*_SPATIAL_LAYERS, *ELEMENTWISE_LAYERS)):
+        if not isinstance(leaf, (*_SPATIAL_LAYERS, *_POSITION_PRESERVING)):
             raise ConversionError(
                 f"cannot derive score-cell geometry through a {type(leaf).__name__} layer; supported are Conv2d, "
                 "MaxPool2d, AvgPool2d and per-element layers (activations, BatchNorm, Dropout)"
             )
     return [leaf for leaf in leaves if isinstance(leaf, _SPATIAL_LAYERS)]
+
+
+@dataclass(frozen=True)
+class AxisLayer:
+    """A convolution or pooling layer along one axis."""
+
+    kernel: int
+    stride: int
+    padding: int
+    dilation: int = 1
+    ceil_mode: bool = False
+
+    @property
+    def extent(self) -> int:
+        """Input cells one output cell reads: ``dilation·(kernel − 1) + 1``."""
+        return self.dilation * (self.kernel - 1) + 1
+
+    def output_length(self, length: int) -> int:
+        """Output cells for ``length`` input cells (PyTorch's rule, ceil mode included)."""
+        span = length + 2 * self.padding - self.extent
+        if span < 0:
+            return 0
+        cells = (math.ceil if self.ceil_mode else math.floor)(span / self.stride) + 1
+        if self.ceil_mode and (cells - 1) * self.stride >= length + self.padding:
+            cells -= 1  # PyTorch: the last pooling window must start inside the input or left padding
+        return cells
+
+
+def axis_layers(model: nn.Module, axis: int) -> tuple[AxisLayer, ...]:
+    """The spatial layers of ``model`` along ``axis`` (0 = rows/y, 1 = columns/x), in order."""
+    layers = []
+    for layer in spatial_layers(model):
+        if isinstance(layer.padding, str):
+            raise ConversionError(f"cannot derive geometry through padding={layer.padding!r}; use numeric padding")
+        layers.append(AxisLayer(
+            kernel=pair(layer.kernel_size)[axis],
+            stride=pair(layer.stride if layer.stride is not None else layer.kernel_size)[axis],
+            padding=pair(layer.padding)[axis],
+            dilation=pair(getattr(layer, "dilation", 1))[axis],
+            ceil_mode=bool(getattr(layer, "ceil_mode", False)),
+        ))
+    return tuple(layers)
+
+
+def _axis_geometry(layers: tuple[AxisLayer, ...]) -> tuple[int, float, int]:
+    """``(stride, first centre, receptive field)`` after ``layers``, by the recurrences in the module docstring."""
+    stride, center, field = 1, 0.0, 1
+    for layer in layers:
+        center += ((layer.extent - 1) / 2 - layer.padding) * stride
+        field += (layer.extent - 1) * stride
+        stride *= layer.stride
+    return stride, center, field
+
+
+def _axis_length(layers: tuple[AxisLayer, ...], length: int) -> int:
+    for layer in layers:
+        length = layer.output_length(length)
+    return length
 
 
 @dataclass(frozen=True)
@@ -81,45 +146,44 @@ class LayerGeometry:
 
 def network_geometry(model: nn.Module) -> LayerGeometry:
     """Stride, centre of output cell ``(0, 0)`` and receptive field of ``model`` (layers walked in order)."""
-    stride = [1, 1]
-    center = [0.0, 0.0]
-    field = [1, 1]
-    for layer in spatial_layers(model):
-        kernel = _pair(layer.kernel_size)
-        step = _pair(layer.stride if layer.stride is not None else layer.kernel_size)
-        padding = layer.padding if not isinstance(layer.padding, str) else None
-        if padding is None:
-            raise ConversionError(f"cannot derive geometry through padding={layer.padding!r}; use numeric padding")
-        padding = _pair(padding)
-        dilation = _pair(getattr(layer, "dilation", 1))
-        for axis in range(2):
-            effective = dilation[axis] * (kernel[axis] - 1) + 1
-            center[axis] += ((effective - 1) / 2 - padding[axis]) * stride[axis]
-            field[axis] += (effective - 1) * stride[axis]
-            stride[axis] *= step[axis]
-    return LayerGeometry(stride=(stride[0], stride[1]), first_center=(center[0], center[1]),
-                         receptive_field=(field[0], field[1]))
+    rows, cols = (_axis_geometry(axis_layers(model, axis)) for axis in range(2))
+    return LayerGeometry(stride=(rows[0], cols[0]), first_center=(rows[1], cols[1]),
+                         receptive_field=(rows[2], cols[2]))
 
 
 def output_grid_size(model: nn.Module, input_size: tuple[int, int]) -> tuple[int, int]:
     """Score grid ``(rows, cols)`` that ``model`` produces for an input of ``input_size``, without running it."""
-    size = [int(input_size[0]), int(input_size[1])]
-    for layer in spatial_layers(model):
-        kernel = _pair(layer.kernel_size)
-        step = _pair(layer.stride if layer.stride is not None else layer.kernel_size)
-        padding = _pair(layer.padding)
-        dilation = _pair(getattr(layer, "dilation", 1))
-        ceil_mode = getattr(layer, "ceil_mode", False)
-        for axis in range(2):
-            span = size[axis] + 2 * padding[axis] - dilation[axis] * (kernel[axis] - 1) - 1
-            if span < 0:
-                size[axis] = 0
-                continue
-            cells = (math.ceil if ceil_mode else math.floor)(span / step[axis]) + 1
-            if ceil_mode and (cells - 1) * step[axis] >= size[axis] + padding[axis]:
-                cells -= 1  # PyTorch: the last pooling window must start inside the input or left padding
-            size[axis] = cells
-    return size[0], size[1]
+    return (_axis_length(axis_layers(model, 0), int(input_size[0])),
+            _axis_length(axis_layers(model, 1), int(input_size[1])))
+
+
+@dataclass(frozen=True)
+class ScoreLayout:
+    """What a network produces for one input size: the grid, where its cells sit, and how it may be tiled.
+
+    ``alignment`` is the step tiles must start at so that every layer sees the same phase as in the whole input
+    (the network's total down-sampling); ``window`` is what one cell judges (a classifier's training input size;
+    one pixel for a per-pixel output).
+    """
+
+    geometry: LayerGeometry
+    grid: tuple[int, int]
+    alignment: tuple[int, int]
+    window: tuple[int, int]
+
+
+def score_layout(network: nn.Module, input_size: tuple[int, int]) -> ScoreLayout:
+    """The :class:`ScoreLayout` of ``network`` for an input of ``input_size``.
+
+    A network whose output is not a plain chain of layers (e.g. a segmentation FCN with skips and upsampling)
+    describes itself with a ``score_layout(input_size)`` method; any other is walked layer by layer.
+    """
+    describe = getattr(network, "score_layout", None)
+    if describe is not None:
+        return describe(input_size)
+    layers = network_geometry(network)
+    window = pair(getattr(network, "input_size", layers.receptive_field))
+    return ScoreLayout(layers, output_grid_size(network, input_size), layers.stride, window)
 
 
 @dataclass(frozen=True)
@@ -172,13 +236,18 @@ class ScoreGeometry:
             receptive_field=(self.receptive_field[0] / factor_y, self.receptive_field[1] / factor_x),
         )
 
-    def cell_centers(self, axis: int) -> np.ndarray:
-        """Pixel positions of the cell centres along ``axis`` (0 = rows/y, 1 = columns/x)."""
-        return self.first_center[axis] + self.stride[axis] * np.arange(self.grid[axis], dtype=np.float64)
+    @property
+    def is_pixel_grid(self) -> bool:
+        """Whether cell ``(i, j)`` is pixel ``(i, j)`` (a per-pixel output such as a segmentation's)."""
+        return self.stride == (1.0, 1.0) and self.first_center == (0.0, 0.0)
 
     def cell_center(self, row: float, col: float) -> tuple[float, float]:
         """``(x, y)`` pixel position of (possibly fractional) cell ``(row, col)``."""
         return (self.first_center[1] + self.stride[1] * col, self.first_center[0] + self.stride[0] * row)
+
+    def cell_at(self, x: float, y: float) -> tuple[float, float]:
+        """Fractional cell ``(row, col)`` whose centre is pixel ``(x, y)`` (the inverse of :meth:`cell_center`)."""
+        return ((y - self.first_center[0]) / self.stride[0], (x - self.first_center[1]) / self.stride[1])
 
     def window_box(self, row: float, col: float) -> tuple[float, float, float, float]:
         """The classifier's window around cell ``(row, col)`` as ``(x, y, w, h)`` in pixels (edges, not centres)."""
@@ -224,8 +293,160 @@ def upsample_to_pixels(cell_values: torch.Tensor, geometry: ScoreGeometry, image
     rows, cols = cell_values.shape[-2:]
     if (rows, cols) != geometry.grid:
         raise ValueError(f"cell values have grid {(rows, cols)}, geometry says {geometry.grid}")
+    values = cell_values.to(torch.float32).cpu()
     height, width = image_size
+    if geometry.is_pixel_grid and geometry.grid == (height, width):
+        return values  # already one value per pixel: interpolation would be the identity
     along_y = interpolation_matrix(height, rows, geometry.first_center[0], geometry.stride[0])
     along_x = interpolation_matrix(width, cols, geometry.first_center[1], geometry.stride[1])
-    values = cell_values.to(torch.float32).cpu()
     return torch.einsum("hr,...rc,wc->...hw", along_y, values, along_x)
+
+
+# --- tiling plans ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AxisTile:
+    """One tile along one axis: input pixels ``[input_start, input_stop)`` → score cells ``[cell_start, cell_stop)``.
+
+    ``input_start`` is a multiple of the network's alignment, so tile cell ``j`` is image cell ``j + cell_offset``.
+    """
+
+    input_start: int
+    input_stop: int
+    cell_start: int
+    cell_stop: int
+    cell_offset: int
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A 2-D tile: the product of a row tile and a column tile."""
+
+    rows: AxisTile
+    cols: AxisTile
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return (self.rows.input_stop - self.rows.input_start, self.cols.input_stop - self.cols.input_start)
+
+
+def plan_axis(
+    length: int, cells: int, stride: int, first_center: float, receptive_field: int, cells_per_tile: int,
+    alignment: int | None = None,
+) -> list[AxisTile]:
+    """Split ``cells`` score cells of an input ``length`` pixels long into runs of at most ``cells_per_tile``.
+
+    Each run gets the smallest input range that starts at a multiple of ``alignment`` (default: ``stride``) and
+    holds the receptive field of every cell in the run (clipped to the image, whose own edges the untiled pass
+    sees too).
+    """
+    if cells_per_tile < 1:
+        raise ValueError(f"cells_per_tile must be at least 1, got {cells_per_tile}")
+    alignment = alignment or stride
+    half_field = (receptive_field - 1) / 2
+    tiles = []
+    for cell_start in range(0, cells, cells_per_tile):
+        cell_stop = min(cells, cell_start + cells_per_tile)
+        first_pixel = math.floor(first_center + stride * cell_start - half_field)
+        last_pixel = math.ceil(first_center + stride * (cell_stop - 1) + half_field)
+        input_start = 0 if cell_start == 0 else max(0, (first_pixel // alignment) * alignment)
+        if cell_stop == cells:
+            input_stop = length
+        else:  # keep the tile a whole number of steps long so every layer's grid ends cleanly
+            input_stop = min(length, input_start + math.ceil((last_pixel + 1 - input_start) / alignment) * alignment)
+        tiles.append(AxisTile(input_start, input_stop, cell_start, cell_stop, input_start // stride))
+    return tiles
+
+
+# --- skip alignment of FCN-16s/8s --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AxisSpan:
+    """A run of cells along one axis: centre of the first (in input pixels), stride, number of cells."""
+
+    first: float
+    stride: float
+    length: int
+
+    @classmethod
+    def after(cls, layers: tuple[AxisLayer, ...], length: int) -> "AxisSpan":
+        """The cells ``layers`` produce from ``length`` input pixels."""
+        stride, first, _ = _axis_geometry(layers)
+        return cls(first, stride, _axis_length(layers, length))
+
+    @property
+    def last(self) -> float:
+        return self.first + self.stride * (self.length - 1)
+
+    def upsampled(self, factor: int) -> tuple["AxisSpan", slice]:
+        """Span of a bilinear ``ConvTranspose2d(2f, stride f)`` output after cropping its partial-weight rim.
+
+        Input cell ``i`` lands at output index ``f·i + f − ½``; indices ``[f, n·f)`` receive full weight from two
+        cells (exact linear interpolation between neighbouring centres) and are kept.
+        """
+        stride = self.stride / factor
+        keep = slice(factor, self.length * factor)
+        return AxisSpan(self.first + 0.5 * stride, stride, max(0, (self.length - 1) * factor)), keep
+
+    def intersect(self, other: "AxisSpan") -> tuple["AxisSpan", slice, slice]:
+        """The cells two same-stride spans share, and the slices selecting them in each."""
+        offset = (other.first - self.first) / self.stride
+        if abs(self.stride - other.stride) > 1e-9 or abs(offset - round(offset)) > 1e-6:
+            raise ConversionError(
+                f"cannot fuse maps with strides {self.stride}/{other.stride} whose cells are {offset:g} cells "
+                "apart; the skip layer's cells do not line up with the upsampled scores"
+            )
+        start, end = max(self.first, other.first), min(self.last, other.last)
+        length = max(0, int(round((end - start) / self.stride)) + 1)
+        start_self = int(round((start - self.first) / self.stride))
+        start_other = int(round((start - other.first) / other.stride))
+        return (AxisSpan(start, self.stride, length), slice(start_self, start_self + length),
+                slice(start_other, start_other + length))
+
+
+@dataclass(frozen=True)
+class SkipAxisPlan:
+    """How one axis of an input is run through an FCN with skips: input padding, the crops at each fusion, and
+    where the final map's pixel 0 starts."""
+
+    padding: tuple[int, int]  # (before, after) input pixels
+    coarse: slice  # crop of the first upsampling
+    fusions: tuple[tuple[slice, slice, slice], ...]  # (upsampled crop ∘ intersection, skip slice, next crop)
+    start: int  # index of input pixel 0 in the final map
+
+
+def _fuse_axis(
+    score: tuple[AxisLayer, ...], skips: tuple[tuple[AxisLayer, ...], ...], factors: tuple[int, ...], padded: int
+) -> tuple[slice, tuple[tuple[slice, slice, slice], ...], AxisSpan]:
+    span, coarse = AxisSpan.after(score, padded).upsampled(factors[0])
+    fusions = []
+    for skip, factor in zip(skips, factors[1:]):
+        fused, in_upsampled, in_skip = span.intersect(AxisSpan.after(skip, padded))
+        span, keep = fused.upsampled(factor)
+        fusions.append((in_upsampled, in_skip, keep))
+    return coarse, tuple(fusions), span
+
+
+@functools.lru_cache(maxsize=1024)
+def plan_skip_axis(
+    score: tuple[AxisLayer, ...], skips: tuple[tuple[AxisLayer, ...], ...], factors: tuple[int, ...], length: int
+) -> SkipAxisPlan:
+    """Plan one axis of ``length`` pixels through an FCN whose scores come from the ``score`` layers and whose
+    skips from the ``skips`` layer chains (coarse to fine), upsampled by ``factors`` (one more than skips).
+
+    The input is padded (mean colour, zero after normalisation) just enough that the final map covers every input
+    pixel; the plan says where each map is cropped so that fused maps line up cell for cell.
+    """
+    first = _fuse_axis(score, skips, factors, 4 * _axis_geometry(score)[2] + length)[2].first
+    if abs(first - round(first)) > 1e-6:
+        raise ConversionError(f"the final map's pixels sit at half-pixel positions ({first}); cannot align")
+    before = max(0, math.ceil(first - 1e-9))
+    after = 0
+    while True:
+        coarse, fusions, span = _fuse_axis(score, skips, factors, before + length + after)
+        if span.length > 0 and span.first + span.length - 1 >= before + length - 1:
+            break
+        after += 1
+    return SkipAxisPlan((before, after), coarse, fusions, int(round(before - span.first)))

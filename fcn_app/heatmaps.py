@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import ClassSelectionError
+from .errors import ClassSelectionError, OptionError
 from .geometry import upsample_to_pixels
 from .scoring import ScoreMap
 
@@ -60,7 +60,7 @@ def _resolve_one(spec: str, categories: Sequence[str]) -> ClassSelection:
     lowered = [name.lower() for name in categories]
     needle = text.lower()
     if not needle:
-        raise ClassSelectionError("empty --class value; give a class name or index")
+        raise ClassSelectionError("empty class name; give a class name or index")
     if needle in lowered:
         index = lowered.index(needle)
         return ClassSelection(categories[index], (index,))
@@ -87,7 +87,7 @@ def resolve_classes(specs: Sequence[str], categories: Sequence[str]) -> list[Cla
 def top_classes(score_map: ScoreMap, k: int, probabilities: torch.Tensor | None = None) -> list[ClassSelection]:
     """The ``k`` classes with the highest peak probability anywhere on the map."""
     if k < 1:
-        raise ClassSelectionError(f"--topk must be at least 1, got {k}")
+        raise OptionError("topk", f"must be at least 1, got {k}")
     probabilities = score_map.probabilities() if probabilities is None else probabilities
     peaks = probabilities.flatten(1).amax(dim=1)
     order = torch.argsort(peaks, descending=True, stable=True)[: min(k, peaks.numel())]

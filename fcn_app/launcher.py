@@ -9,7 +9,8 @@ import os
 
 import torch
 
-from .scoring import resolve_device
+from .device import resolve_device
+from .errors import OptionError
 
 __all__ = ["launcher_rank", "local_device"]
 
@@ -20,14 +21,14 @@ def launcher_rank() -> tuple[int, int]:
         rank = int(os.environ.get("RANK", "0"))
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
-        raise ValueError("RANK and WORLD_SIZE must be integers (as torchrun sets them)") from None
+        raise OptionError("environment", "RANK and WORLD_SIZE must be integers (as torchrun sets them)") from None
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"RANK={rank} is not within WORLD_SIZE={world_size}")
+        raise OptionError("environment", f"RANK={rank} is not within WORLD_SIZE={world_size}")
     return rank, world_size
 
 
 def local_device(device: str | torch.device | None = "auto") -> torch.device:
-    """:func:`~fcn_app.scoring.resolve_device`, with a CUDA device of no index meaning this process's own GPU
+    """:func:`~fcn_app.device.resolve_device`, with a CUDA device of no index meaning this process's own GPU
     (``LOCAL_RANK`` modulo the GPUs present), so one process per GPU needs no per-rank ``--device``."""
     chosen = resolve_device(device)
     if chosen.type == "cuda" and chosen.index is None:

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from .errors import OptionError
 from .geometry import upsample_to_pixels
 from .models.convert import FullyConvolutionalNet
 from .scoring import ScoreMap, compute_score_map
@@ -46,12 +47,12 @@ def parse_scales(text: str | Sequence[float]) -> tuple[float, ...]:
         try:
             value = float(item)
         except (TypeError, ValueError):
-            raise ValueError(f"--scales: {item!r} is not a number; write scales like 0.5,1,2") from None
+            raise OptionError("scales", f"{item!r} is not a number; write scales like 0.5,1,2") from None
         if not np.isfinite(value) or value <= 0:
-            raise ValueError(f"--scales: every scale must be a positive number, got {item!r}")
+            raise OptionError("scales", f"every scale must be a positive number, got {item!r}")
         scales.append(value)
     if not scales:
-        raise ValueError("--scales needs at least one scale, e.g. 1 or 0.5,1,2")
+        raise OptionError("scales", "give at least one scale, e.g. 1 or 0.5,1,2")
     return tuple(dict.fromkeys(scales))  # drop repeats, keep order
 
 
@@ -131,7 +132,7 @@ def fuse_levels(
     levels are comparable.
     """
     if mode not in FUSE_MODES:
-        raise ValueError(f"unknown fuse mode {mode!r}; choose one of {', '.join(FUSE_MODES)}")
+        raise OptionError("fuse", f"unknown fuse mode {mode!r}; choose one of {', '.join(FUSE_MODES)}")
     if not levels:
         raise ValueError("fuse_levels needs at least one pyramid level")
     num_classes = levels[0].score_map.logits.shape[0]

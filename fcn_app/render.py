@@ -1,4 +1,4 @@
-"""Pictures from heatmaps: pure functions, arrays in and arrays out.
+"""Pictures from heatmaps, segmentations and detections: pure functions, arrays in and arrays out.
 
 All images here are ``H×W×3`` uint8 in **RGB** order. OpenCV works in BGR; the one place that crosses over is
 :func:`colorize`, which converts OpenCV's colormap output to RGB explicitly.
@@ -12,10 +12,15 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from .errors import OptionError
+
 __all__ = [
     "COLORMAPS",
     "DEFAULT_COLORMAP",
+    "blend",
+    "check_colormap",
     "colorize",
+    "draw_detections",
     "draw_legend",
     "draw_marker",
     "overlay",
@@ -40,10 +45,16 @@ def _check_rgb(image: np.ndarray) -> None:
         raise ValueError(f"expected an H×W×3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
 
 
+def check_colormap(colormap: str) -> str:
+    """``colormap`` if it names one of :data:`COLORMAPS`, else :class:`~fcn_app.errors.OptionError`."""
+    if colormap not in COLORMAPS:
+        raise OptionError("colormap", f"unknown colormap {colormap!r}; choose one of {', '.join(COLORMAPS)}")
+    return colormap
+
+
 def colorize(heatmap: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
     """Map values in [0, 1] (clipped) to RGB colours of an OpenCV colormap."""
-    if colormap not in COLORMAPS:
-        raise ValueError(f"unknown colormap {colormap!r}; choose one of {', '.join(COLORMAPS)}")
+    check_colormap(colormap)
     levels = np.clip(np.rint(np.nan_to_num(heatmap, nan=0.0) * 255.0), 0, 255).astype(np.uint8)
     bgr = cv2.applyColorMap(levels, COLORMAPS[colormap])
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -52,14 +63,20 @@ def colorize(heatmap: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarra
 def overlay(
     image: np.ndarray, heatmap: np.ndarray, *, colormap: str = DEFAULT_COLORMAP, alpha: float = 0.5
 ) -> np.ndarray:
-    """Blend the colorized ``heatmap`` over ``image``: ``(1 − alpha)·image + alpha·colour`` per pixel."""
-    _check_rgb(image)
+    """Blend the colorized ``heatmap`` over ``image`` (see :func:`blend`)."""
     if heatmap.shape != image.shape[:2]:
         raise ValueError(f"heatmap shape {heatmap.shape} does not match image size {image.shape[:2]}")
+    return blend(image, colorize(heatmap, colormap), alpha)
+
+
+def blend(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """``(1 − alpha)·image + alpha·colours`` per pixel, rounded: both ``H×W×3`` uint8 RGB."""
+    _check_rgb(image)
+    if colours.shape != image.shape:
+        raise ValueError(f"colours of shape {colours.shape} do not match the image's {image.shape}")
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
-    colours = colorize(heatmap, colormap).astype(np.float32)
-    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
+        raise OptionError("alpha", f"opacity must be between 0 and 1, got {alpha}")
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
@@ -122,3 +139,37 @@ def tile_panels(panels: Sequence[np.ndarray], columns: int | None = None, gap: i
         top, left = row * (height + gap), column * (width + gap)
         canvas[top : top + height, left : left + width] = panel
     return canvas
+
+
+#: Box colours, one per class index (cycled), chosen to stay distinct on photos.
+_BOX_PALETTE = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
+    (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+)
+
+
+def draw_detections(image: np.ndarray, detections: Sequence, *, thickness: int | None = None) -> np.ndarray:
+    """A copy of ``image`` (RGB) with each detection's box and ``"name score"`` label, a colour per class.
+
+    ``detections`` are :class:`fcn_app.detect.Detection` objects (``box`` as ``(x, y, w, h)``, ``class_index``,
+    ``class_name``, ``score``); the best-scoring is drawn last, on top.
+    """
+    _check_rgb(image)
+    result = np.ascontiguousarray(image.copy())
+    height, width = result.shape[:2]
+    thickness = thickness or max(1, int(round(min(height, width) / 250)))
+    font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, float(np.clip(min(height, width) / 700.0, 0.3, 1.0))
+    for detection in sorted(detections, key=lambda d: d.score):
+        colour = _BOX_PALETTE[detection.class_index % len(_BOX_PALETTE)]
+        x, y, w, h = detection.box
+        top_left = (int(round(x)), int(round(y)))
+        cv2.rectangle(result, top_left, (int(round(x + w)) - 1, int(round(y + h)) - 1), colour, thickness)
+        label = f"{detection.class_name} {detection.score:.2f}"
+        (text_w, text_h), baseline = cv2.getTextSize(label, font, font_scale, 1)
+        text_top = max(0, top_left[1] - text_h - baseline - 2)
+        cv2.rectangle(result, (top_left[0], text_top), (top_left[0] + text_w + 2, text_top + text_h + baseline + 2),
+                      colour, -1)
+        text_colour = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
+        cv2.putText(result, label, (top_left[0] + 1, text_top + text_h + 1), font, font_scale, text_colour, 1,
+                    cv2.LINE_AA)
+    return result

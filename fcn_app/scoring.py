@@ -1,5 +1,10 @@
 """Running a fully convolutional network on an image: pixels in, a grid of class scores (with geometry) out.
 
+This is the one inference path: classifier FCNs (their score grid, one cell per window) and segmentation FCNs
+(one cell per pixel) both run here, with the same precision, tiling and progress reporting. What the path needs
+from a network: ``mean``/``std``/``categories``, ``min_input_size``, and its geometry
+(:func:`fcn_app.geometry.score_layout`).
+
 The inference path is tuned for throughput without changing results by default:
 
 - ``torch.inference_mode`` (no autograd bookkeeping) and channels-last memory format for network and input,
@@ -19,28 +24,29 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .geometry import ScoreGeometry, centered_padding, network_geometry, output_grid_size
-from .models import DEFAULT_ARCH, WEIGHTS_ENV, cached_weights_path, default_weights, load_network
+from .device import cpu_has_native_bf16, module_device, resolve_device
+from .errors import OptionError
+from .geometry import AxisTile, ScoreGeometry, Tile, centered_padding, score_layout
+from .models import DEFAULT_ARCH, load_network, resolve_weights_path
 from .models.convert import FullyConvolutionalNet
-from .tiling import AxisTile, Tile, default_max_memory, format_bytes, parse_memory_size, plan_tiles
+from .models.preprocess import normalize_pixels
+from .tiling import default_max_memory, format_bytes, parse_memory_size, plan_tiles
 
 __all__ = [
     "PRECISIONS",
+    "ProgressCallback",
     "ScoreMap",
+    "ScoringOptions",
     "compute_score_map",
     "compute_score_maps",
-    "cpu_has_native_bf16",
     "load_scoring_network",
-    "normalize_pixels",
     "prepare_batch",
     "prepare_network",
-    "resolve_device",
     "resolve_precision",
     "window_conv_as_matmul",
 ]
@@ -53,30 +59,6 @@ _REDUCED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 ProgressCallback = Callable[[int, int], None]
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
-    return device
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 dot products in hardware (AVX-512 BF16 or AMX), per ``/proc/cpuinfo``."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
-
-
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``, or ``None`` for plain fp32.
 
@@ -86,7 +68,7 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> tor
     default and bf16 is opt-in (``--precision bf16``).
     """
     if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise OptionError("precision", f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     device = torch.device(device)
     if precision == "fp32":
         return None
@@ -97,6 +79,22 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> tor
     if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
         logger.warning("this CPU has no native bf16 (AVX-512 BF16/AMX); bf16 will be emulated and slow")
     return _REDUCED_DTYPES[precision]
+
+
+@dataclass(frozen=True)
+class ScoringOptions:
+    """How :func:`compute_score_maps` runs: ``precision`` (see :func:`resolve_precision`) and ``max_memory``, the
+    activation budget above which inputs are scored in exact tiles (bytes or ``"2G"``-style text; ``None``: the
+    default budget). Checked when made, so a bad value fails before any image is read."""
+
+    precision: str = "auto"
+    max_memory: int | str | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise OptionError("precision", f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.max_memory is not None:
+            parse_memory_size(self.max_memory)
 
 
 @dataclass
@@ -117,21 +115,8 @@ class ScoreMap:
         return torch.softmax(self.logits.float(), dim=0)
 
 
-def normalize_pixels(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 ``N×H×W×3`` RGB → float ``N×3×H×W`` scaled to [0, 1] and normalised with ``mean``/``std``.
-
-    The result keeps the NHWC memory of the input (a channels-last tensor), the layout convolutions prefer.
-    """
-    if not (pixels.flags.c_contiguous and pixels.flags.writeable):  # torch wants its own, writable memory
-        pixels = np.array(pixels)
-    batch = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return batch.sub_(mean_t).div_(std_t)
-
-
 def _normalized_region(
-    network: FullyConvolutionalNet,
+    network: torch.nn.Module,
     pixels: np.ndarray,
     padding: tuple[int, int, int, int],
     rows: tuple[int, int],
@@ -168,25 +153,20 @@ def _stack(images: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def prepare_batch(
-    network: FullyConvolutionalNet, images: list[np.ndarray]
+    network: torch.nn.Module, images: list[np.ndarray]
 ) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
     """Stack same-size ``H×W×3`` uint8 RGB arrays into a normalised ``N×3×H'×W'`` tensor (channels-last).
 
-    Sides smaller than the network's window are padded (centred) with the mean colour — zero after
-    normalisation — so at least one score cell exists. Returns the tensor and the ``(top, bottom, left, right)``
-    padding.
+    Sides smaller than the network's ``min_input_size`` (a classifier's window) are padded (centred) with the
+    mean colour — zero after normalisation — so at least one score cell exists. Returns the tensor and the
+    ``(top, bottom, left, right)`` padding.
     """
     pixels = _stack(images)
-    padding = centered_padding(pixels.shape[1:3], network.input_size)
+    padding = centered_padding(pixels.shape[1:3], network.min_input_size)
     top, bottom, left, right = padding
     full_rows = (0, pixels.shape[1] + top + bottom)
     full_cols = (0, pixels.shape[2] + left + right)
     return _normalized_region(network, pixels, padding, full_rows, full_cols), padding
-
-
-def _network_device(network: torch.nn.Module) -> torch.device:
-    parameter = next(network.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def prepare_network(network: torch.nn.Module) -> torch.nn.Module:
@@ -248,7 +228,7 @@ def _forward(network: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
 
 
 def _run(network: torch.nn.Module, batch: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    device = _network_device(network)
+    device = module_device(network)
     batch = batch.to(device, non_blocking=True)
     precision = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with precision:
@@ -261,14 +241,14 @@ def _whole(length: int, cells: int) -> AxisTile:
 
 @torch.inference_mode()
 def compute_score_maps(
-    network: FullyConvolutionalNet,
+    network: torch.nn.Module,
     images: list[np.ndarray],
     *,
     precision: str = "auto",
     max_memory: int | str | None = None,
     progress: ProgressCallback | None = None,
 ) -> list[ScoreMap]:
-    """Score maps for a batch of same-size RGB uint8 images.
+    """Score maps for a batch of same-size RGB uint8 images, from a classifier FCN or a segmentation FCN.
 
     Args:
         precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (see :func:`resolve_precision`).
@@ -280,15 +260,15 @@ def compute_score_maps(
     score map equals the untiled one.
     """
     pixels = _stack(images)
-    device = _network_device(network)
-    dtype = resolve_precision(precision, device)
+    dtype = resolve_precision(precision, module_device(network))
     budget = default_max_memory() if max_memory is None else parse_memory_size(max_memory)
     prepare_network(network)
 
-    padding = centered_padding(pixels.shape[1:3], network.input_size)
+    padding = centered_padding(pixels.shape[1:3], network.min_input_size)
     top, bottom, left, right = padding
     padded_size = (pixels.shape[1] + top + bottom, pixels.shape[2] + left + right)
-    grid = output_grid_size(network, padded_size)
+    layout = score_layout(network, padded_size)
+    grid = layout.grid
     bytes_per_value = 4 if dtype is None else 2
     tiles = plan_tiles(network, padded_size, budget, batch=len(images), bytes_per_value=bytes_per_value)
     if tiles is not None and len(images) > 1:  # too big as a batch: one image at a time, tiled if need be
@@ -311,7 +291,7 @@ def compute_score_maps(
                                    (cols.input_start, cols.input_stop))
         tile_logits = _run(network, batch, dtype)
         tile_grid = tuple(tile_logits.shape[-2:])
-        expected = output_grid_size(network, tile.input_size)
+        expected = score_layout(network, tile.input_size).grid
         if tile_grid != expected or rows.cell_stop - rows.cell_offset > tile_grid[0] \
                 or cols.cell_stop - cols.cell_offset > tile_grid[1]:
             raise RuntimeError(f"network produced grid {tile_grid} for a {tile.input_size} tile, geometry expects "
@@ -325,7 +305,7 @@ def compute_score_maps(
         if progress is not None:
             progress(done, len(tiles))
 
-    geometry = ScoreGeometry.for_network(network_geometry(network), grid, network.input_size, offset=(top, left))
+    geometry = ScoreGeometry.for_network(layout.geometry, grid, layout.window, offset=(top, left))
     image_size = tuple(pixels.shape[1:3])
     return [
         ScoreMap(logits=logits[index], geometry=geometry, image_size=image_size, categories=network.categories)
@@ -333,18 +313,16 @@ def compute_score_maps(
     ]
 
 
-def compute_score_map(network: FullyConvolutionalNet, image: np.ndarray, **options) -> ScoreMap:
+def compute_score_map(network: torch.nn.Module, image: np.ndarray, **options) -> ScoreMap:
     """Score map of one ``H×W×3`` uint8 RGB image (any size); ``options`` as for :func:`compute_score_maps`."""
     return compute_score_maps(network, [image], **options)[0]
 
 
 def _weights_identity(arch: str, weights_path: str | os.PathLike | None) -> tuple:
-    """What decides which weights :func:`~fcn_app.models.load_network` would read: the file with its size and mtime."""
+    """What decides which weights :func:`~fcn_app.models.load_network` reads: the file, its size and mtime."""
     if ":" in arch:  # module:callable loads its own weights
         return (arch, None, None)
-    if weights_path is None and os.environ.get(WEIGHTS_ENV):
-        weights_path = os.environ[WEIGHTS_ENV]
-    path = Path(weights_path) if weights_path is not None else cached_weights_path(default_weights(arch))
+    path = resolve_weights_path(arch, weights_path)
     try:
         status = path.stat()
         return (str(path.resolve()), status.st_size, status.st_mtime_ns)

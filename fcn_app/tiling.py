@@ -22,21 +22,17 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
-
 from torch import nn
 
-from .geometry import network_geometry, output_grid_size, spatial_layers
+from .errors import OptionError
+from .geometry import Tile, output_grid_size, plan_axis, score_layout, spatial_layers
 
 __all__ = [
-    "AxisTile",
-    "Tile",
     "activation_bytes",
     "available_memory_bytes",
     "default_max_memory",
     "format_bytes",
     "parse_memory_size",
-    "plan_axis",
     "plan_tiles",
 ]
 
@@ -54,63 +50,16 @@ DEFAULT_MEMORY_BOUNDS = (256 * _MiB, 1 * _GiB)
 ACTIVATION_OVERHEAD = 1.25
 
 
-@dataclass(frozen=True)
-class AxisTile:
-    """One tile along one axis: input pixels ``[input_start, input_stop)`` → score cells ``[cell_start, cell_stop)``.
-
-    ``input_start`` is a multiple of the network stride, so tile cell ``j`` is image cell ``j + cell_offset``.
-    """
-
-    input_start: int
-    input_stop: int
-    cell_start: int
-    cell_stop: int
-    cell_offset: int
-
-
-@dataclass(frozen=True)
-class Tile:
-    """A 2-D tile: the product of a row tile and a column tile."""
-
-    rows: AxisTile
-    cols: AxisTile
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return (self.rows.input_stop - self.rows.input_start, self.cols.input_stop - self.cols.input_start)
-
-
-def plan_axis(
-    length: int, cells: int, stride: int, first_center: float, receptive_field: int, cells_per_tile: int
-) -> list[AxisTile]:
-    """Split ``cells`` score cells of an input ``length`` pixels long into runs of at most ``cells_per_tile``.
-
-    Each run gets the smallest input range that starts at a multiple of ``stride`` and holds the receptive field
-    of every cell in the run (clipped to the image, whose own edges the untiled pass sees too).
-    """
-    if cells_per_tile < 1:
-        raise ValueError(f"cells_per_tile must be at least 1, got {cells_per_tile}")
-    half_field = (receptive_field - 1) / 2
-    tiles = []
-    for cell_start in range(0, cells, cells_per_tile):
-        cell_stop = min(cells, cell_start + cells_per_tile)
-        first_pixel = math.floor(first_center + stride * cell_start - half_field)
-        last_pixel = math.ceil(first_center + stride * (cell_stop - 1) + half_field)
-        input_start = 0 if cell_start == 0 else max(0, (first_pixel // stride) * stride)
-        if cell_stop == cells:
-            input_stop = length
-        else:  # keep the tile a whole number of strides long so every layer's grid ends cleanly
-            input_stop = min(length, input_start + math.ceil((last_pixel + 1 - input_start) / stride) * stride)
-        tiles.append(AxisTile(input_start, input_stop, cell_start, cell_stop, input_start // stride))
-    return tiles
-
-
 def activation_bytes(network: nn.Module, input_size: tuple[int, int], batch: int = 1, bytes_per_value: int = 4) -> int:
     """Estimated peak activation memory of one forward pass, from the layer shapes alone.
 
     During each convolution or pooling both its input and its output are alive (activations are in place);
-    the peak is the largest such pair, times :data:`ACTIVATION_OVERHEAD`.
+    the peak is the largest such pair, times :data:`ACTIVATION_OVERHEAD`. A network that is not a plain chain of
+    layers gives its own estimate (an ``activation_bytes(input_size, batch, bytes_per_value)`` method).
     """
+    estimate = getattr(network, "activation_bytes", None)
+    if estimate is not None:
+        return estimate(input_size, batch, bytes_per_value)
     size = (int(input_size[0]), int(input_size[1]))
     channels = None
     peak = 0
@@ -152,22 +101,24 @@ def plan_tiles(
     whole input fits ``max_memory`` bytes of activations in one pass."""
     if activation_bytes(network, input_size, batch, bytes_per_value) <= max_memory:
         return None
-    geometry = network_geometry(network)
-    grid = output_grid_size(network, input_size)
+    layout = score_layout(network, input_size)
+    geometry, grid = layout.geometry, layout.grid
     plans = []
     too_small = False
     for axis in range(2):
         stride = geometry.stride[axis]
+        alignment = layout.alignment[axis]
         field = geometry.receptive_field[axis]
-        side = _tile_side(network, input_size[axis], input_size[1 - axis], batch, bytes_per_value, max_memory, stride)
-        # a run of m cells needs (m − 1)·stride + field pixels, plus up to one stride to start aligned
-        cells_per_tile = (side - field - stride) // stride + 1
+        side = _tile_side(network, input_size[axis], input_size[1 - axis], batch, bytes_per_value, max_memory,
+                          alignment)
+        # a run of m cells needs (m − 1)·stride + field pixels, plus up to one alignment step to start aligned
+        cells_per_tile = (side - field - alignment) // stride + 1
         if side >= input_size[axis]:  # the whole axis fits: one run of cells
             cells_per_tile = max(1, grid[axis])
-        elif cells_per_tile < 1:
-            too_small, cells_per_tile = True, 1
+        elif cells_per_tile * stride < alignment:  # at least one alignment step of cells (a per-pixel output: 32 px)
+            too_small, cells_per_tile = True, max(1, alignment // stride)
         plans.append(plan_axis(input_size[axis], grid[axis], stride, geometry.first_center[axis], field,
-                               cells_per_tile))
+                               cells_per_tile, alignment))
     if too_small:
         logger.warning("memory budget %s is below one exact tile (receptive field %s px); using the smallest tiles",
                        format_bytes(max_memory), "×".join(map(str, geometry.receptive_field)))
@@ -211,11 +162,12 @@ def parse_memory_size(text: str | int) -> int:
     else:
         match = _SIZE_PATTERN.match(str(text))
         if not match:
-            raise ValueError(f"cannot read memory size {text!r}; write e.g. 2G, 1.5GB, 512M or a number of bytes")
+            raise OptionError("max_memory", f"cannot read memory size {text!r}; write e.g. 2G, 1.5GB, 512M or a "
+                              "number of bytes")
         power = "bkmgt".index(match.group(2).lower() or "b")
         value = int(float(match.group(1)) * (1024**power))
     if value <= 0:
-        raise ValueError(f"memory size must be positive, got {text!r}")
+        raise OptionError("max_memory", f"memory size must be positive, got {text!r}")
     return value
 
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from fcn_app.batch import collect_inputs, default_num_workers, run_batch  # noqa: E402
 from fcn_app.io import load_image  # noqa: E402
 from fcn_app.models import build_classifier, default_weights, to_fully_convolutional  # noqa: E402
-from fcn_app.pipeline import HeatmapTask  # noqa: E402
+from fcn_app.tasks import HeatmapTask  # noqa: E402
 from fcn_app.scoring import compute_score_maps  # noqa: E402
 
 

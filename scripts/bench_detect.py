@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers_detect import CATEGORIES, WINDOW, make_scenes, scenes_ground_truth, train_digit_classifier  # noqa: E402
 
 from fcn_app.dense import densify  # noqa: E402
-from fcn_app.detect import DetectOptions, detect_objects, evaluate_detections, to_coco_results  # noqa: E402
+from fcn_app.coco import evaluate_detections, to_coco_results  # noqa: E402
+from fcn_app.detect import DetectOptions, detect_objects  # noqa: E402
 from fcn_app.models import to_fully_convolutional  # noqa: E402
 
 

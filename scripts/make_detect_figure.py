@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from helpers_detect import BACKGROUND, CATEGORIES, WINDOW, make_scenes, train_digit_classifier  # noqa: E402
 
 from fcn_app.dense import densify  # noqa: E402
-from fcn_app.detect import DetectOptions, detect_objects, draw_detections  # noqa: E402
+from fcn_app.detect import DetectOptions, detect_objects  # noqa: E402
+from fcn_app.render import draw_detections  # noqa: E402
 from fcn_app.io import atomic_write_png, ensure_output_dir  # noqa: E402
 from fcn_app.models import to_fully_convolutional  # noqa: E402
 from fcn_app.pyramid import fuse_levels, score_pyramid  # noqa: E402

@@ -67,3 +67,27 @@ def make_image_folder(root: Path) -> dict[str, list[str]]:
     (root / "sub" / "data.csv").write_text("a,b\n")
     ignored += ["notes.txt", "sub/data.csv"]
     return {"good": sorted(good), "bad": sorted(bad), "ignored": ignored}
+
+
+def broken_factory():
+    """A ``--model`` factory with a bug in it: the CLI must call it an internal error, not the user's mistake."""
+    return {}["no such key"]
+
+
+def tiny_segmentation_checkpoint(path: Path, variant: str = "fcn8s", seed: int = 0) -> Path:
+    """A tiny_vgg FCN with seeded non-zero score layers (so every output pixel varies), saved as a checkpoint."""
+    import torch
+
+    from fcn_app.segmentation.checkpoint import save_checkpoint
+    from fcn_app.segmentation.models import build_segmentation_model
+
+    torch.manual_seed(seed)
+    model = build_segmentation_model(variant, 3, backbone="tiny_vgg", pretrained=False,
+                                     class_names=["background", "cat", "dog"])
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "score" in name:
+                parameter.normal_(0, 0.5)
+    save_checkpoint(path, {"model_config": model.model_config(), "class_names": model.class_names,
+                           "model": model.state_dict()})
+    return path

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fcn_app.errors import OptionError
 from fcn_app.batch import (
     SUMMARY_NAME,
     collect_inputs,
@@ -30,7 +31,7 @@ from fcn_app.batch import (
 from fcn_app.cli import main
 from fcn_app.io import load_image
 from fcn_app.models import load_network
-from fcn_app.pipeline import HeatmapOptions, HeatmapTask
+from fcn_app.tasks import HeatmapOptions, HeatmapTask
 from helpers_batch import make_image_folder
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,7 +116,7 @@ def test_shards_are_disjoint_and_complete(image_folder):
         assert sorted(flat) == [item.relative for item in items] and len(set(flat)) == len(flat)
     assert parse_shard("1/4") == (1, 4)
     for bad in ("4/4", "-1/2", "1", "a/b", "0/0"):
-        with pytest.raises(ValueError, match="--shard"):
+        with pytest.raises(OptionError, match="INDEX"):
             parse_shard(bad)
 
 

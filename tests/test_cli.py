@@ -85,9 +85,9 @@ def test_help_shows_examples():
     [
         (["missing.jpg"], 2, "no such file"),
         ([str(EXAMPLES / "chelsea.jpg"), "--class", "tabbby"], 2, "did you mean"),
-        ([str(EXAMPLES / "chelsea.jpg"), "--colormap", "nope"], 2, "unknown --colormap"),
+        ([str(EXAMPLES / "chelsea.jpg"), "--colormap", "nope"], 2, "--colormap: unknown colormap"),
         ([str(EXAMPLES / "chelsea.jpg"), "--model", "resnet50"], 2, "unknown model"),
-        ([str(EXAMPLES)], 2, "--out OUT is required"),
+        ([str(EXAMPLES)], 2, "--out: required"),
     ],
 )
 def test_user_mistakes_are_one_line_without_traceback(args, code, message):

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from fcn_app.batch import SUMMARY_NAME, collect_inputs, run_batch
-from fcn_app.pipeline import HeatmapOptions, HeatmapTask
+from fcn_app.tasks import HeatmapOptions, HeatmapTask
 from fcn_app.segmentation.checkpoint import load_checkpoint
 from fcn_app.segmentation.synthetic import write_shapes_dataset
 
@@ -88,7 +88,7 @@ def test_hostile_folder_keeps_good_outputs_identical_to_a_clean_run(tmp_path):
     vanishing.unlink()  # disappears between listing and reading
     result = run_batch(task, items, tmp_path / "out_hostile", num_workers=1)
 
-    rows = {row["path"]: row for row in result.rows}
+    rows = {row["path"]: row for row in json.loads(result.summary_path.read_text(encoding="utf-8"))["inputs"]}
     assert rows["vanishing.png"]["status"] == "failed" and "no such file" in rows["vanishing.png"]["reason"]
     for case in cases:
         row = rows[case.name]

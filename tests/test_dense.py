@@ -17,6 +17,11 @@ from helpers import tiny_classifier
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 
 
+def centres(geometry, axis: int) -> np.ndarray:
+    """Pixel positions of the cell centres along ``axis`` (0 = rows/y, 1 = columns/x)."""
+    return geometry.first_center[axis] + geometry.stride[axis] * np.arange(geometry.grid[axis], dtype=np.float64)
+
+
 def strided_conv_classifier() -> nn.Sequential:
     """Down-sampling by strided convolutions instead of pools, BatchNorm in between."""
     torch.manual_seed(3)
@@ -129,12 +134,12 @@ def test_in_between_cells_are_the_windows_the_geometry_says():
                     network_geometry(network), tuple(cropped.shape[-2:]), (32, 32), offset=(-offset, -offset)
                 )
                 rows = cropped.shape[-2]
-                centres = coarse_geometry.cell_centers(0)
-                np.testing.assert_allclose(centres, fine_geometry.cell_centers(0)[shift::factor][:rows])
-                inside = [index for index, centre in enumerate(centres)
+                row_centres = centres(coarse_geometry, 0)
+                np.testing.assert_allclose(row_centres, centres(fine_geometry, 0)[shift::factor][:rows])
+                inside = [index for index, centre in enumerate(row_centres)
                           if centre - half_field >= offset and centre + half_field <= 119]
                 assert len(inside) >= 3
-                columns = [index for index, centre in enumerate(coarse_geometry.cell_centers(1))
+                columns = [index for index, centre in enumerate(centres(coarse_geometry, 1))
                            if centre - half_field >= offset and centre + half_field <= 135]
                 expected = cropped[..., inside, :][..., columns]
                 actual = fine[..., shift::factor, shift::factor][..., inside, :][..., columns]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from fcn_app.dense import densify
-from fcn_app.detect import DetectOptions, detect_objects, evaluate_detections, to_coco_results
+from fcn_app.coco import evaluate_detections, to_coco_results
+from fcn_app.detect import DetectOptions, detect_objects
 from fcn_app.models import to_fully_convolutional
 
 from helpers_detect import CATEGORIES, WINDOW, make_scenes, scenes_ground_truth, train_digit_classifier

@@ -67,7 +67,7 @@ def test_export_command_writes_the_file(tiny_network, tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "arguments, exit_code, message",
     [
-        (["--format", "tflite"], 2, "unknown --format 'tflite'"),
+        (["--format", "tflite"], 2, "--format: unknown format 'tflite'"),
         (["--out", "{file}/inside.onnx"], 3, "cannot write"),
     ],
 )

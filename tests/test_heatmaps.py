@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from fcn_app.errors import ClassSelectionError
+from fcn_app.errors import ClassSelectionError, OptionError
 from fcn_app.geometry import ScoreGeometry
 from fcn_app.heatmaps import class_heatmaps, heatmap_for_class, resolve_classes, top_classes
 from fcn_app.models import default_weights
@@ -64,19 +64,21 @@ def test_heatmaps_are_image_sized_probabilities():
     for heat in class_heatmaps(score_map, topk=3):
         assert heat.heatmap.shape == (300, 451)
         assert 0.0 <= heat.heatmap.min() and heat.heatmap.max() <= 1.0
-    with pytest.raises(ClassSelectionError, match="topk"):
+    with pytest.raises(OptionError, match="at least 1") as refused:
         top_classes(score_map, 0)
+    assert refused.value.option == "topk"
 
 
 def test_normalize_spans_the_colormap_up_to_each_class_peak():
-    from fcn_app.pipeline import HeatmapOptions, render_score_map
+    from fcn_app.tasks import HeatmapOptions, HeatmapTask
     from fcn_app.render import colorize
 
     torch.manual_seed(0)
     score_map = _score_map(torch.randn(10, 3, 8))
     image = np.zeros((300, 451, 3), np.uint8)
-    plain = render_score_map(image, score_map, HeatmapOptions(topk=1, alpha=1.0, colormap="jet"))
-    scaled = render_score_map(image, score_map, HeatmapOptions(topk=1, alpha=1.0, colormap="jet", normalize=True))
+    plain = HeatmapTask(None, HeatmapOptions(topk=1, alpha=1.0, colormap="jet")).render(image, score_map, None)
+    scaled = HeatmapTask(None, HeatmapOptions(topk=1, alpha=1.0, colormap="jet", normalize=True)).render(
+        image, score_map, None)
     heat = plain.heatmaps[0]
     assert heat.peak_probability < 0.9
     keep = np.ones((300, 451), bool)  # away from the legend (top left) and the peak's marker

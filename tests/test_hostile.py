@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from fcn_app.cli import app
 from fcn_app.models import to_fully_convolutional
-from fcn_app.pipeline import HeatmapOptions, render_score_map
+from fcn_app.tasks import HeatmapOptions, HeatmapTask
 from fcn_app.render import COLORMAPS
 from fcn_app.scoring import compute_score_map
 
@@ -144,7 +144,7 @@ def test_single_image_path_never_crashes(height, width, mode, topk, colormap, al
     rgb = to_rgb_array(image)
     score_map = compute_score_map(_TINY, rgb)
     options = HeatmapOptions(topk=topk, colormap=colormap, alpha=alpha, grid=grid)
-    rendered = render_score_map(rgb, score_map, options)
+    rendered = HeatmapTask(_TINY, options).render(rgb, score_map, None)
     assert rendered.overlay.shape == (height, width, 3) and rendered.overlay.dtype == np.uint8
     for heat in rendered.heatmaps:
         assert heat.heatmap.shape == (height, width)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from fcn_app.errors import OptionError
 from fcn_app.cli import app
 from fcn_app.io import load_image
 from fcn_app.models import to_fully_convolutional
@@ -66,7 +67,7 @@ def test_precision_names():
     assert resolve_precision("auto", "cpu") is None
     assert resolve_precision("bf16", "cpu") is torch.bfloat16
     assert resolve_precision("fp16", "cpu") is torch.float16
-    with pytest.raises(ValueError, match="unknown precision 'int8'"):
+    with pytest.raises(OptionError, match="unknown precision 'int8'"):
         resolve_precision("int8", "cpu")
 
 

@@ -7,10 +7,30 @@ import math
 import pytest
 import torch
 
-from fcn_app.geometry import upsample_to_pixels
+from torch import nn
+
+from fcn_app.geometry import ScoreGeometry, network_geometry, output_grid_size, upsample_to_pixels
 from fcn_app.segmentation.models import FCN_VARIANTS, bilinear_kernel, build_segmentation_model
 
 from helpers import random_state_dict
+
+
+def score_chain(model) -> nn.Sequential:
+    return nn.Sequential(model.to_pool3, model.to_pool4, model.to_pool5, model.head)
+
+
+def padding_for(model, size) -> tuple[int, int, int, int]:
+    plan_y, plan_x = model.plan(size)
+    return (*plan_y.padding, *plan_x.padding)
+
+
+def score_grid_geometry(model, size) -> ScoreGeometry:
+    """Geometry (in unpadded input pixels) of the stride-32 score_fr grid, from the layers and the plan."""
+    top, bottom, left, right = padding_for(model, size)
+    padded = (size[0] + top + bottom, size[1] + left + right)
+    chain = score_chain(model)
+    return ScoreGeometry.for_network(network_geometry(chain), output_grid_size(chain, padded), model.input_size,
+                                     offset=(top, left))
 
 
 def tiny(variant: str, classes: int = 3, **kwargs):
@@ -28,7 +48,7 @@ def test_fcn32s_output_is_pixel_aligned_interpolation_of_the_score_grid(size):
     image = torch.randn(1, 3, *size)
     with torch.no_grad():
         logits = model(image)
-    expected = upsample_to_pixels(captured["scores"][0], model.score_grid_geometry(size), size)
+    expected = upsample_to_pixels(captured["scores"][0], score_grid_geometry(model, size), size)
     torch.testing.assert_close(logits[0], expected, rtol=1e-5, atol=1e-5)
 
 
@@ -46,11 +66,11 @@ def _one_hot_hook(cell: tuple[int, int] | None):
 def test_one_hot_cell_lands_at_its_computed_pixel(variant, skip):
     model = tiny(variant)
     size = (150, 170)
-    top, _, left, _ = model.padding_for(size)
+    top, _, left, _ = padding_for(model, size)
     if skip is None:
-        geometry, module = model._score_geometry, model.score_fr
+        geometry, module = network_geometry(score_chain(model)), model.score_fr
     else:
-        geometry = (model._pool4_geometry, model._pool3_geometry)[skip]
+        geometry = network_geometry((nn.Sequential(model.to_pool3, model.to_pool4), model.to_pool3)[skip])
         module = model.score_skips[skip]
     # a cell whose centre is inside the image, away from the border
     row = math.ceil((60 + top - geometry.first_center[0]) / geometry.stride[0])
@@ -119,13 +139,15 @@ def test_vgg11_backbone_weights_and_taps(vgg11_weights):
     torch.testing.assert_close(model.head[0].weight, state["classifier.0.weight"].view(4096, 512, 7, 7))
     torch.testing.assert_close(model.head[3].weight, state["classifier.3.weight"].view(4096, 4096, 1, 1))
     assert [s.in_channels for s in model.score_skips] == [512, 256]  # pool4, pool3 of VGG
-    assert model._score_geometry.stride == (32, 32) and model._score_geometry.first_center == (111.5, 111.5)
-    assert model.padding_for((1, 1))[0] >= 112  # a 1-px input is padded until the final map covers it
+    score = network_geometry(score_chain(model))
+    assert score.stride == (32, 32) and score.first_center == (111.5, 111.5)
+    assert padding_for(model, (1, 1))[0] >= 112  # a 1-px input is padded until the final map covers it
 
 
 def test_vgg16_taps_found_by_pool_order():
     with torch.device("meta"):
         model = build_segmentation_model("fcn8s", 21, backbone="vgg16", pretrained=False)
     assert [s.in_channels for s in model.score_skips] == [512, 256]
-    assert model._pool4_geometry.stride == (16, 16) and model._pool3_geometry.stride == (8, 8)
+    assert network_geometry(nn.Sequential(model.to_pool3, model.to_pool4)).stride == (16, 16)
+    assert network_geometry(model.to_pool3).stride == (8, 8)
     assert sum(isinstance(m, torch.nn.Conv2d) for m in model.to_pool3) == 7  # conv1_1 … conv3_3

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from fcn_app.errors import OptionError
 from fcn_app.geometry import network_geometry, output_grid_size
 from fcn_app.models import build_classifier, to_fully_convolutional
 from fcn_app.scoring import compute_score_map, compute_score_maps
@@ -139,7 +140,7 @@ def test_memory_sizes_parse_and_default_is_bounded():
     assert parse_memory_size("512MiB") == 512 << 20
     assert parse_memory_size("4096") == 4096
     for bad in ("lots", "-1G", "0", "2X"):
-        with pytest.raises(ValueError, match="memory size"):
+        with pytest.raises(OptionError, match="memory size"):
             parse_memory_size(bad)
     assert 256 << 20 <= default_max_memory() <= 1 << 30
     assert format_bytes(3 << 30) == "3.0 GiB"

@@ -63,7 +63,8 @@ def test_offline_without_cache_says_where_to_put_the_file(tmp_path, monkeypatch)
         load_fcn("vgg16")
     message = str(info.value)
     assert str(home / "hub" / "checkpoints" / "vgg16-397923af.pth") in message
-    assert "528 MB" in message and "--weights" in message and "TORCH_HOME" in message
+    assert "528 MB" in message and "local weights file" in message and "TORCH_HOME" in message
+    assert info.value.option == "weights"  # the CLI names its --weights flag
     assert "name resolution" in message and "\n" not in message
 
 
@@ -116,7 +117,7 @@ def test_wrong_shapes_name_the_layer_and_suggest_the_model(tmp_path):
     state = random_state_dict("vgg11", seed=0)
     path = tmp_path / "vgg11.pth"
     torch.save(state, path)
-    with pytest.raises(WeightsError, match="does not fit vgg16.*--model"):
+    with pytest.raises(WeightsError, match="does not fit vgg16.*right model"):
         load_classifier("vgg16", weights_path=path)
     state["classifier.6.weight"] = torch.zeros(10, 4096)
     torch.save(state, path)

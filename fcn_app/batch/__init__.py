@@ -17,7 +17,7 @@ from typing import Sequence
 
 import torch.distributed as dist
 
-from ..pipeline import ImageTask
+from ..tasks.base import ImageTask
 from .distributed import process_group, shard_from_environment
 from .inputs import WorkItem, collect_inputs, is_glob_pattern, parse_shard, read_list_file, shard_items
 from .runner import BatchResult, DecodeDataset, default_num_workers, is_up_to_date, run_batch

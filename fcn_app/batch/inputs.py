@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..errors import InputImageError
+from ..errors import InputImageError, OptionError
 from ..io import is_image_path
 
 __all__ = [
@@ -190,9 +190,9 @@ def parse_shard(text: str) -> tuple[int, int]:
             raise ValueError
         index, count = int(index_text), int(count_text)
     except ValueError:
-        raise ValueError(f"--shard expects INDEX/COUNT such as 0/4, got {text!r}") from None
+        raise OptionError("shard", f"expects INDEX/COUNT such as 0/4, got {text!r}") from None
     if count < 1 or not 0 <= index < count:
-        raise ValueError(f"--shard {text}: INDEX must be in 0..COUNT-1 and COUNT at least 1 (e.g. 0/4 … 3/4)")
+        raise OptionError("shard", f"{text}: INDEX must be in 0..COUNT-1 and COUNT at least 1 (e.g. 0/4 … 3/4)")
     return index, count
 
 

@@ -7,7 +7,7 @@ Three stages overlap so the model never waits for files:
   row, never a dead loader;
 - **score** — the main thread groups decoded images of the same size into batches of up to ``batch_size``
   (other sizes wait in small per-size groups; nothing is resized) and runs the task's ``predict``
-  (:class:`~fcn_app.pipeline.ImageTask`: classifier heatmaps or a trained segmentation model);
+  (:class:`~fcn_app.tasks.base.ImageTask`: classifier heatmaps or a trained segmentation model);
 - **render + write** — a background thread fed by a bounded queue runs the very task methods the single-image
   command runs (``render``, ``write``), so an image gives byte-identical outputs alone or in a folder.
 
@@ -19,7 +19,6 @@ still writes the summary.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -34,9 +33,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import FcnError, InputImageError
+from ..errors import FcnError, InputImageError, OptionError
 from ..io import ensure_output_dir, load_image, remove_stale_temporaries
-from ..pipeline import ImageTask
+from ..tasks.base import ImageTask
 from .inputs import WorkItem
 from .summary import (SUMMARY_NAME, RowSpool, rank_summary_path, read_summary_rows, summary_header,
                       write_summary)
@@ -118,18 +117,12 @@ def remove_own_temporaries(out_dir: Path, items: Sequence[WorkItem], task: Image
 
 @dataclass
 class BatchResult:
-    """What a batch run did. ``rows`` (read back from the summary on demand) are this process's inputs."""
+    """What a batch run did; the rows of this process's inputs are in the summary at ``summary_path``."""
 
     elapsed_s: float
     interrupted: bool
     summary_path: Path | None
     counts: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def rows(self) -> list[dict]:
-        if self.summary_path is None:
-            return []
-        return json.loads(self.summary_path.read_text(encoding="utf-8"))["inputs"]
 
     @property
     def images_per_s(self) -> float:
@@ -215,10 +208,10 @@ def run_batch(
     wait for the other ranks.
     """
     if batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {batch_size}")
+        raise OptionError("batch_size", f"must be at least 1, got {batch_size}")
     num_workers = default_num_workers() if num_workers is None else num_workers
     if num_workers < 0:
-        raise ValueError(f"--num-workers must be 0 or more, got {num_workers}")
+        raise OptionError("num_workers", f"must be 0 or more, got {num_workers}")
     task.check()  # e.g. a class-name typo fails now, not once per image
     out_dir = ensure_output_dir(out_dir)
     started = time.perf_counter()
@@ -270,7 +263,7 @@ def run_batch(
                     score([single])
                 return
             position, item, _ = group[0]
-            reason = f"{item.source}: cannot compute score map ({_first_line(error)}); try --max-side"
+            reason = f"{item.source}: cannot compute score map ({_first_line(error)}); try downscaling it"
             record(position, _row(item, "failed", reason=reason))
             return
         for (position, item, pixels), prediction in zip(group, predictions):

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import sys
 
-from .app import app
+import typer
+from typer.exceptions import TyperException
+
+from .app import _print_error, app
 from . import heatmap  # noqa: F401  (registers the command)
 from . import train  # noqa: F401  (registers train and evaluate)
 from . import detect  # noqa: F401  (registers detect and evaluate-detections)
@@ -30,4 +33,14 @@ def main(argv: list[str] | None = None) -> None:
     passthrough = {"--help", "-h", "--version", "--install-completion", "--show-completion"}
     if args and args[0] not in passthrough and args[0] not in _commands():
         args.insert(0, "heatmap")
-    app(args=args, prog_name="fcn-heatmap")
+    try:
+        code = app(args=args, prog_name="fcn-heatmap", standalone_mode=False)
+    except TyperException as error:  # a mistyped option or value: one line, like every other error
+        context = getattr(error, "ctx", None)
+        command = f" {context.info_name}" if context is not None and context.parent is not None else ""
+        if error.format_message():  # empty when the help was shown because no arguments were given
+            _print_error(f"{error.format_message()} (see fcn-heatmap{command} --help)")
+        sys.exit(getattr(error, "exit_code", 2))
+    except typer.Abort:
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -11,13 +11,14 @@ from typing import Annotated, Iterator
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.exceptions import TyperException
 
-from ..errors import FcnError
+from ..errors import FcnError, OptionError
 
 __all__ = [
     "EXIT_FAILURES",
+    "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
-    "EXIT_OK",
     "DeviceOption",
     "ModelOption",
     "VerboseOption",
@@ -27,12 +28,17 @@ __all__ = [
     "console",
     "error_console",
     "print_metrics",
+    "print_report",
     "setup_logging",
 ]
 
-EXIT_OK = 0
 EXIT_FAILURES = 1  # some inputs of a batch failed (the others were processed)
+EXIT_INTERNAL = 1  # a bug: an error the program did not expect
 EXIT_INTERRUPTED = 130
+
+#: Library option names whose flag is not simply ``--`` + the name with dashes (``threshold_mode`` →
+#: ``--threshold-mode``); ``None``: the option is not a flag (the message stands alone).
+_FLAG_NAMES = {"classes": "--class", "write_json": "--json", "environment": None, "inputs": None}
 
 EPILOG = """\
 [bold]Examples[/bold]
@@ -47,7 +53,7 @@ EPILOG = """\
 
   fcn-heatmap train configs/example_folder.yaml  [dim]# FCN-8s segmentation training[/dim]
 
-[bold]Exit codes[/bold]  0 ok · 1 some inputs failed · 2 bad input or usage · 3 cannot write output · 130 interrupted
+[bold]Exit codes[/bold]  0 ok · 1 some inputs failed (or an internal error) · 2 bad input or usage · 3 cannot write output · 130 interrupted
 """
 
 app = typer.Typer(
@@ -99,24 +105,57 @@ def setup_logging(verbose: bool) -> None:
     )
 
 
+def flag_for(option: str) -> str | None:
+    """The command-line flag of a library option name (``"nms_iou"`` → ``"--nms-iou"``)."""
+    return _FLAG_NAMES.get(option, "--" + option.replace("_", "-"))
+
+
+def _print_error(message: str) -> None:
+    error_console.print(f"[red]error:[/red] {escape(message)}", markup=True, highlight=False)
+
+
 @contextlib.contextmanager
 def cli_errors(verbose: bool = False) -> Iterator[None]:
-    """Turn domain errors into one line on stderr and the error's exit code; Ctrl-C into exit code 130."""
+    """Turn the program's own errors into one line on stderr and the error's exit code (an invalid option's line
+    names the flag the user typed); Ctrl-C into exit code 130; anything unexpected into one line saying it is an
+    internal error, exit code 1 (``--verbose`` shows the traceback)."""
     try:
         yield
+    except (typer.Exit, typer.Abort, TyperException):
+        raise  # typer's own exits and usage errors
     except FcnError as error:
         if verbose:
             error_console.print_exception()
-        error_console.print(f"[red]error:[/red] {escape(str(error))}", markup=True, highlight=False)
+        flag = flag_for(error.option) if error.option else None
+        if flag and isinstance(error, OptionError):
+            _print_error(f"{flag}: {error}")  # the flag's value is wrong
+        else:
+            _print_error(f"{error} ({flag})" if flag else str(error))  # the flag is the fix
         raise typer.Exit(code=error.exit_code) from None
-    except ValueError as error:  # bad option values detected by library functions
-        if verbose:
-            error_console.print_exception()
-        error_console.print(f"[red]error:[/red] {escape(str(error))}", markup=True, highlight=False)
-        raise typer.Exit(code=2) from None
     except KeyboardInterrupt:
         error_console.print("interrupted")
         raise typer.Exit(code=EXIT_INTERRUPTED) from None
+    except Exception as error:  # noqa: BLE001 — the last line of defence: no traceback unless asked for
+        if verbose:
+            error_console.print_exception()
+        detail = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+        _print_error(f"internal error ({type(error).__name__}{': ' + detail if detail else ''}); this is a bug — "
+                     "rerun with --verbose for the traceback")
+        raise typer.Exit(code=EXIT_INTERNAL) from None
+
+
+def print_report(report, written: dict[str, Path]) -> None:
+    """A task's :class:`~fcn_app.tasks.base.Report` as a table, then the files written."""
+    from rich.table import Table
+
+    table = Table(title=report.title)
+    for column in report.columns:
+        table.add_column(column, justify="right" if column in report.numeric else "left")
+    for row in report.rows:
+        table.add_row(*row)
+    console.print(table)
+    for kind, path in written.items():
+        console.print(f"wrote {kind}: {path}", highlight=False)
 
 
 def _show_version(value: bool) -> None:

@@ -7,18 +7,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
+from ..coco import coco_results_from_summary, evaluate_detections, to_coco_results
 from ..dense import densify
-from ..detect import BOX_MODES, CENTER_MODES, THRESHOLD_MODES, DetectOptions, evaluate_detections, to_coco_results
+from ..detect import DetectOptions
+from ..errors import OptionError
 from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, ensure_output_dir, load_image
-from ..models import DEFAULT_ARCH
-from ..pipeline import DetectionTask, coco_results_from_summary, process_image
-from ..pyramid import FUSE_MODES, parse_scales
 from ..launcher import local_device
+from ..models import DEFAULT_ARCH
+from ..pyramid import parse_scales
 from ..scoring import load_scoring_network
+from ..tasks import DetectionTask, process_image
 from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, print_metrics,
-                  setup_logging)
+                  print_report, setup_logging)
 from .jobs import (
     BatchSizeOption,
     ExcludeOption,
@@ -36,23 +37,6 @@ from .jobs import (
 __all__ = ["detect", "evaluate_detections_command"]
 
 RESULTS_NAME = "detections.coco.json"
-
-
-def _check_choice(value: str, choices, option: str) -> str:
-    if value not in choices:
-        raise ValueError(f"unknown {option} {value!r}; choose one of {', '.join(choices)}")
-    return value
-
-
-def _print_detections(rendered, written) -> None:
-    table = Table(title=f"{rendered.summary['image']} · {len(rendered.detections)} detections")
-    for column in ("class", "score", "box x, y, w, h"):
-        table.add_column(column)
-    for detection in rendered.detections:
-        table.add_row(detection.class_name, f"{detection.score:.3f}", ", ".join(f"{v:.0f}" for v in detection.box))
-    console.print(table)
-    for kind, path in written.items():
-        console.print(f"wrote {kind}: {path}", highlight=False)
 
 
 @app.command(epilog="Examples: fcn-heatmap detect photo.jpg --stride 16 --scales 0.5,1,2 · "
@@ -102,16 +86,12 @@ def detect(
     inputs = list(inputs or [])
     code = 0
     with cli_errors(verbose):
-        _check_choice(fuse, FUSE_MODES, "--fuse")
-        _check_choice(threshold_mode, THRESHOLD_MODES, "--threshold-mode")
-        _check_choice(box_mode, BOX_MODES, "--box-mode")
-        _check_choice(center, CENTER_MODES, "--center")
         pyramid_scales = parse_scales(scales)
         options = DetectOptions(threshold_mode=threshold_mode, threshold=threshold, min_score=min_score,
                                 box_mode=box_mode, window_fill=window_fill, center=center, nms_iou=nms_iou,
                                 classwise_nms=classwise_nms, masks=masks)
         if not inputs and list_file is None:
-            raise ValueError("give an IMAGE, a folder, a glob or --list FILE")
+            raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
 
         def make_task() -> DetectionTask:
             network = load_scoring_network(model, weights_path=weights, device=local_device(device))
@@ -139,7 +119,7 @@ def detect(
             rendered, written = process_image(task, pixels, out_dir / image.stem, source=str(image))
             written["coco"] = atomic_write_json(out_dir / RESULTS_NAME,
                                                 to_coco_results([(1, image.name, rendered.detections)]))
-            _print_detections(rendered, written)
+            print_report(task.report(rendered), written)
     if code:
         raise typer.Exit(code=code)
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import OptionError
 from ..export import DEFAULT_OPSET, EXPORT_FORMATS, export_onnx
 from ..models import DEFAULT_ARCH
 from ..scoring import load_scoring_network
@@ -31,7 +32,7 @@ def export(
     setup_logging(verbose)
     with cli_errors(verbose):
         if export_format not in EXPORT_FORMATS:
-            raise ValueError(f"unknown --format {export_format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+            raise OptionError("format", f"unknown format {export_format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
         network = load_scoring_network(model, weights_path=weights, device="cpu")
         written = export_onnx(network, out, opset=opset)
         console.print(f"wrote {export_format}: {written} (inputs: images N×3×H×W normalised; outputs: scores)",

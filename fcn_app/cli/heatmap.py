@@ -14,17 +14,18 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from ..io import DEFAULT_MAX_PIXELS, ensure_output_dir, load_image
 from ..dense import densify
-from ..models import DEFAULT_ARCH
-from ..pipeline import HeatmapOptions, HeatmapTask, ImageTask, process_image
-from ..render import COLORMAPS, DEFAULT_COLORMAP
+from ..errors import OptionError
+from ..io import DEFAULT_MAX_PIXELS, ensure_output_dir, load_image
 from ..launcher import local_device
-from ..scoring import PRECISIONS, load_scoring_network
-from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, error_console,
-                  setup_logging)
+from ..models import DEFAULT_ARCH
+from ..render import COLORMAPS, DEFAULT_COLORMAP
+from ..scoring import PRECISIONS, ScoringOptions, load_scoring_network
+from ..segmentation.checkpoint import load_segmentation_model
+from ..tasks import HeatmapOptions, HeatmapTask, ImageTask, SegmentationTask, process_image
+from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, error_console,
+                  print_report, setup_logging)
 from .jobs import (
     BatchSizeOption,
     ExcludeOption,
@@ -39,26 +40,10 @@ from .jobs import (
     run_folder_job,
 )
 
-__all__ = ["heatmap"]
+__all__ = ["heatmap", "tile_progress"]
 
 
-def _print_table(rendered, written: dict[str, Path]) -> None:
-    table = Table(title=f"{rendered.summary['image']} · {rendered.summary['image_size']['width']}×"
-                  f"{rendered.summary['image_size']['height']} px · map "
-                  f"{rendered.summary['map_size']['rows']}×{rendered.summary['map_size']['cols']}")
-    table.add_column("#", justify="right")
-    table.add_column("class")
-    table.add_column("peak prob", justify="right")
-    table.add_column("peak pixel (x, y)", justify="right")
-    for rank, heat in enumerate(rendered.heatmaps, start=1):
-        table.add_row(str(rank), heat.selection.name, f"{heat.peak_probability:.3f}",
-                      f"({heat.peak_pixel[0]}, {heat.peak_pixel[1]})")
-    console.print(table)
-    for kind, path in written.items():
-        console.print(f"wrote {kind}: {path}", highlight=False)
-
-
-def _tile_progress():
+def tile_progress():
     """A progress bar for huge images scored in tiles (shown only when there is more than one tile)."""
     progress = Progress(TextColumn("scoring tiles"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=error_console, transient=True)
@@ -78,25 +63,17 @@ def _tile_progress():
     return update
 
 
-def _build_task(options: HeatmapOptions, *, model: str, weights: Path | None, checkpoint: Path | None,
-                device: str, stride: int | None = None, precision: str = "auto",
-                max_memory: str | None = None) -> ImageTask:
+def _build_task(options: HeatmapOptions, scoring: ScoringOptions, *, model: str, weights: Path | None,
+                checkpoint: Path | None, device: str, stride: int | None = None) -> ImageTask:
     """Classifier heatmaps, or with ``--checkpoint`` the segmentation of a trained FCN (same outputs machinery)."""
     target = local_device(device)
     if checkpoint is None:
         network = load_scoring_network(model, weights_path=weights, device=target)
         if stride is not None:
             network = densify(network, stride)
-        return HeatmapTask(network, options, score_options={"precision": precision, "max_memory": max_memory})
-    from ..segmentation.checkpoint import load_segmentation_model
-    from ..segmentation.predict import SegmentationOptions, SegmentationTask
-
-    segmentation_model, class_names, _ = load_segmentation_model(checkpoint, target)
-    return SegmentationTask(segmentation_model, class_names, SegmentationOptions(
-        classes=options.classes, topk=options.topk if options.classes is None else len(options.classes),
-        colormap=options.colormap, alpha=options.alpha, write_json=options.write_json,
-        max_side=options.max_side, max_pixels=options.max_pixels,
-    ))
+        return HeatmapTask(network, options, scoring)
+    segmentation_model, _, _ = load_segmentation_model(checkpoint, target)
+    return SegmentationTask(segmentation_model, options, scoring)
 
 
 @app.command(epilog="Examples: fcn-heatmap examples/chelsea.jpg --class cat --grid --out results/ · "
@@ -159,14 +136,19 @@ def heatmap(
     inputs = list(inputs or [])
     code = 0
     with cli_errors(verbose):
-        if colormap not in COLORMAPS:
-            raise ValueError(f"unknown --colormap {colormap!r}; choose one of {', '.join(COLORMAPS)}")
+        if checkpoint is not None:
+            for flag, given in (("--stride", stride is not None), ("--weights", weights is not None),
+                                ("--model", model != DEFAULT_ARCH)):
+                if given:
+                    raise OptionError("checkpoint", f"{flag} applies to classifiers; a checkpoint's segmentation "
+                                      "model is used as it is")
         options = HeatmapOptions(
             classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid, save_scores=save_scores,
             write_json=as_json, normalize=normalize, max_side=max_side, max_pixels=max_pixels,
         )
+        scoring = ScoringOptions(precision, max_memory)
         if not inputs and list_file is None:
-            raise ValueError("give an IMAGE, a folder, a glob or --list FILE")
+            raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
         if is_batch_input(inputs, list_file):
             folder = FolderOptions(list_file, recursive, include, exclude, batch_size, num_workers, overwrite, shard)
             extra = {"model": str(checkpoint) if checkpoint is not None else model, "options": {
@@ -175,27 +157,23 @@ def heatmap(
                 "normalize": options.normalize,
             }}
             code, _ = run_folder_job(
-                lambda: _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device,
-                                    stride=stride, precision=precision, max_memory=max_memory),
+                lambda: _build_task(options, scoring, model=model, weights=weights, checkpoint=checkpoint,
+                                    device=device, stride=stride),
                 inputs, out, folder, description="heatmaps", verbose=verbose, extra_summary=extra,
             )
         else:
             image = inputs[0]
             pixels = load_image(image, max_side=options.max_side, max_pixels=options.max_pixels)
             out_dir = ensure_output_dir(out) if out is not None else image.parent
-            task = _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device,
-                               stride=stride, precision=precision, max_memory=max_memory)
+            task = _build_task(options, scoring, model=model, weights=weights, checkpoint=checkpoint, device=device,
+                               stride=stride)
             task.check()
-            if isinstance(task, HeatmapTask):
-                task.score_options["progress"] = _tile_progress()
-            rendered, written = process_image(task, pixels, out_dir / image.stem, source=str(image))
+            rendered, written = process_image(task, pixels, out_dir / image.stem, source=str(image),
+                                              progress=tile_progress())
             if as_json:
                 payload = dict(rendered.summary, outputs={kind: str(path) for kind, path in written.items()})
                 typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))
-            elif isinstance(task, HeatmapTask):
-                _print_table(rendered, written)
             else:
-                for kind, path in written.items():
-                    console.print(f"wrote {kind}: {path}", highlight=False)
+                print_report(task.report(rendered), written)
     if code:
         raise typer.Exit(code=code)

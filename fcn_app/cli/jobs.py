@@ -1,7 +1,7 @@
 """What the image commands share: folder/glob/list inputs run as batch jobs with a progress bar and a summary.
 
-``heatmap`` and ``detect`` both build an :class:`~fcn_app.pipeline.ImageTask` and hand it to
-:func:`run_folder_job` (many inputs) or :func:`~fcn_app.pipeline.process_image` (one image), so every command
+``heatmap`` and ``detect`` both build an :class:`~fcn_app.tasks.base.ImageTask` and hand it to
+:func:`run_folder_job` (many inputs) or :func:`~fcn_app.tasks.base.process_image` (one image), so every command
 gets the same decoding workers, resume, sharding, exit codes and ``summary.json``.
 """
 
@@ -18,9 +18,9 @@ from rich.text import Text
 
 from ..batch import JobResult, collect_inputs, default_num_workers, is_glob_pattern, parse_shard, run_job
 from ..batch.distributed import shard_from_environment
-from ..errors import InputImageError
+from ..errors import InputImageError, OptionError
 from ..io import ensure_output_dir
-from ..pipeline import ImageTask
+from ..tasks.base import ImageTask
 from .app import EXIT_FAILURES, EXIT_INTERRUPTED, error_console
 
 __all__ = [
@@ -96,7 +96,7 @@ def run_folder_job(
 ) -> tuple[int, JobResult]:
     """Run ``make_task()`` over every input into ``out``; returns the exit code (0, 1 or 130) and the job."""
     if out is None:
-        raise ValueError("--out OUT is required for folders, globs and lists (outputs mirror the input tree there)")
+        raise OptionError("out", "required for folders, globs and lists (outputs mirror the input tree there)")
     shard_spec = parse_shard(folder.shard) if folder.shard is not None else None
     rank, world_size = shard_spec if shard_spec is not None else shard_from_environment()
     items, passed_over = collect_inputs(

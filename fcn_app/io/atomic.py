@@ -42,13 +42,15 @@ def ensure_output_dir(directory: str | os.PathLike) -> Path:
     """Create ``directory`` (and parents); raise :class:`OutputError` with the reason if that is impossible."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
-        raise OutputError(f"{directory}: output path exists and is a file, not a folder; choose another --out")
+        raise OutputError(f"{directory}: output path exists and is a file, not a folder; choose another",
+                          option="out")
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise OutputError(f"{directory}: cannot create output folder ({error.strerror or error})") from None
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise OutputError(f"{directory}: output folder is not writable; choose another --out or fix permissions")
+        raise OutputError(f"{directory}: output folder is not writable; choose another or fix permissions",
+                          option="out")
     return directory
 
 
@@ -82,7 +84,7 @@ def atomic_write_stream(path: str | os.PathLike, write: Callable[[BinaryIO], obj
         if error.errno == errno.ENOSPC:
             reason = "no space left on device"
         elif error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            reason = "permission denied; choose another --out or fix permissions"
+            reason = "permission denied; choose another output folder or fix permissions"
         else:
             reason = error.strerror or str(error)
         raise OutputError(f"{path}: cannot write ({reason}); nothing was written") from None

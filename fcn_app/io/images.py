@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import InputImageError
+from ..errors import InputImageError, OptionError
 
 __all__ = ["IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "is_image_path", "load_image", "to_rgb_array"]
 
@@ -79,7 +79,7 @@ def load_image(
     """
     path = Path(path)
     if max_side is not None and max_side < 1:
-        raise InputImageError(f"--max-side must be a positive number of pixels, got {max_side}")
+        raise OptionError("max_side", f"must be a positive number of pixels, got {max_side}")
     if path.is_dir():
         raise InputImageError(f"{path}: is a directory, not an image file")
     try:
@@ -99,7 +99,7 @@ def load_image(
                 if width * height > max_pixels:
                     raise InputImageError(
                         f"{path}: declares {width}×{height} = {width * height:,} pixels, more than the limit of "
-                        f"{max_pixels:,}; refusing to decode (pass a larger --max-pixels if the file is trusted)"
+                        f"{max_pixels:,}; refusing to decode (raise the limit if the file is trusted)", option="max_pixels"
                     )
                 if getattr(image, "n_frames", 1) > 1:
                     logger.debug("%s: %d frames, using the first", path, image.n_frames)
@@ -121,12 +121,13 @@ def load_image(
     except Image.DecompressionBombError as error:
         raise InputImageError(
             f"{path}: declares more than {max_pixels:,} pixels, a possible decompression bomb; refusing to decode "
-            f"(pass a larger --max-pixels if the file is trusted)"
+            f"(raise the limit if the file is trusted)", option="max_pixels"
         ) from None
     except UnidentifiedImageError:
         raise InputImageError(f"{path}: not a recognised image format (corrupt, or not an image)") from None
     except MemoryError:
-        raise InputImageError(f"{path}: too large to decode in the available memory; try --max-side") from None
+        raise InputImageError(f"{path}: too large to decode in the available memory; downscale it while decoding",
+                              option="max_side") from None
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         reason = str(error).strip() or type(error).__name__
         if "truncated" in reason.lower() or isinstance(error, EOFError):

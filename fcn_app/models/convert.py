@@ -27,18 +27,14 @@ import torch
 from torch import nn
 
 from ..errors import ConversionError
+from ..layers import ELEMENTWISE_LAYERS, pair
 
 __all__ = [
     "FullyConvolutionalNet",
-    "HEAD_ELEMENTWISE_TYPES",
     "linear_to_conv",
     "split_classifier",
     "to_fully_convolutional",
 ]
-
-#: Layers allowed in a classifier head besides Linear; they act per element and carry over unchanged.
-HEAD_ELEMENTWISE_TYPES = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Dropout, nn.Identity)
-
 
 class FullyConvolutionalNet(nn.Module):
     """A classifier whose head runs as convolutions: ``forward`` maps ``N×3×H×W`` to ``N×K×h'×w'`` scores.
@@ -73,6 +69,11 @@ class FullyConvolutionalNet(nn.Module):
             raise ConversionError(
                 f"{len(self.categories)} category names given for a model with {self.num_classes} classes"
             )
+
+    @property
+    def min_input_size(self) -> tuple[int, int]:
+        """Smaller inputs are padded to this (the window): one score cell needs one whole window."""
+        return self.input_size
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(images)
@@ -184,14 +185,6 @@ def _feature_grid(features: nn.Module, in_channels: int, input_size: tuple[int, 
     return int(output.shape[1]), int(output.shape[2]), int(output.shape[3])
 
 
-def _pair(value: int | Sequence[int] | None, grid: tuple[int, int]) -> tuple[int, int]:
-    if value is None:
-        return grid
-    if isinstance(value, int):
-        return (value, value)
-    return (int(value[0]), int(value[1]))
-
-
 def to_fully_convolutional(
     model: nn.Module | None = None,
     *,
@@ -228,7 +221,7 @@ def to_fully_convolutional(
         if features is None or head is None:
             raise ConversionError("to_fully_convolutional needs a model, or both features= and head=")
         head_layers = list(head) if isinstance(head, (nn.Sequential, list, tuple)) else [head]
-    input_size = _pair(input_size, (224, 224))
+    input_size = pair(input_size)
     features = copy.deepcopy(features)
 
     head_layers = [layer for layer in head_layers if not isinstance(layer, nn.Flatten)]
@@ -236,7 +229,7 @@ def to_fully_convolutional(
     if not linears:
         raise ConversionError("the classifier head has no Linear layer to convert")
     for layer in head_layers:
-        if not isinstance(layer, (nn.Linear, *HEAD_ELEMENTWISE_TYPES)):
+        if not isinstance(layer, (nn.Linear, *ELEMENTWISE_LAYERS)):
             raise ConversionError(
                 f"cannot convert a {type(layer).__name__} in the classifier head; supported are Linear, "
                 "ReLU-like activations and Dropout"
@@ -250,7 +243,7 @@ def to_fully_convolutional(
     if pool is not None and not isinstance(pool, nn.Identity):
         if not isinstance(pool, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
             raise ConversionError(f"unsupported pool {type(pool).__name__} between features and head")
-        pooled = _pair(pool.output_size, kernel_grid)
+        pooled = kernel_grid if pool.output_size is None else pair(pool.output_size)
         pooled = (pooled[0] or grid_h, pooled[1] or grid_w)
         if pooled == kernel_grid:
             first_conv = linear_to_conv(first, channels, kernel_grid)

@@ -20,6 +20,7 @@ import pickle
 import re
 import warnings
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 from urllib.error import URLError
 
@@ -28,15 +29,17 @@ import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum, get_model, get_model_weights
 
-from ..errors import WeightsError, WeightsUnavailableError
+from ..errors import OptionError, WeightsError, WeightsUnavailableError
 from .convert import FullyConvolutionalNet, to_fully_convolutional
 
 __all__ = [
     "DEFAULT_ARCH",
+    "TINY_ARCH",
     "OFFLINE_ENV",
     "SUPPORTED_ARCHS",
     "WEIGHTS_ENV",
     "build_classifier",
+    "build_fcn",
     "cached_weights_path",
     "default_weights",
     "fetch_default_weights",
@@ -44,7 +47,9 @@ __all__ = [
     "load_fcn",
     "load_network",
     "read_state_dict",
+    "resolve_weights_path",
     "safe_torch_load",
+    "tiny_vgg_classifier",
 ]
 
 logger = logging.getLogger(__name__)
@@ -53,6 +58,11 @@ DEFAULT_ARCH = "vgg16"
 SUPPORTED_ARCHS = (
     "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "alexnet",
 )
+#: A VGG-shaped classifier for 32×32 inputs, for CPU smoke runs and tests (no pretrained weights exist).
+TINY_ARCH = "tiny_vgg"
+#: tiny_vgg has vgg11_bn's layout at a fraction of the width; its input normalisation is that of vgg11_bn's weights.
+_TINY_PREPROCESSING_ARCH = "vgg11_bn"
+_TINY_INPUT_SIZE = 32
 WEIGHTS_ENV = "FCN_HEATMAP_WEIGHTS"
 OFFLINE_ENV = "FCN_HEATMAP_OFFLINE"
 _HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
@@ -60,7 +70,7 @@ _HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
 
 def _check_arch(arch: str) -> str:
     if arch not in SUPPORTED_ARCHS:
-        raise WeightsError(f"unknown model {arch!r}; supported: {', '.join(SUPPORTED_ARCHS)}")
+        raise OptionError("model", f"unknown model {arch!r}; supported: {', '.join(SUPPORTED_ARCHS)}")
     return arch
 
 
@@ -85,7 +95,7 @@ def _unavailable_message(weights: WeightsEnum, destination: Path, reason: str) -
     return (
         f"pretrained weights not found at {destination} and not downloadable ({reason}). Fetch {weights.url}"
         f"{size_text} on a machine with internet and put it at {destination} (set TORCH_HOME to use another "
-        f"cache folder), or pass --weights PATH / set {WEIGHTS_ENV}=PATH"
+        f"cache folder), or give a local weights file / set {WEIGHTS_ENV}=PATH"
     )
 
 
@@ -96,7 +106,8 @@ def fetch_default_weights(arch: str = DEFAULT_ARCH, *, progress: bool = True) ->
     if destination.is_file():
         return destination
     if os.environ.get(OFFLINE_ENV, "").strip() not in ("", "0"):
-        raise WeightsUnavailableError(_unavailable_message(weights, destination, f"{OFFLINE_ENV} is set"))
+        raise WeightsUnavailableError(_unavailable_message(weights, destination, f"{OFFLINE_ENV} is set"),
+                                      option="weights")
     logger.info("downloading %s to %s", weights.url, destination)
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -106,7 +117,8 @@ def fetch_default_weights(arch: str = DEFAULT_ARCH, *, progress: bool = True) ->
         )
     except (URLError, OSError, RuntimeError) as error:
         reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error) or type(error).__name__
-        raise WeightsUnavailableError(_unavailable_message(weights, destination, str(reason))) from None
+        raise WeightsUnavailableError(_unavailable_message(weights, destination, str(reason)),
+                                      option="weights") from None
     return destination
 
 
@@ -163,8 +175,16 @@ def _load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], source: st
         if unexpected:
             parts.append(f"unexpected {len(unexpected)} keys, e.g. {unexpected[0]}")
         raise WeightsError(f"{source}: does not fit {getattr(model, 'arch', type(model).__name__)}: {'; '.join(parts)}; "
-                           "is it the right --model?")
+                           "is it the right model?", option="weights")
     model.load_state_dict(state_dict)
+
+
+def resolve_weights_path(arch: str = DEFAULT_ARCH, weights_path: str | os.PathLike | None = None) -> Path:
+    """The file that holds ``arch``'s weights: ``weights_path``, else ``$FCN_HEATMAP_WEIGHTS``, else the hub-cache
+    path of the default weights (which may not have been downloaded yet)."""
+    if weights_path is None and os.environ.get(WEIGHTS_ENV):
+        weights_path = os.environ[WEIGHTS_ENV]
+    return Path(weights_path) if weights_path is not None else cached_weights_path(default_weights(arch))
 
 
 def load_classifier(
@@ -172,24 +192,58 @@ def load_classifier(
 ) -> tuple[nn.Module, WeightsEnum]:
     """A torchvision classifier with ImageNet weights, plus the weights entry carrying its metadata.
 
-    ``weights_path`` (or the ``FCN_HEATMAP_WEIGHTS`` environment variable) names a local state dict; otherwise
-    the default weights are taken from the hub cache, downloaded once if missing.
+    The weights file is :func:`resolve_weights_path`'s; the default weights are downloaded once if missing.
     """
     weights = default_weights(arch)
     model = build_classifier(arch)
     model.arch = arch
-    if weights_path is None and os.environ.get(WEIGHTS_ENV):
-        weights_path = os.environ[WEIGHTS_ENV]
-    path = Path(weights_path) if weights_path is not None else fetch_default_weights(arch, progress=progress)
+    path = resolve_weights_path(arch, weights_path)
+    if path == cached_weights_path(weights):
+        path = fetch_default_weights(arch, progress=progress)
     _load_into(model, read_state_dict(path), str(path))
     return model.eval(), weights
 
 
-def load_fcn(
-    arch: str = DEFAULT_ARCH, *, weights_path: str | os.PathLike | None = None, progress: bool = True
+def tiny_vgg_classifier(widths: Sequence[int] = (16, 32, 48, 64, 64), hidden: int = 128, num_classes: int = 10) -> nn.Sequential:
+    """A VGG-shaped classifier for 32×32 inputs (five conv+BN+ReLU+pool blocks, two hidden FC layers), random init.
+
+    Same layout as torchvision's ``vgg11_bn`` — 3×3 convs with padding 1, 2×2/2 max-pools — at a fraction of the
+    width, so a whole FCN training run fits in seconds on a CPU; batch norm lets it learn from scratch quickly.
+    Not pretrained: meant for tests and smoke runs.
+    """
+    layers: list[nn.Module] = []
+    channels = 3
+    for width in widths:
+        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+                   nn.MaxPool2d(2)]
+        channels = width
+    layers += [nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Dropout(0.1),
+               nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(0.1), nn.Linear(hidden, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def build_fcn(
+    arch: str = DEFAULT_ARCH, *, pretrained: bool = True, weights_path: str | os.PathLike | None = None,
+    progress: bool = True,
 ) -> FullyConvolutionalNet:
-    """The converted fully convolutional network of a pretrained torchvision classifier, ready to score images."""
-    classifier, weights = load_classifier(arch, weights_path=weights_path, progress=progress)
+    """The converted fully convolutional network of ``arch`` (a torchvision classifier or :data:`TINY_ARCH`).
+
+    With ``pretrained`` (or a ``weights_path``) it holds the weights :func:`load_classifier` reads; otherwise a
+    random initialisation. Class names, input size and normalisation come from torchvision's weights metadata.
+    """
+    if arch == TINY_ARCH:
+        if pretrained and weights_path is None:
+            raise WeightsError(f"{TINY_ARCH} has no pretrained weights; build it untrained or give a weights file")
+        classifier = tiny_vgg_classifier()
+        if weights_path is not None:
+            _load_into(classifier, read_state_dict(weights_path), str(weights_path))
+        preprocessing = default_weights(_TINY_PREPROCESSING_ARCH).transforms()
+        return to_fully_convolutional(classifier, input_size=_TINY_INPUT_SIZE, arch=arch, mean=preprocessing.mean,
+                                      std=preprocessing.std)
+    if pretrained or weights_path is not None:
+        classifier, weights = load_classifier(arch, weights_path=weights_path, progress=progress)
+    else:
+        classifier, weights = build_classifier(arch), default_weights(arch)
     preprocessing = weights.transforms()
     crop = int(preprocessing.crop_size[0])
     network = to_fully_convolutional(
@@ -204,6 +258,13 @@ def load_fcn(
     return network
 
 
+def load_fcn(
+    arch: str = DEFAULT_ARCH, *, weights_path: str | os.PathLike | None = None, progress: bool = True
+) -> FullyConvolutionalNet:
+    """The converted network of a pretrained torchvision classifier, ready to score images (:func:`build_fcn`)."""
+    return build_fcn(arch, pretrained=True, weights_path=weights_path, progress=progress)
+
+
 def load_network(model: str, weights_path: str | os.PathLike | None = None) -> FullyConvolutionalNet:
     """The converted network named by ``model``: a torchvision architecture, or ``module:callable`` for your own.
 
@@ -215,15 +276,15 @@ def load_network(model: str, weights_path: str | os.PathLike | None = None) -> F
     if ":" not in model:
         return load_fcn(model, weights_path=weights_path)
     if weights_path is not None:
-        raise ValueError(f"--weights cannot be combined with --model {model}; the callable loads its own weights")
+        raise OptionError("weights", f"cannot be combined with model {model}; the callable loads its own weights")
     module_name, _, attribute = model.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
-        raise WeightsError(f"--model {model}: cannot import it ({error}); is the module on PYTHONPATH?") from None
+        raise OptionError("model", f"{model}: cannot import it ({error}); is the module on PYTHONPATH?") from None
     network = factory()
     if isinstance(network, FullyConvolutionalNet):
         return network.eval()
     if isinstance(network, nn.Module):
         return to_fully_convolutional(network, arch=model)
-    raise WeightsError(f"--model {model}: returned {type(network).__name__}, expected a torch nn.Module")
+    raise OptionError("model", f"{model}: returned {type(network).__name__}, expected a torch nn.Module")

@@ -39,7 +39,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise WeightsError(
             f"{path}: not a segmentation checkpoint of fcn-heatmap (written by `fcn-heatmap train`); for a "
-            "classifier's weights use --weights instead"
+            "classifier's weights, load them as a classifier's weights file instead"
         )
     return payload
 

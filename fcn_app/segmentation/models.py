@@ -24,18 +24,17 @@ stride-32 score grid — the same interpolation the heatmap command uses (tested
 from __future__ import annotations
 
 import copy
-import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ConversionError
-from ..geometry import network_geometry, output_grid_size
-from ..models import FullyConvolutionalNet, SUPPORTED_ARCHS, build_classifier, load_classifier, to_fully_convolutional
+from ..geometry import LayerGeometry, ScoreLayout, SkipAxisPlan, axis_layers, network_geometry, plan_skip_axis
+from ..models import SUPPORTED_ARCHS, TINY_ARCH, FullyConvolutionalNet, build_fcn
+from ..tiling import activation_bytes
 
 __all__ = [
     "BACKBONES",
@@ -44,7 +43,6 @@ __all__ = [
     "bilinear_kernel",
     "build_backbone",
     "build_segmentation_model",
-    "tiny_vgg_classifier",
 ]
 
 #: Variant → which skips it fuses (pool4, pool3) and the scale applied to the pooled features before scoring.
@@ -56,9 +54,7 @@ FCN_VARIANTS = {
     "fcn8s-atonce": {"skips": 2, "scales": (0.01, 0.0001)},
 }
 #: Backbones: torchvision VGGs (ImageNet weights) and a reduced-width VGG for CPU smoke runs and tests.
-BACKBONES = tuple(arch for arch in SUPPORTED_ARCHS if arch.startswith("vgg")) + ("tiny_vgg",)
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+BACKBONES = tuple(arch for arch in SUPPORTED_ARCHS if arch.startswith("vgg")) + (TINY_ARCH,)
 
 
 def bilinear_kernel(channels: int, factor: int) -> torch.Tensor:
@@ -72,87 +68,14 @@ def bilinear_kernel(channels: int, factor: int) -> torch.Tensor:
     return weight
 
 
-def tiny_vgg_classifier(widths: Sequence[int] = (16, 32, 48, 64, 64), hidden: int = 128, num_classes: int = 10) -> nn.Sequential:
-    """A VGG-shaped classifier for 32×32 inputs (five conv+BN+ReLU+pool blocks, two hidden FC layers), random init.
-
-    Same layout as torchvision's ``vgg11_bn`` — 3×3 convs with padding 1, 2×2/2 max-pools — at a fraction of the
-    width, so a whole FCN training run fits in seconds on a CPU; batch norm lets it learn from scratch quickly.
-    Not pretrained: meant for tests and smoke runs.
-    """
-    layers: list[nn.Module] = []
-    channels = 3
-    for width in widths:
-        layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
-                   nn.MaxPool2d(2)]
-        channels = width
-    layers += [nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Dropout(0.1),
-               nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(0.1), nn.Linear(hidden, num_classes)]
-    return nn.Sequential(*layers)
-
-
 def build_backbone(arch: str, *, pretrained: bool = True, weights_path: str | os.PathLike | None = None) -> FullyConvolutionalNet:
-    """The converted classifier an FCN starts from (ImageNet weights when ``pretrained``; random otherwise)."""
+    """The converted classifier an FCN starts from (:func:`fcn_app.models.build_fcn`: ImageNet weights when
+    ``pretrained``, random otherwise; normalisation from the weights' metadata)."""
     if arch not in BACKBONES:
         raise ConfigError(f"model.backbone {arch!r} is not supported; choose one of {', '.join(BACKBONES)}")
-    if arch == "tiny_vgg":
-        if pretrained and weights_path is None:
-            raise ConfigError("model.backbone tiny_vgg has no pretrained weights; set model.pretrained: false")
-        classifier = tiny_vgg_classifier()
-        if weights_path is not None:
-            from ..models import read_state_dict
-
-            classifier.load_state_dict(read_state_dict(weights_path))
-        return to_fully_convolutional(classifier, input_size=32, arch=arch, mean=_IMAGENET_MEAN, std=_IMAGENET_STD)
-    if pretrained or weights_path is not None:
-        classifier, _ = load_classifier(arch, weights_path=weights_path)
-    else:
-        classifier = build_classifier(arch)
-    return to_fully_convolutional(classifier, input_size=224, arch=arch, mean=_IMAGENET_MEAN, std=_IMAGENET_STD)
-
-
-@dataclass(frozen=True)
-class _Span:
-    """One axis of a map: pixel position of its first cell centre (in padded-input pixels), stride, length."""
-
-    first: float
-    stride: float
-    length: int
-
-    @property
-    def last(self) -> float:
-        return self.first + self.stride * (self.length - 1)
-
-
-def _upsampled_span(span: _Span, factor: int) -> tuple[_Span, slice]:
-    """Span of a bilinear ``ConvTranspose2d(2f, stride f)`` output after cropping its partial-weight rim."""
-    stride = span.stride / factor
-    keep = slice(factor, span.length * factor)
-    return _Span(span.first + 0.5 * stride, stride, max(0, (span.length - 1) * factor)), keep
-
-
-def _intersection(a: _Span, b: _Span) -> tuple[_Span, slice, slice]:
-    """The cells two same-stride maps share, and the slices selecting them in each."""
-    offset = (b.first - a.first) / a.stride
-    if abs(a.stride - b.stride) > 1e-9 or abs(offset - round(offset)) > 1e-6:
-        raise ConversionError(
-            f"cannot fuse maps with strides {a.stride}/{b.stride} whose cells are {offset:g} cells apart; the "
-            "skip layer's cells do not line up with the upsampled scores"
-        )
-    start, end = max(a.first, b.first), min(a.last, b.last)
-    length = max(0, int(round((end - start) / a.stride)) + 1)
-    start_a = int(round((start - a.first) / a.stride))
-    start_b = int(round((start - b.first) / b.stride))
-    return _Span(start, a.stride, length), slice(start_a, start_a + length), slice(start_b, start_b + length)
-
-
-@dataclass(frozen=True)
-class _AxisPlan:
-    """How one axis is processed for one padded input size: crops for every fusion and the final crop."""
-
-    coarse: slice  # after the first upsampling (or the only one)
-    fusions: tuple[tuple[slice, slice, slice], ...]  # (upsampled crop ∘ intersection, skip slice, next upsampled crop)
-    final_first: float
-    final_length: int
+    if arch == TINY_ARCH and pretrained and weights_path is None:
+        raise ConfigError(f"model.backbone {TINY_ARCH} has no pretrained weights; set model.pretrained: false")
+    return build_fcn(arch, pretrained=pretrained, weights_path=weights_path)
 
 
 class SegmentationFCN(nn.Module):
@@ -213,11 +136,10 @@ class SegmentationFCN(nn.Module):
             self.score_skips.append(score)
 
         # geometry of every map, in padded-input pixels, from the layers themselves
-        self._pool3_geometry = network_geometry(self.to_pool3)
-        self._pool4_geometry = network_geometry(nn.Sequential(self.to_pool3, self.to_pool4))
-        self._score_geometry = network_geometry(nn.Sequential(self.to_pool3, self.to_pool4, self.to_pool5, self.head))
-        skip_geometries = [self._pool4_geometry, self._pool3_geometry][: spec["skips"]]
-        strides = [self._score_geometry.stride] + [geometry.stride for geometry in skip_geometries]
+        score_chain = self._score_chain()
+        skip_chains = [nn.Sequential(self.to_pool3, self.to_pool4), self.to_pool3][: spec["skips"]]
+        self._score_geometry = network_geometry(score_chain)
+        strides = [network_geometry(chain).stride for chain in [score_chain, *skip_chains]]
         factors = []
         for coarse, fine in zip(strides, strides[1:] + [(1, 1)]):
             if coarse[0] != coarse[1] or coarse[0] % fine[0]:
@@ -232,63 +154,52 @@ class SegmentationFCN(nn.Module):
             upsample.weight.requires_grad_(self.learnable_upsampling)
             self.upsamplers.append(upsample)
         self.input_size = backbone.input_size
-        self._plans: dict[tuple[int, int], tuple] = {}
+        # per axis: the layer chains that place the score and skip cells (hashable, so plans are cached)
+        self._axes = tuple(
+            (axis_layers(score_chain, axis), tuple(axis_layers(chain, axis) for chain in skip_chains),
+             self.upsample_factors)
+            for axis in range(2)
+        )
 
-    # ---- alignment -------------------------------------------------------------------------------------------
-    def _spans_along(self, axis: int, padded: int) -> tuple[_Span, list[_Span]]:
-        full = nn.Sequential(self.to_pool3, self.to_pool4, self.to_pool5, self.head)
-        size = (padded, padded)
-        score = _Span(self._score_geometry.first_center[axis], self._score_geometry.stride[axis],
-                      output_grid_size(full, size)[axis])
-        skips = []
-        for number, geometry in enumerate([self._pool4_geometry, self._pool3_geometry][: len(self.score_skips)]):
-            module = nn.Sequential(self.to_pool3, self.to_pool4) if number == 0 else self.to_pool3
-            skips.append(_Span(geometry.first_center[axis], geometry.stride[axis], output_grid_size(module, size)[axis]))
-        return score, skips
+    def _score_chain(self) -> nn.Sequential:
+        """The layers from the input to the score grid (a view on this model's own layers, not registered)."""
+        return nn.Sequential(self.to_pool3, self.to_pool4, self.to_pool5, self.head)
 
-    def _axis_plan(self, axis: int, padded: int) -> _AxisPlan:
-        score, skips = self._spans_along(axis, padded)
-        span, coarse = _upsampled_span(score, self.upsample_factors[0])
-        fusions = []
-        for skip, factor in zip(skips, self.upsample_factors[1:]):
-            fused, in_upsampled, in_skip = _intersection(span, skip)
-            span, keep = _upsampled_span(fused, factor)
-            fusions.append((in_upsampled, in_skip, keep))
-        return _AxisPlan(coarse, tuple(fusions), span.first, span.length)
+    @property
+    def categories(self) -> list[str]:
+        return self.class_names
 
-    def padding_for(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
-        """``(top, bottom, left, right)`` input padding after which the final map covers every input pixel."""
-        return self._plan(int(size[0]), int(size[1]))[0]
+    @property
+    def min_input_size(self) -> tuple[int, int]:
+        """Any input of at least one pixel: it is padded internally until the final map covers it."""
+        return (1, 1)
 
-    def _plan(self, height: int, width: int):
-        if (height, width) not in self._plans:
-            if len(self._plans) > 256:
-                self._plans.clear()
-            self._plans[(height, width)] = self._compute_plan(height, width)
-        return self._plans[(height, width)]
+    # ---- geometry --------------------------------------------------------------------------------------------
+    def score_layout(self, input_size: tuple[int, int]) -> ScoreLayout:
+        """One score cell per input pixel. A pixel's score reads the score cells of the two nearest stride-``S``
+        centres around each upsampling, so its receptive field is the score grid's plus at most ``2·S`` on each
+        side; tiles must start at multiples of ``S`` (the score grid's stride) to keep every layer's phase."""
+        score = self._score_geometry
+        field = tuple(score.receptive_field[axis] + 4 * score.stride[axis] for axis in range(2))
+        return ScoreLayout(LayerGeometry((1, 1), (0.0, 0.0), field), (int(input_size[0]), int(input_size[1])),
+                           score.stride, (1, 1))
 
-    def _compute_plan(self, height: int, width: int):
-        padding, plans = [], []
-        for axis, size in enumerate((height, width)):
-            first = self._axis_plan(axis, 4 * self._score_geometry.receptive_field[axis] + size).final_first
-            before = max(0, math.ceil(first - 1e-9))
-            if abs(first - round(first)) > 1e-6:
-                raise ConversionError(f"the final map's pixels sit at half-pixel positions ({first}); cannot align")
-            after = 0
-            while True:
-                padded = before + size + after
-                plan = self._axis_plan(axis, padded)
-                if plan.final_length > 0 and plan.final_first + plan.final_length - 1 >= before + size - 1:
-                    break
-                after += 1
-            padding += [before, after]
-            plans.append((plan, int(round(before - plan.final_first))))
-        return tuple(padding[:2] + padding[2:]), plans
+    def activation_bytes(self, input_size: tuple[int, int], batch: int = 1, bytes_per_value: int = 4) -> int:
+        """The backbone's peak (see :func:`fcn_app.tiling.activation_bytes`) or the full-resolution score maps
+        (an upsampled map, a skip map and their sum alive at once), whichever is larger."""
+        backbone = activation_bytes(self._score_chain(), input_size, batch, bytes_per_value)
+        score_maps = 3 * self.num_classes * int(input_size[0]) * int(input_size[1]) * batch * bytes_per_value
+        return max(backbone, score_maps)
 
     # ---- forward ---------------------------------------------------------------------------------------------
+    def plan(self, size: tuple[int, int]) -> tuple[SkipAxisPlan, SkipAxisPlan]:
+        """How an input of ``size = (height, width)`` is padded, fused and cropped, per axis (cached)."""
+        return plan_skip_axis(*self._axes[0], int(size[0])), plan_skip_axis(*self._axes[1], int(size[1]))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         height, width = images.shape[-2:]
-        (top, bottom, left, right), ((plan_y, start_y), (plan_x, start_x)) = self._plan(int(height), int(width))
+        plan_y, plan_x = self.plan((height, width))
+        (top, bottom), (left, right) = plan_y.padding, plan_x.padding
         padded = F.pad(images, (left, right, top, bottom)) if (top or bottom or left or right) else images
         pool3 = self.to_pool3(padded)
         pool4 = self.to_pool4(pool3)
@@ -301,17 +212,7 @@ class SegmentationFCN(nn.Module):
             skip = self.score_skips[number](features)
             fused = fused[..., fusion_y[0], fusion_x[0]] + skip[..., fusion_y[1], fusion_x[1]]
             fused = self.upsamplers[number + 1](fused)[..., fusion_y[2], fusion_x[2]]
-        return fused[..., start_y : start_y + height, start_x : start_x + width]
-
-    def score_grid_geometry(self, size: tuple[int, int]):
-        """Geometry (in *unpadded* input pixels) of the stride-32 ``score_fr`` grid for an input of ``size``."""
-        from ..geometry import ScoreGeometry
-
-        top, bottom, left, right = self.padding_for(size)
-        padded = (size[0] + top + bottom, size[1] + left + right)
-        full = nn.Sequential(self.to_pool3, self.to_pool4, self.to_pool5, self.head)
-        return ScoreGeometry.for_network(self._score_geometry, output_grid_size(full, padded), self.input_size,
-                                          offset=(top, left))
+        return fused[..., plan_y.start : plan_y.start + height, plan_x.start : plan_x.start + width]
 
     def model_config(self) -> dict:
         """Plain-data description of this model (goes into checkpoints; rebuilds it with ``build_segmentation_model``)."""

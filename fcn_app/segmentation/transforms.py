@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..scoring import normalize_pixels
+from ..models.preprocess import normalize_pixels
 
 from .datasets import IGNORE_INDEX, SegmentationDataset
 

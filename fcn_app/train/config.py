@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..segmentation.models import FCN_VARIANTS
 
 __all__ = ["DataConfig", "ModelConfig", "RunConfig", "TrainConfig", "TrainingConfig", "config_to_dict",
            "config_from_dict", "load_config"]
@@ -89,7 +90,7 @@ class TrainingConfig:
 
 
 _CHOICES = {
-    ("model", "variant"): ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce"),
+    ("model", "variant"): tuple(FCN_VARIANTS),
     ("data", "format"): ("voc", "folder"),
     ("train", "optimizer"): ("sgd", "adamw"),
     ("train", "scheduler"): ("fixed", "poly", "step"),

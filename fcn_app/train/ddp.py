@@ -8,7 +8,6 @@ GPUs, Gloo on CPUs). Without them everything degrades to a single process with t
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +24,6 @@ logger = logging.getLogger(__name__)
 class DistributedContext:
     rank: int
     world_size: int
-    local_rank: int
     device: torch.device
 
     @property
@@ -53,7 +51,6 @@ class DistributedContext:
 def init_distributed(device: str = "auto") -> DistributedContext:
     """Join the process group if launched by torchrun (``WORLD_SIZE`` > 1); pick this process's device."""
     rank, world_size = launcher_rank()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     chosen = local_device(device)
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
@@ -61,7 +58,7 @@ def init_distributed(device: str = "auto") -> DistributedContext:
         backend = "nccl" if chosen.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
         logger.info("rank %d/%d joined the %s process group on %s", rank, world_size, backend, chosen)
-    return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank, device=chosen)
+    return DistributedContext(rank=rank, world_size=world_size, device=chosen)
 
 
 def shutdown_distributed(context: DistributedContext) -> None:

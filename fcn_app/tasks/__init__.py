@@ -1,0 +1,26 @@
+"""Image tasks: what is computed and written per image (heatmaps, detections, segmentations).
+
+Runners — the single-image commands, :mod:`fcn_app.batch` for folders — speak only the protocol of
+:mod:`fcn_app.tasks.base`; this package's modules implement it.
+"""
+
+from .base import DecodeLimitsFromOptions, ImageTask, ProgressCallback, Report, process_image
+from .detection import DetectionsImage, DetectionTask
+from .heatmap import HeatmapOptions, HeatmapTask, RenderedImage, write_scores
+from .segmentation import SegmentationResult, SegmentationTask
+
+__all__ = [
+    "DecodeLimitsFromOptions",
+    "DetectionTask",
+    "DetectionsImage",
+    "HeatmapOptions",
+    "HeatmapTask",
+    "ImageTask",
+    "ProgressCallback",
+    "Report",
+    "RenderedImage",
+    "SegmentationResult",
+    "SegmentationTask",
+    "process_image",
+    "write_scores",
+]

@@ -1,0 +1,100 @@
+"""Boxes from heatmaps (:func:`fcn_app.detect.detect_objects`) as an image task.
+
+Writes ``<stem>.detections.png`` (boxes and labels) and ``<stem>.detections.json`` per image; a folder's COCO
+results file is assembled from those by :func:`fcn_app.coco.coco_results_from_summary`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from ..detect import Detection, DetectOptions, detect_objects
+from ..errors import OptionError
+from ..heatmaps import resolve_classes
+from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, atomic_write_png
+from ..pyramid import FUSE_MODES
+from ..render import draw_detections
+from .base import ProgressCallback, Report
+
+__all__ = ["DetectionTask", "DetectionsImage"]
+
+
+@dataclass
+class DetectionsImage:
+    """One image's detections and the picture of them."""
+
+    overlay: np.ndarray
+    detections: list[Detection]
+    summary: dict
+
+
+@dataclass
+class DetectionTask:
+    """Detections of ``network`` (a classifier FCN, possibly densified, or a segmentation model) per image.
+
+    ``scales``/``fuse`` make an image pyramid; ``classes`` (or the ``topk`` best classes of each image) are looked
+    for; ``description`` (e.g. model and stride) is copied into every JSON.
+    """
+
+    network: nn.Module
+    options: DetectOptions = field(default_factory=DetectOptions)
+    scales: tuple[float, ...] = (1.0,)
+    classes: list[str] | None = None
+    fuse: str = "max"
+    topk: int = 5
+    max_side: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    description: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.fuse not in FUSE_MODES:
+            raise OptionError("fuse", f"unknown fuse mode {self.fuse!r}; choose one of {', '.join(FUSE_MODES)}")
+        if self.topk < 1:
+            raise OptionError("topk", f"must be at least 1, got {self.topk}")
+
+    def check(self) -> None:
+        if self.classes:
+            resolve_classes(self.classes, self.network.categories)
+
+    def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None) -> list[list[Detection]]:
+        return [
+            detect_objects(self.network, image, scales=self.scales, classes=self.classes, fuse=self.fuse,
+                           topk=self.topk, options=self.options)
+            for image in images
+        ]
+
+    def render(self, image: np.ndarray, prediction: list[Detection], source: str | None) -> DetectionsImage:
+        summary = {
+            "image": source,
+            "image_size": {"width": int(image.shape[1]), "height": int(image.shape[0])},
+            **self.description,
+            "scales": list(self.scales),
+            "fuse": self.fuse,
+            "detections": [detection.to_dict() for detection in prediction],
+        }
+        return DetectionsImage(draw_detections(image, prediction), prediction, summary)
+
+    def output_paths(self, stem: str | os.PathLike) -> dict[str, Path]:
+        return {"overlay": Path(f"{stem}.detections.png"), "json": Path(f"{stem}.detections.json")}
+
+    def write(self, rendered: DetectionsImage, paths: dict[str, Path]) -> dict[str, Path]:
+        atomic_write_png(paths["overlay"], rendered.overlay)
+        atomic_write_json(paths["json"], rendered.summary)
+        return dict(paths)
+
+    def row_fields(self, rendered: DetectionsImage) -> dict:
+        return {"top_classes": [
+            {"name": detection.class_name, "score": round(float(detection.score), 6)}
+            for detection in rendered.detections[:5]
+        ]}
+
+    def report(self, rendered: DetectionsImage) -> Report:
+        rows = [[detection.class_name, f"{detection.score:.3f}", ", ".join(f"{v:.0f}" for v in detection.box)]
+                for detection in rendered.detections]
+        return Report(f"{rendered.summary['image']} · {len(rendered.detections)} detections",
+                      ["class", "score", "box x, y, w, h"], rows)

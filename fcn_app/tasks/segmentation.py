@@ -1,0 +1,130 @@
+"""A segmentation model as an image task: per-pixel class probabilities → palette overlay, class panels, labels.
+
+Outputs for an image ``<stem>``: ``<stem>.segmentation.png`` (palette colours of the predicted classes blended
+over the photo, with a legend), ``<stem>.classes.png`` (one heatmap panel per shown class, drawn like the
+classifier heatmaps), ``<stem>.labels.png`` (the predicted label of every pixel, greyscale — readable as a
+mask by the folder dataset) and optionally ``<stem>.json`` and ``<stem>.scores.npz``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from ..errors import OptionError
+from ..heatmaps import heatmap_for_class, resolve_classes
+from ..io import atomic_write_json, atomic_write_png
+from ..render import blend, draw_legend, tile_panels
+from ..scoring import ScoreMap, ScoringOptions, compute_score_maps
+from ..segmentation.datasets import voc_palette
+from .base import DecodeLimitsFromOptions, ProgressCallback, Report
+from .heatmap import SCORES_SUFFIX, HeatmapOptions, heat_panel, write_scores
+
+__all__ = ["SegmentationResult", "SegmentationTask"]
+
+#: How many classes the overlay's legend lists (largest area first).
+LEGEND_CLASSES = 8
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray  # H×W uint8/uint16 predicted class per pixel
+    overlay: np.ndarray  # H×W×3 RGB
+    panels: np.ndarray  # per-class heatmaps, tiled
+    score_map: ScoreMap
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class SegmentationTask(DecodeLimitsFromOptions):
+    """A segmentation model (e.g. a trained FCN) scored by :func:`~fcn_app.scoring.compute_score_maps`.
+
+    ``options.classes`` (or the ``options.topk`` largest predicted classes) get a heatmap panel each; a grid
+    option is refused, since the panels are always written.
+    """
+
+    model: nn.Module
+    options: HeatmapOptions = field(default_factory=HeatmapOptions)
+    scoring: ScoringOptions = field(default_factory=ScoringOptions)
+
+    def check(self) -> None:
+        if self.options.grid:
+            raise OptionError("grid", "a segmentation model always writes one panel per class (<name>.classes.png); "
+                                      "a grid is for classifier heatmaps")
+        if self.options.classes:
+            resolve_classes(self.options.classes, self.model.categories)
+
+    def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None) -> list[ScoreMap]:
+        return compute_score_maps(self.model, images, precision=self.scoring.precision,
+                                  max_memory=self.scoring.max_memory, progress=progress)
+
+    def render(self, image: np.ndarray, prediction: ScoreMap, source: str | None) -> SegmentationResult:
+        options, class_names = self.options, prediction.categories
+        probabilities = prediction.probabilities()
+        labels = probabilities.argmax(dim=0).numpy()
+        palette = voc_palette(max(256, len(class_names)))
+        counts = np.bincount(labels.reshape(-1), minlength=len(class_names))
+        present = [index for index in np.argsort(-counts, kind="stable") if counts[index] > 0]
+        legend = [f"{class_names[index]}  {100.0 * counts[index] / labels.size:.1f}%"
+                  for index in present[:LEGEND_CLASSES]]
+        overlay_image = draw_legend(blend(image, palette[labels], options.alpha), legend, colormap=None)
+        specs = options.classes or [str(index) for index in present[: options.topk]]
+        panels, summary_classes = [], []
+        for selection in resolve_classes(specs, class_names):
+            heat = heatmap_for_class(prediction, selection, probabilities)
+            panels.append(heat_panel(image, heat, options, [f"{selection.name}  max {heat.peak_probability:.2f}"],
+                                     marker=False))
+            summary_classes.append({
+                "name": selection.name, "indices": list(selection.indices),
+                "pixel_fraction": float(sum(counts[i] for i in selection.indices) / labels.size),
+                "peak_probability": heat.peak_probability,
+            })
+        summary = {
+            "image": source,
+            "image_size": {"width": int(image.shape[1]), "height": int(image.shape[0])},
+            "classes": summary_classes,
+        }
+        dtype = np.uint8 if len(class_names) <= 256 else np.uint16
+        return SegmentationResult(labels.astype(dtype), overlay_image, tile_panels(panels), prediction, summary)
+
+    def output_paths(self, stem: str | os.PathLike) -> dict[str, Path]:
+        stem = str(stem)
+        paths = {
+            "segmentation": Path(stem + ".segmentation.png"),
+            "classes": Path(stem + ".classes.png"),
+            "labels": Path(stem + ".labels.png"),
+        }
+        if self.options.write_json:
+            paths["json"] = Path(stem + ".json")
+        if self.options.save_scores:
+            paths["scores"] = Path(stem + SCORES_SUFFIX)
+        return paths
+
+    def write(self, rendered: SegmentationResult, paths: dict[str, Path]) -> dict[str, Path]:
+        writers = {
+            "segmentation": lambda path: atomic_write_png(path, rendered.overlay),
+            "classes": lambda path: atomic_write_png(path, rendered.panels),
+            "labels": lambda path: atomic_write_png(path, rendered.labels.astype(np.uint8)),
+            "json": lambda path: atomic_write_json(path, rendered.summary),
+            "scores": lambda path: write_scores(path, rendered.score_map),
+        }
+        for kind, path in paths.items():
+            writers[kind](path)
+        return dict(paths)
+
+    def row_fields(self, rendered: SegmentationResult) -> dict:
+        return {"top_classes": [
+            {"name": entry["name"], "pixel_fraction": round(entry["pixel_fraction"], 6)}
+            for entry in rendered.summary["classes"]
+        ]}
+
+    def report(self, rendered: SegmentationResult) -> Report:
+        summary = rendered.summary
+        title = f"{summary['image']} · {summary['image_size']['width']}×{summary['image_size']['height']} px"
+        rows = [[entry["name"], f"{100.0 * entry['pixel_fraction']:.1f}%", f"{entry['peak_probability']:.3f}"]
+                for entry in summary["classes"]]
+        return Report(title, ["class", "pixels", "peak prob"], rows, numeric=("pixels", "peak prob"))
