@@ -178,7 +178,9 @@ def _set_rng_state(state: dict) -> None:
 
 def _initialise_from(model: SegmentationFCN, path: str) -> None:
     """Copy every weight of an earlier stage's checkpoint whose name and shape match (FCN-32s → 16s → 8s)."""
-    source = load_checkpoint(path)["model"]
+    source = load_checkpoint(path).get("model")
+    if not isinstance(source, dict):
+        raise ConfigError(f"model.init_from {path}: the checkpoint holds no model weights (damaged?)")
     own = model.state_dict()
     matching = {key: value for key, value in source.items() if key in own and own[key].shape == value.shape}
     if not matching:
@@ -315,6 +317,8 @@ def _train(config: TrainingConfig, context: DistributedContext, *, resume: bool,
                 samples_seen, clock = 0, time.perf_counter()
             validate = val_set is not None and (done % config.train.val_interval == 0 or done == config.train.iterations)
             if validate:
+                if context.is_main:  # a kill from here to "validation at it N" interrupts validation (tests rely on it)
+                    logger.info("validating at it %d", done)
                 scores = evaluate(network, val_set, context, batch_size=config.train.val_batch_size, amp=use_amp,
                                   progress=progress)
                 history["val"].append({"iteration": done, **scores})
