@@ -174,6 +174,16 @@ def test_staged_init_from_32s_to_16s_to_8s_copies_every_matching_tensor(shapes, 
         previous = tmp_path / variant / "best.pt"
 
 
+def test_a_broken_sample_read_by_a_loader_worker_is_a_one_line_dataset_error(tmp_path):
+    shapes = write_shapes_dataset(tmp_path / "shapes", train=6, val=0, size_range=(36, 40), seed=0)
+    (shapes / "masks" / "shape_0003.png").unlink()
+    config = config_for(shapes, tmp_path / "run", "data.num_workers=2", "train.iterations=3")
+    with pytest.raises(DatasetError) as error:
+        loop.train(config)
+    assert str(error.value) == (f"{shapes / 'masks' / 'shape_0003.png'}: mask not found; every image needs a mask "
+                                "with the same id")
+
+
 # --- VOC + SBD -------------------------------------------------------------------------------------------------
 
 def write_voc_and_sbd(root: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:

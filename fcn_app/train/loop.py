@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from ..errors import ConfigError, DatasetError, TrainingError
+from ..errors import ConfigError, DatasetError, FcnError, TrainingError
 from ..io import atomic_write_json, atomic_write_png, atomic_write_text, ensure_output_dir
 from ..segmentation.checkpoint import load_checkpoint, load_segmentation_model, save_checkpoint
 from ..segmentation.datasets import IGNORE_INDEX, FolderSegmentation, SegmentationDataset, VOCSegmentation
@@ -111,9 +111,21 @@ def _micro_batches(dataset: SegmentationTorchDataset, config: TrainingConfig, co
             generator=torch.Generator().manual_seed(config.train.seed + epoch),
             pin_memory=context.device.type == "cuda",
         )
-        for batch in loader:
-            yield epoch, batch
+        try:
+            for batch in loader:
+                yield epoch, batch
+        except FcnError as error:
+            raise type(error)(_message_from_worker(error)) from None
         epoch, position = epoch + 1, 0
+
+
+def _message_from_worker(error: FcnError) -> str:
+    """The error's own message: torch re-raises an error of a loader worker with the worker's traceback in front
+    of it, which must not reach the one-line error the user sees."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    return text.rsplit(f"{type(error).__module__}.{type(error).__qualname__}: ", 1)[-1].strip()
 
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str) -> torch.Tensor:
