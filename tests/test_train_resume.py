@@ -97,8 +97,9 @@ class Training:
         self.process.wait(timeout=60)
         self.finish_reading()
         load_checkpoint(run / "last.pt")
-        if (run / "history.json").exists():
+        if (run / "history.json").exists():  # written after last.pt: the kill may come before either
             json.loads((run / "history.json").read_text())
+        if (run / "curve.png").exists():
             with Image.open(run / "curve.png") as curve:
                 curve.load()
 
