@@ -19,8 +19,6 @@ from PIL import Image
 
 from fcn_app.batch import SUMMARY_NAME, collect_inputs, run_batch
 from fcn_app.tasks import HeatmapOptions, HeatmapTask
-from fcn_app.segmentation.checkpoint import load_checkpoint
-from fcn_app.segmentation.synthetic import write_shapes_dataset
 
 from helpers_batch import make_image_folder, tiny_fcn
 from hostile_corpus import build_corpus
@@ -127,30 +125,3 @@ def test_kill_9_at_a_random_moment_then_rerun_completes(folder_and_reference, tm
     assert_nothing_partial(tmp_path)
     assert json.loads((tmp_path / SUMMARY_NAME).read_text())["counts"]["pending"] == 0
 
-
-def test_kill_9_during_training_resumes_from_the_last_complete_checkpoint(tmp_path):
-    shapes = write_shapes_dataset(tmp_path / "shapes", train=16, val=4, size_range=(40, 48), seed=0)
-    run = tmp_path / "run"
-    command = [
-        sys.executable, "-m", "fcn_app", "train", str(REPO / "configs" / "example_folder.yaml"),
-        f"data.root={shapes}", f"run.output_dir={run}", "run.progress=false", "data.crop_size=[32, 32]",
-        "train.batch_size=4", "train.iterations=2000", "train.checkpoint_interval=2", "train.val_interval=400",
-    ]
-    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not (run / "last.pt").is_file():
-        assert process.poll() is None and time.monotonic() < deadline, "training wrote no checkpoint"
-        time.sleep(0.05)
-    time.sleep(random.Random(0).uniform(0.3, 1.5))  # kill somewhere between checkpoint writes
-    kill_group(process)
-    process.wait(timeout=60)
-    checkpoint = load_checkpoint(run / "last.pt")  # the last complete checkpoint always loads
-    done = int(checkpoint["iteration"])
-    assert 2 <= done < 2000
-    resumed = subprocess.run([*command[:-3], "train.iterations=" + str(done + 4), "train.checkpoint_interval=2",
-                              "train.val_interval=1000", "--resume"],
-                             env=ENV, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
-    assert int(load_checkpoint(run / "last.pt")["iteration"]) == done + 4
-    assert_nothing_partial(run, allow_temporaries=True)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..errors import TrainingError, WeightsError
+from ..errors import WeightsError
 from ..io import atomic_write_bytes
 from ..models.zoo import safe_torch_load
 from .models import SegmentationFCN, build_segmentation_model
@@ -49,8 +49,8 @@ def load_segmentation_model(
 ) -> tuple[SegmentationFCN, list[str], dict[str, Any]]:
     """Rebuild the trained model of a checkpoint: ``(model in eval mode on device, class names, checkpoint)``."""
     payload = load_checkpoint(path)
-    config = payload["model_config"]
     try:
+        config = payload["model_config"]
         with torch.device("meta"):  # no time spent on a random init that is overwritten right away
             model = build_segmentation_model(
                 config["variant"], int(config["num_classes"]), backbone=config["backbone"], pretrained=False,
@@ -58,10 +58,11 @@ def load_segmentation_model(
                 class_names=payload["class_names"],
             )
         model.load_state_dict(payload["model"], assign=True)
-    except (KeyError, TypeError) as error:
-        raise TrainingError(f"{path}: checkpoint lacks model information ({error})") from None
+        model.mean = tuple(config.get("mean", model.mean))
+        model.std = tuple(config.get("std", model.std))
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        reason = f"missing {error}" if isinstance(error, KeyError) else " ".join(str(error).split())[:160]
+        raise WeightsError(f"{path}: damaged checkpoint, its model description is unusable ({reason})") from None
     except RuntimeError as error:
-        raise TrainingError(f"{path}: weights do not fit the model described in the checkpoint ({str(error)[:160]})") from None
-    model.mean = tuple(config.get("mean", model.mean))
-    model.std = tuple(config.get("std", model.std))
+        raise WeightsError(f"{path}: weights do not fit the model described in the checkpoint ({' '.join(str(error).split())[:160]})") from None
     return model.to(device).eval(), list(payload["class_names"]), payload

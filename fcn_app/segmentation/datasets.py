@@ -85,14 +85,24 @@ def read_id_list(list_path: Path, root: Path) -> list[str]:
     return ids
 
 
+def _scipy_loadmat():
+    """``scipy.io.loadmat`` for SBD's ``.mat`` masks — scipy is an optional dependency (the ``voc`` extra)."""
+    try:
+        from scipy.io import loadmat
+    except ImportError:
+        raise DatasetError(
+            "SBD masks (.mat files) need scipy: pip install 'fcn-heatmap[voc]' (or pip install scipy)"
+        ) from None
+    return loadmat
+
+
 def read_label_mask(path: Path) -> np.ndarray:
     """An ``H×W`` int64 label mask from a palette/grey PNG (pixel value = label) or an SBD ``.mat`` file."""
     if not path.is_file():
         raise DatasetError(f"{path}: mask not found; every image needs a mask with the same id")
+    loadmat = _scipy_loadmat() if path.suffix.lower() == ".mat" else None
     try:
-        if path.suffix.lower() == ".mat":
-            from scipy.io import loadmat
-
+        if loadmat is not None:
             labels = np.asarray(loadmat(str(path))["GTcls"][0]["Segmentation"][0])
         else:
             with Image.open(path) as mask:
@@ -184,6 +194,8 @@ class VOCSegmentation(SegmentationDataset):
                 if not mask.exists() and (sbd_root / "cls" / f"{sample_id}.png").exists():
                     mask = sbd_root / "cls" / f"{sample_id}.png"
                 entries.append(_Entry(sample_id, sbd_root / "img" / f"{sample_id}.jpg", mask))
+            if any(entry.mask.suffix == ".mat" for entry in entries):
+                _scipy_loadmat()  # now, rather than at the first SBD sample hours into training
         super().__init__(entries, list(VOC_CLASSES), f"VOC2012 {split}" + (" + SBD" if sbd_root else ""))
 
 

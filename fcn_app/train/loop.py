@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from ..errors import ConfigError, DatasetError, TrainingError
+from ..errors import ConfigError, DatasetError, FcnError, TrainingError
 from ..io import atomic_write_json, atomic_write_png, atomic_write_text, ensure_output_dir
 from ..segmentation.checkpoint import load_checkpoint, load_segmentation_model, save_checkpoint
 from ..segmentation.datasets import IGNORE_INDEX, FolderSegmentation, SegmentationDataset, VOCSegmentation
@@ -111,9 +111,21 @@ def _micro_batches(dataset: SegmentationTorchDataset, config: TrainingConfig, co
             generator=torch.Generator().manual_seed(config.train.seed + epoch),
             pin_memory=context.device.type == "cuda",
         )
-        for batch in loader:
-            yield epoch, batch
+        try:
+            for batch in loader:
+                yield epoch, batch
+        except FcnError as error:
+            raise type(error)(_message_from_worker(error)) from None
         epoch, position = epoch + 1, 0
+
+
+def _message_from_worker(error: FcnError) -> str:
+    """The error's own message: torch re-raises an error of a loader worker with the worker's traceback in front
+    of it, which must not reach the one-line error the user sees."""
+    text = str(error)
+    if "Original Traceback" not in text:
+        return text
+    return text.rsplit(f"{type(error).__module__}.{type(error).__qualname__}: ", 1)[-1].strip()
 
 
 def _loss(logits: torch.Tensor, labels: torch.Tensor, reduction: str) -> torch.Tensor:
@@ -178,7 +190,9 @@ def _set_rng_state(state: dict) -> None:
 
 def _initialise_from(model: SegmentationFCN, path: str) -> None:
     """Copy every weight of an earlier stage's checkpoint whose name and shape match (FCN-32s → 16s → 8s)."""
-    source = load_checkpoint(path)["model"]
+    source = load_checkpoint(path).get("model")
+    if not isinstance(source, dict):
+        raise ConfigError(f"model.init_from {path}: the checkpoint holds no model weights (damaged?)")
     own = model.state_dict()
     matching = {key: value for key, value in source.items() if key in own and own[key].shape == value.shape}
     if not matching:
@@ -315,6 +329,8 @@ def _train(config: TrainingConfig, context: DistributedContext, *, resume: bool,
                 samples_seen, clock = 0, time.perf_counter()
             validate = val_set is not None and (done % config.train.val_interval == 0 or done == config.train.iterations)
             if validate:
+                if context.is_main:  # a kill from here to "validation at it N" interrupts validation (tests rely on it)
+                    logger.info("validating at it %d", done)
                 scores = evaluate(network, val_set, context, batch_size=config.train.val_batch_size, amp=use_amp,
                                   progress=progress)
                 history["val"].append({"iteration": done, **scores})
