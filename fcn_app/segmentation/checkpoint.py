@@ -2,8 +2,8 @@
 
 A checkpoint is a dict of plain data (str/int/float/bool/None, lists, dicts) and tensors only, so the safe
 loader accepts it: ``format``, ``model_config`` (enough to rebuild the network), ``class_names``, ``model``
-(state dict), and for resuming ``config``, ``optimizer``, ``scaler``, ``scheduler``, ``iteration``,
-``history``, ``best_miou`` and ``rng`` (generator states as uint8 tensors).
+(state dict), and for resuming ``optimizer``, ``scaler``, ``iteration``, ``history``, ``best_mean_iu`` and
+``rng`` (generator states as uint8 tensors). The resolved training config is saved next to the run, not here.
 """
 
 from __future__ import annotations

@@ -282,9 +282,7 @@ def _train(config: TrainingConfig, context: DistributedContext, *, resume: bool,
     def save(name: str, iteration: int, rng: dict) -> None:
         save_checkpoint(run_dir / name, {
             "model": model.state_dict(), "model_config": model.model_config(), "class_names": class_names,
-            "config": config_to_dict(config), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "scheduler": {"policy": config.train.scheduler, "base_lr": config.train.lr, "iteration": iteration},
-            "iteration": iteration, "history": history, "best_mean_iu": best, "rng": rng,
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "iteration": iteration, "history": history, "best_mean_iu": best, "rng": rng,
         })
 
     network.train()
