@@ -36,6 +36,7 @@ def chelsea_run(tmp_path_factory):
     return result, out
 
 
+@pytest.mark.slow
 def test_default_command_writes_an_overlay_the_size_of_the_photo(chelsea_run):
     result, out = chelsea_run
     assert result.returncode == 0, result.stderr
@@ -46,6 +47,7 @@ def test_default_command_writes_an_overlay_the_size_of_the_photo(chelsea_run):
     assert (out / "chelsea.grid.png").is_file() and not list(out.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_json_summary_is_printed_and_written(chelsea_run):
     result, out = chelsea_run
     printed = json.loads(result.stdout)
@@ -61,6 +63,7 @@ def test_json_summary_is_printed_and_written(chelsea_run):
     assert peaks == sorted(peaks, reverse=True)
 
 
+@pytest.mark.slow
 def test_saved_scores_carry_the_geometry(chelsea_run):
     _, out = chelsea_run
     scores = np.load(out / "chelsea.scores.npz")
@@ -69,6 +72,7 @@ def test_saved_scores_carry_the_geometry(chelsea_run):
     assert scores["categories"][281] == "tabby"
 
 
+@pytest.mark.slow
 def test_human_output_and_class_selection(tmp_path):
     result = run_cli(str(EXAMPLES / "rocket.jpg"), "--out", str(tmp_path), "--class", "cat", "--class", "281")
     assert result.returncode == 0, result.stderr
@@ -76,6 +80,7 @@ def test_human_output_and_class_selection(tmp_path):
     assert Image.open(tmp_path / "rocket.heatmap.png").size == (640, 427)  # PIL: (width, height)
 
 
+@pytest.mark.slow
 def test_help_shows_examples():
     result = run_cli("--help")
     assert result.returncode == 0 and "Examples" in result.stdout and "heatmap" in result.stdout
@@ -109,6 +114,7 @@ def test_user_mistakes_are_one_line_on_stderr_with_the_right_exit_code(tmp_path)
     assert [path.name for path in tmp_path.rglob("*") if path.is_file()] == ["taken"]  # no output written anywhere
 
 
+@pytest.mark.slow
 def test_offline_without_weights_exits_2_with_instructions(tmp_path):
     result = run_fcn(EXAMPLES / "chelsea.jpg", "--out", tmp_path, env={"TORCH_HOME": str(tmp_path / "th")})
     line = assert_one_line_error(result, 2)
@@ -116,6 +122,7 @@ def test_offline_without_weights_exits_2_with_instructions(tmp_path):
     assert not list(tmp_path.glob("*.png"))
 
 
+@pytest.mark.slow
 def test_denser_stride_keeps_the_map_pixel_aligned(tmp_path):
     result = runner.invoke(app, ["heatmap", str(EXAMPLES / "chelsea.jpg"), "--out", str(tmp_path), "--stride", "16",
                                  "--max-side", "240", "--json"])
@@ -127,6 +134,7 @@ def test_denser_stride_keeps_the_map_pixel_aligned(tmp_path):
     assert summary["map_size"] == {"rows": 224 // 16 - 13, "cols": 240 // 16 - 13}
 
 
+@pytest.mark.slow
 def test_a_small_memory_budget_tiles_exactly(tmp_path):
     """--max-memory forces exact tiling (with a progress bar); the summary equals the untiled run's."""
     whole = runner.invoke(app, ["heatmap", str(EXAMPLES / "rocket.jpg"), "--out", str(tmp_path / "a"), "--json",

@@ -51,6 +51,7 @@ def test_corpus_has_at_least_25_cases(corpus):
     assert len(corpus[1]) >= 25
 
 
+@pytest.mark.slow
 def test_every_odd_but_valid_file_is_processed_at_its_own_size(corpus, alexnet_weights, tmp_path):
     folder, cases = corpus
     for name, case in cases.items():

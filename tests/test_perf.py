@@ -78,6 +78,7 @@ def test_prepare_network_is_idempotent_and_keeps_values(tiny_network):
         torch.testing.assert_close(value, before[name], rtol=0, atol=0)
 
 
+@pytest.mark.slow
 def test_scoring_network_is_loaded_once_per_process():
     load_scoring_network.cache_clear()
     first = load_scoring_network("vgg16", device="cpu")
@@ -86,6 +87,7 @@ def test_scoring_network_is_loaded_once_per_process():
     assert first.features[0].weight.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.slow
 def test_heatmap_command_tiles_under_a_small_budget(tmp_path):
     image_path = EXAMPLES / "coffee.jpg"
     # 600×400 px needs ~154 MB of activations in one pass; 140 MB forces 3 exact tiles along the width
