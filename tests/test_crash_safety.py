@@ -70,6 +70,7 @@ def assert_nothing_partial(out: Path, allow_temporaries: bool = False) -> None:
             json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_hostile_folder_keeps_good_outputs_identical_to_a_clean_run(tmp_path):
     hostile = tmp_path / "hostile"
     cases = build_corpus(hostile)
