@@ -207,6 +207,7 @@ def test_interrupted_run_resumes_to_the_same_outputs(image_folder, reference, tm
     assert output_files(tmp_path) == output_files(reference[0])
 
 
+@pytest.mark.slow
 def test_ctrl_c_and_kill_then_rerun_match_an_uninterrupted_run(image_folder, reference, tmp_path):
     """Real signals to a real process: SIGINT → exit 130 and a summary; SIGKILL → rerun finishes the job."""
     root, files = image_folder
@@ -257,6 +258,7 @@ def test_shard_job_array_union_equals_single_run(image_folder, reference, tmp_pa
         merge_summaries(tmp_path, 2)
 
 
+@pytest.mark.slow
 def test_torchrun_two_ranks_equal_single_run(image_folder, reference, tmp_path):
     """Two real processes under torchrun (gloo on CPU): disjoint work, union equals the single-process run."""
     root, files = image_folder

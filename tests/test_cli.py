@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from fcn_app.cli import app
 
 from helpers import EXAMPLES
+from helpers_cli import assert_one_line_error, run_fcn, run_fcn_many
 
 REPO = Path(__file__).resolve().parent.parent
 runner = CliRunner()
@@ -35,6 +36,7 @@ def chelsea_run(tmp_path_factory):
     return result, out
 
 
+@pytest.mark.slow
 def test_default_command_writes_an_overlay_the_size_of_the_photo(chelsea_run):
     result, out = chelsea_run
     assert result.returncode == 0, result.stderr
@@ -45,6 +47,7 @@ def test_default_command_writes_an_overlay_the_size_of_the_photo(chelsea_run):
     assert (out / "chelsea.grid.png").is_file() and not list(out.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_json_summary_is_printed_and_written(chelsea_run):
     result, out = chelsea_run
     printed = json.loads(result.stdout)
@@ -60,6 +63,7 @@ def test_json_summary_is_printed_and_written(chelsea_run):
     assert peaks == sorted(peaks, reverse=True)
 
 
+@pytest.mark.slow
 def test_saved_scores_carry_the_geometry(chelsea_run):
     _, out = chelsea_run
     scores = np.load(out / "chelsea.scores.npz")
@@ -68,6 +72,7 @@ def test_saved_scores_carry_the_geometry(chelsea_run):
     assert scores["categories"][281] == "tabby"
 
 
+@pytest.mark.slow
 def test_human_output_and_class_selection(tmp_path):
     result = run_cli(str(EXAMPLES / "rocket.jpg"), "--out", str(tmp_path), "--class", "cat", "--class", "281")
     assert result.returncode == 0, result.stderr
@@ -75,43 +80,49 @@ def test_human_output_and_class_selection(tmp_path):
     assert Image.open(tmp_path / "rocket.heatmap.png").size == (640, 427)  # PIL: (width, height)
 
 
+@pytest.mark.slow
 def test_help_shows_examples():
     result = run_cli("--help")
     assert result.returncode == 0 and "Examples" in result.stdout and "heatmap" in result.stdout
 
 
-@pytest.mark.parametrize(
-    "args, code, message",
-    [
-        (["missing.jpg"], 2, "no such file"),
-        ([str(EXAMPLES / "chelsea.jpg"), "--class", "tabbby"], 2, "did you mean"),
-        ([str(EXAMPLES / "chelsea.jpg"), "--colormap", "nope"], 2, "--colormap: unknown colormap"),
-        ([str(EXAMPLES / "chelsea.jpg"), "--model", "resnet50"], 2, "unknown model"),
-        ([str(EXAMPLES)], 2, "--out: required"),
-    ],
-)
-def test_user_mistakes_are_one_line_without_traceback(args, code, message):
-    result = runner.invoke(app, ["heatmap", *args])
-    assert result.exit_code == code, result.output
-    assert message in result.output and "Traceback" not in result.output
+def test_usage_mistakes_are_one_line_on_stderr(tmp_path):
+    """Caught before any model loads (cheap, so in the quick loop): our own check and click's option parsing."""
+    missing, zero_topk = run_fcn_many([["missing.jpg"], [EXAMPLES / "chelsea.jpg", "--topk", "0"]])
+    assert_one_line_error(missing, 2, "missing.jpg: no such file")
+    assert_one_line_error(zero_topk, 2, "Invalid value for '--topk'")
 
 
+@pytest.mark.slow
+def test_user_mistakes_are_one_line_on_stderr_with_the_right_exit_code(tmp_path):
+    chelsea = EXAMPLES / "chelsea.jpg"
+    blocker = tmp_path / "taken"
+    blocker.write_text("keep me")
+    cases = [
+        ([chelsea, "--class", "tabbby", "--out", tmp_path / "a"], 2, "did you mean"),
+        ([chelsea, "--colormap", "nope"], 2, "--colormap: unknown colormap"),
+        ([chelsea, "--model", "resnet50"], 2, "unknown model"),
+        ([EXAMPLES], 2, "--out: required"),
+        ([EXAMPLES, "--out", tmp_path / "b", "--batch-size", "0"], 2, "Invalid value for '--batch-size'"),
+        ([chelsea, "--no-such-option"], 2, "No such option: --no-such-option"),
+        ([chelsea, "--out", tmp_path / "c", "--max-memory", "lots"], 2, "cannot read memory size"),
+        ([chelsea, "--out", blocker], 3, "is a file"),
+    ]
+    for (args, code, message), result in zip(cases, run_fcn_many([args for args, _, _ in cases])):
+        assert_one_line_error(result, code, message)
+    assert blocker.read_text() == "keep me"
+    assert [path.name for path in tmp_path.rglob("*") if path.is_file()] == ["taken"]  # no output written anywhere
+
+
+@pytest.mark.slow
 def test_offline_without_weights_exits_2_with_instructions(tmp_path):
-    result = run_cli(str(EXAMPLES / "chelsea.jpg"), "--out", str(tmp_path), env={"TORCH_HOME": str(tmp_path / "th")})
-    assert result.returncode == 2
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "vgg16-397923af.pth" in lines[0] and "--weights" in lines[0]
+    result = run_fcn(EXAMPLES / "chelsea.jpg", "--out", tmp_path, env={"TORCH_HOME": str(tmp_path / "th")})
+    line = assert_one_line_error(result, 2)
+    assert "vgg16-397923af.pth" in line and "--weights" in line
     assert not list(tmp_path.glob("*.png"))
 
 
-def test_output_folder_that_is_a_file_exits_3(tmp_path):
-    target = tmp_path / "taken"
-    target.write_text("keep me")
-    result = runner.invoke(app, ["heatmap", str(EXAMPLES / "chelsea.jpg"), "--out", str(target)])
-    assert result.exit_code == 3 and "is a file" in result.output
-    assert target.read_text() == "keep me"
-
-
+@pytest.mark.slow
 def test_denser_stride_keeps_the_map_pixel_aligned(tmp_path):
     result = runner.invoke(app, ["heatmap", str(EXAMPLES / "chelsea.jpg"), "--out", str(tmp_path), "--stride", "16",
                                  "--max-side", "240", "--json"])
@@ -123,6 +134,7 @@ def test_denser_stride_keeps_the_map_pixel_aligned(tmp_path):
     assert summary["map_size"] == {"rows": 224 // 16 - 13, "cols": 240 // 16 - 13}
 
 
+@pytest.mark.slow
 def test_a_small_memory_budget_tiles_exactly(tmp_path):
     """--max-memory forces exact tiling (with a progress bar); the summary equals the untiled run's."""
     whole = runner.invoke(app, ["heatmap", str(EXAMPLES / "rocket.jpg"), "--out", str(tmp_path / "a"), "--json",
@@ -136,6 +148,3 @@ def test_a_small_memory_budget_tiles_exactly(tmp_path):
     for a, b in zip(first["classes"], second["classes"]):
         assert a["peak_pixel"] == b["peak_pixel"]
         assert a["peak_probability"] == pytest.approx(b["peak_probability"], abs=1e-5)
-    bad = runner.invoke(app, ["heatmap", str(EXAMPLES / "rocket.jpg"), "--out", str(tmp_path / "c"),
-                              "--max-memory", "lots"])
-    assert bad.exit_code == 2 and "Traceback" not in bad.output

@@ -15,6 +15,7 @@ from helpers import meta_classifier, seeded_classifier, tiny_classifier
 RTOL, ATOL = 1e-4, 1e-5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", SUPPORTED_ARCHS)
 def test_training_size_gives_the_classifier_logits(arch):
     model = seeded_classifier(arch, seed=1)
@@ -28,6 +29,7 @@ def test_training_size_gives_the_classifier_logits(arch):
     torch.testing.assert_close(scores.flatten(1), expected, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["vgg16", "alexnet", "vgg11_bn"])
 def test_every_cell_is_the_head_on_its_feature_window(arch):
     """At 320×480 every output cell equals the original Linear head applied to its 7×7 (6×6) feature window."""

@@ -38,11 +38,18 @@ def output_bytes(out: Path) -> dict[str, bytes]:
 
 
 def kill_group(process: subprocess.Popen) -> None:
-    """SIGKILL the process and its decode workers (its own process group), if still running."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """SIGKILL the process and its decode workers (its own process group). The process must still be running and
+    must die of this very signal: a kill that arrives after it finished would prove nothing, so it fails."""
+    assert process.poll() is None, f"the process had already exited (code {process.returncode}) before the kill"
+    os.killpg(process.pid, signal.SIGKILL)  # ProcessLookupError here fails the test too
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, f"exit code {process.returncode}: not killed by the SIGKILL"
+
+
+def final_outputs(out: Path) -> list[Path]:
+    """Outputs under their final names (no temporaries, no summaries) below ``out``."""
+    return [path for path in out.rglob("*") if path.is_file() and not path.name.endswith(".tmp")
+            and not path.name.startswith("summary")]
 
 
 def assert_nothing_partial(out: Path, allow_temporaries: bool = False) -> None:
@@ -61,6 +68,7 @@ def assert_nothing_partial(out: Path, allow_temporaries: bool = False) -> None:
             json.loads(path.read_text())
 
 
+@pytest.mark.slow
 def test_hostile_folder_keeps_good_outputs_identical_to_a_clean_run(tmp_path):
     hostile = tmp_path / "hostile"
     cases = build_corpus(hostile)
@@ -108,20 +116,42 @@ def folder_and_reference(tmp_path_factory):
     return root, reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_kill_9_at_a_random_moment_then_rerun_completes(folder_and_reference, tmp_path, seed):
+def test_kill_9_after_k_of_n_outputs_then_rerun_gives_the_clean_outputs(folder_and_reference, tmp_path, seed):
+    """kill -9 once k of the n outputs exist (0 < k < n, a different k per seed, checked before the kill), then the
+    same command again: every output byte-identical to a clean run's, no temporary file anywhere."""
     root, reference = folder_and_reference
-    command = [sys.executable, "-m", "fcn_app", str(root), "-r", "--out", str(tmp_path), "--json", "--num-workers", "1"]
-    process = subprocess.Popen([*command, "--model", "helpers_batch:slow_tiny_fcn"], env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    time.sleep(random.Random(seed).uniform(1.0, 4.0))  # start-up, or in the middle of the images
-    kill_group(process)
-    process.wait(timeout=60)
+    expected = output_bytes(reference)
+    n = len(expected)  # overlay + JSON per good image
+    k = random.Random(seed).randint(1, n - 2)
+    command = [sys.executable, "-m", "fcn_app", str(root), "-r", "--out", str(tmp_path), "--json",
+               "--num-workers", "1", "--model", "helpers_batch:slow_tiny_fcn"]  # ≥ 0.15 s per image
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while len(final_outputs(tmp_path)) < k:
+            assert process.poll() is None, f"the run ended (code {process.returncode}) before {k} outputs"
+            assert time.monotonic() < deadline, "the run made no progress"
+            time.sleep(0.01)
+        done = len(final_outputs(tmp_path))
+        assert 0 < done < n and process.poll() is None, f"{done} of {n} outputs: the kill would not land mid-run"
+        kill_group(process)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=60)
+    assert k <= len(final_outputs(tmp_path)) < n, "the run finished before the kill landed"
     assert_nothing_partial(tmp_path, allow_temporaries=True)
-    finished = subprocess.run([*command, "--model", "helpers_batch:tiny_fcn"], env=ENV, capture_output=True,
-                              text=True, timeout=180)
+    assert not (tmp_path / SUMMARY_NAME).exists()  # killed, not stopped: no summary from that run
+    complete = sum(path.with_name(path.name.replace(".json", ".heatmap.png")).is_file()
+                   for path in tmp_path.rglob("*.json"))
+
+    finished = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=180)
     assert finished.returncode == 1, finished.stderr  # the folder's three bad files
-    assert output_bytes(tmp_path) == output_bytes(reference)
-    assert_nothing_partial(tmp_path)
-    assert json.loads((tmp_path / SUMMARY_NAME).read_text())["counts"]["pending"] == 0
+    assert output_bytes(tmp_path) == expected
+    assert_nothing_partial(tmp_path)  # not one temporary file left in the whole tree
+    counts = json.loads((tmp_path / SUMMARY_NAME).read_text())["counts"]
+    assert counts == {"ok": n // 2 - complete, "skipped": complete, "failed": 3, "pending": 0}  # resumed, not redone
 

@@ -58,6 +58,7 @@ def test_aligned_cells_equal_the_coarse_map_for_custom_classifiers(name):
             torch.testing.assert_close(lattice, coarse, **TOLERANCE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stride", [16, 8])
 def test_alexnet_dense_maps_reproduce_stride_32(stride):
     torch.manual_seed(0)

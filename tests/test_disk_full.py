@@ -10,16 +10,12 @@ import uuid
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
 
-from fcn_app.cli import app
 from fcn_app.errors import OutputError
 from fcn_app.io import atomic_write_bytes
 
 from helpers import EXAMPLES, random_state_dict
-
-runner = CliRunner()
-
+from helpers_cli import assert_one_line_error, run_fcn
 
 def test_simulated_enospc_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
     target = tmp_path / "result.json"
@@ -50,14 +46,13 @@ def tiny_filesystem(tmp_path):
         subprocess.run(["umount", str(mount_point)], capture_output=True)
 
 
+@pytest.mark.slow
 def test_real_full_filesystem_is_reported_and_leaves_nothing_partial(tiny_filesystem, tmp_path):
     weights = tmp_path / "alexnet.pth"
     torch.save(random_state_dict("alexnet", seed=0), weights)
-    result = runner.invoke(app, ["heatmap", str(EXAMPLES / "coffee.jpg"), "--out", str(tiny_filesystem),
-                                 "--model", "alexnet", "--weights", str(weights), "--grid"])
-    assert result.exit_code == 3, result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "no space left on device" in lines[0] and "Traceback" not in result.output
+    result = run_fcn(EXAMPLES / "coffee.jpg", "--out", tiny_filesystem, "--model", "alexnet", "--weights", weights,
+                     "--grid")
+    assert_one_line_error(result, 3, "no space left on device")
     for path in tiny_filesystem.iterdir():
         assert not path.name.endswith(".tmp"), f"temporary file left: {path.name}"
         Image.open(path).verify()  # anything that exists under its final name is complete

@@ -24,6 +24,7 @@ from fcn_app.render import COLORMAPS
 from fcn_app.scoring import compute_score_map
 
 from helpers import random_state_dict, tiny_classifier
+from helpers_cli import assert_one_line_error, run_fcn_many
 from hostile_corpus import build_corpus
 
 runner = CliRunner()
@@ -46,34 +47,37 @@ def _invoke(*args):
     return runner.invoke(app, ["heatmap", *map(str, args)])
 
 
-def _one_line_error(output: str) -> str:
-    lines = [line for line in output.splitlines() if line.strip()]
-    assert len(lines) == 1, output
-    assert "Traceback" not in output
-    return lines[0]
-
-
 def test_corpus_has_at_least_25_cases(corpus):
     assert len(corpus[1]) >= 25
 
 
-def test_every_hostile_file_is_refused_or_processed_correctly(corpus, alexnet_weights, tmp_path):
+@pytest.mark.slow
+def test_every_odd_but_valid_file_is_processed_at_its_own_size(corpus, alexnet_weights, tmp_path):
     folder, cases = corpus
     for name, case in cases.items():
+        if not case.ok:
+            continue
         out = tmp_path / re.sub(r"\W", "_", name)
         result = _invoke(folder / name, "--out", out, "--model", "alexnet", "--weights", alexnet_weights, "--topk", "2")
-        if case.ok:
-            assert result.exit_code == 0, (name, result.output)
-            stem = (folder / name).stem
-            written = Image.open(out / f"{stem}.heatmap.png")
-            with Image.open(folder / name) as original:
-                expected = case.shape or (original.height, original.width)
-            assert (written.height, written.width) == expected, name
-        else:
-            assert result.exit_code == 2, (name, result.output)
-            line = _one_line_error(result.output)
-            assert name in line and re.search(case.message, line), (name, line)
-            assert not out.exists() or not any(out.iterdir()), f"{name}: debris left in {out}"
+        assert result.exit_code == 0, (name, result.output)
+        stem = (folder / name).stem
+        written = Image.open(out / f"{stem}.heatmap.png")
+        with Image.open(folder / name) as original:
+            expected = case.shape or (original.height, original.width)
+        assert (written.height, written.width) == expected, name
+
+
+@pytest.mark.slow
+def test_every_hostile_file_is_refused_in_one_line_by_the_real_command(corpus, alexnet_weights, tmp_path):
+    folder, cases = corpus
+    refused = [case for case in cases.values() if not case.ok]
+    outs = [tmp_path / re.sub(r"\W", "_", case.name) for case in refused]
+    results = run_fcn_many([[folder / case.name, "--out", out, "--model", "alexnet", "--weights", alexnet_weights]
+                            for case, out in zip(refused, outs)])
+    for case, out, result in zip(refused, outs, results):
+        line = assert_one_line_error(result, 2)
+        assert case.name in line and re.search(case.message, line), (case.name, line)
+        assert not out.exists() or not any(out.iterdir()), f"{case.name}: debris left in {out}"
 
 
 def test_verbose_shows_the_traceback(corpus):
@@ -87,36 +91,35 @@ class _Exploit:
         return (print, ("code ran",))
 
 
-@pytest.mark.parametrize("kind", ["text", "wrong-shapes", "pickle-with-code", "missing"])
-def test_bad_weights_files(kind, tmp_path, corpus):
+@pytest.mark.slow
+def test_bad_weights_files_are_one_line(tmp_path, corpus):
     folder, _ = corpus
-    path = tmp_path / "weights.pth"
-    if kind == "text":
-        path.write_text("not weights")
-        message = "not a PyTorch checkpoint"
-    elif kind == "wrong-shapes":
-        torch.save(random_state_dict("alexnet", seed=0), path)
-        message = "does not fit vgg16"
-    elif kind == "pickle-with-code":
-        path.write_bytes(pickle.dumps({"features.0.weight": _Exploit()}))
-        message = "refused|not a PyTorch checkpoint"
-    else:
-        path = tmp_path / "nope.pth"
-        message = "not found|does not exist"
-    result = _invoke(folder / "rgba.png", "--weights", path, "--out", tmp_path / "out")
-    assert result.exit_code == 2, result.output
-    assert re.search(message, result.output) and "code ran" not in result.output
+    text, wrong_shapes, exploit = tmp_path / "text.pth", tmp_path / "alexnet.pth", tmp_path / "exploit.pth"
+    text.write_text("not weights")
+    torch.save(random_state_dict("alexnet", seed=0), wrong_shapes)
+    exploit.write_bytes(pickle.dumps({"features.0.weight": _Exploit()}))
+    cases = [
+        (text, "not a PyTorch checkpoint"),
+        (wrong_shapes, "does not fit vgg16"),
+        (exploit, "refused|not a PyTorch checkpoint"),
+        (tmp_path / "nope.pth", "not found|does not exist"),
+    ]
+    results = run_fcn_many([[folder / "rgba.png", "--weights", path, "--out", tmp_path / "out"] for path, _ in cases])
+    for (path, message), result in zip(cases, results):
+        line = assert_one_line_error(result, 2)
+        assert re.search(message, line), (path.name, line)
+        assert "code ran" not in result.stdout + result.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow
 def test_output_locations_that_cannot_be_written(corpus, tmp_path):
     folder, _ = corpus
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    for out in (blocker, blocker / "below-a-file", "/proc/fcn-heatmap-cannot-write-here"):
-        result = _invoke(folder / "rgba.png", "--out", out)
-        assert result.exit_code == 3, (out, result.output)
-        _one_line_error(result.output)
+    places = [blocker, blocker / "below-a-file", "/proc/fcn-heatmap-cannot-write-here"]
+    for out, result in zip(places, run_fcn_many([[folder / "rgba.png", "--out", out] for out in places])):
+        assert_one_line_error(result, 3)
     assert blocker.read_text() == "x"
 
 

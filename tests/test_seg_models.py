@@ -131,6 +131,7 @@ def vgg11_weights(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_vgg11_backbone_weights_and_taps(vgg11_weights):
     state = torch.load(vgg11_weights, weights_only=True)
     model = build_segmentation_model("fcn8s", 5, backbone="vgg11", weights_path=vgg11_weights).eval()

@@ -72,7 +72,9 @@ def test_axis_plan_covers_each_cell_once_with_its_whole_receptive_field(
 
 @pytest.mark.parametrize(
     "pool, size",
-    [("flatten", (150, 203)), ("adaptive-max", (97, 180)), ("adaptive-avg", (130, 111)),
+    [pytest.param("flatten", (150, 203), marks=pytest.mark.slow),
+     pytest.param("adaptive-max", (97, 180), marks=pytest.mark.slow),
+     pytest.param("adaptive-avg", (130, 111), marks=pytest.mark.slow),
      ("flatten", (20, 300))],  # 20 rows: padded up to the window, tiled along the columns only
 )
 def test_tiled_score_map_equals_untiled(pool, size):

@@ -22,6 +22,7 @@ def test_default_path_is_the_torch_hub_cache_under_torch_home(torch_home):
     assert path.is_file()
 
 
+@pytest.mark.slow
 def test_load_fcn_uses_cached_weights_and_metadata(torch_home):
     network = load_fcn("vgg16")
     expected = random_state_dict("vgg16", seed=0)
@@ -31,6 +32,7 @@ def test_load_fcn_uses_cached_weights_and_metadata(torch_home):
     assert network.mean == pytest.approx((0.485, 0.456, 0.406)) and network.input_size == (224, 224)
 
 
+@pytest.mark.slow
 def test_missing_weights_are_downloaded_once_with_progress(tmp_path, monkeypatch, torch_home):
     """Simulated download (no network in tests): the same code path fetches into the cache, then reuses it."""
     home = tmp_path / "fresh_home"
@@ -50,6 +52,7 @@ def test_missing_weights_are_downloaded_once_with_progress(tmp_path, monkeypatch
     assert (home / "hub" / "checkpoints" / "vgg16-397923af.pth").is_file()
 
 
+@pytest.mark.slow
 def test_offline_without_cache_says_where_to_put_the_file(tmp_path, monkeypatch):
     home = tmp_path / "empty_home"
     monkeypatch.setenv("TORCH_HOME", str(home))
@@ -68,6 +71,7 @@ def test_offline_without_cache_says_where_to_put_the_file(tmp_path, monkeypatch)
     assert "name resolution" in message and "\n" not in message
 
 
+@pytest.mark.slow
 def test_offline_flag_never_tries_to_download(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "none"))
     monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: pytest.fail("tried to download"))
@@ -75,6 +79,7 @@ def test_offline_flag_never_tries_to_download(tmp_path, monkeypatch):
         load_fcn("vgg16")
 
 
+@pytest.mark.slow
 def test_weights_path_and_environment_variable(tmp_path, monkeypatch):
     path = tmp_path / "alexnet.pth"
     torch.save(random_state_dict("alexnet", seed=3), path)
@@ -113,6 +118,7 @@ def test_non_checkpoints_are_clear_errors(tmp_path, content, message):
         read_state_dict(path)
 
 
+@pytest.mark.slow
 def test_wrong_shapes_name_the_layer_and_suggest_the_model(tmp_path):
     state = random_state_dict("vgg11", seed=0)
     path = tmp_path / "vgg11.pth"

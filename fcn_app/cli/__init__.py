@@ -31,15 +31,17 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point; inserts the default ``heatmap`` command when none is named."""
     args = list(sys.argv[1:] if argv is None else argv)
     passthrough = {"--help", "-h", "--version", "--install-completion", "--show-completion"}
-    if args and args[0] not in passthrough and args[0] not in _commands():
+    commands = _commands()
+    if args and args[0] not in passthrough and args[0] not in commands:
         args.insert(0, "heatmap")
     try:
         code = app(args=args, prog_name="fcn-heatmap", standalone_mode=False)
     except TyperException as error:  # a mistyped option or value: one line, like every other error
         context = getattr(error, "ctx", None)
         command = f" {context.info_name}" if context is not None and context.parent is not None else ""
-        if error.format_message():  # empty when the help was shown because no arguments were given
-            _print_error(f"{error.format_message()} (see fcn-heatmap{command} --help)")
+        message = " ".join(error.format_message().split())
+        if message:  # empty when the help was shown because no arguments were given
+            _print_error(f"{message} (see fcn-heatmap{command} --help)")
         sys.exit(getattr(error, "exit_code", 2))
     except typer.Abort:
         sys.exit(130)
