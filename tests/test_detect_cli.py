@@ -136,6 +136,7 @@ def test_cli_detections_score_against_pasted_digits(digit_scenes, digit_run):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools under numpy 2
 def test_cli_masks_are_the_thresholded_heat_components(digit_scenes, digit_run):
     from pycocotools import mask as mask_utils
 
