@@ -73,7 +73,9 @@ class DetectOptions:
         box_mode: ``"window"``, ``"region"`` or ``"auto"`` (window for classifier maps, region otherwise).
         window_fill: window boxes are this fraction of the classifier's window (1 = the whole window).
         center: where a window box is centred: ``"peak"`` (the component's hottest pixel) or ``"centroid"``
-            (its probability-weighted centre — sub-stride precision from the heat's shape).
+            (its probability-weighted centre — sub-stride precision from the heat's shape). A centre beyond the
+            outermost window the classifier scored at that scale moves onto it: heat there is only the edge
+            cells' value carried outwards.
         nms_iou: boxes overlapping a better one by more than this IoU are suppressed.
         classwise_nms: suppress only within a class (default: across classes — one object, one label).
         min_area: components smaller than this many pixels are ignored.
@@ -177,7 +179,12 @@ def select_detection_classes(
 
 
 def _window_box(geometry: ScoreGeometry, x: float, y: float, fill: float) -> tuple[float, float, float, float]:
-    left, top, width, height = geometry.window_box(*geometry.cell_at(x, y))
+    row, col = geometry.cell_at(x, y)
+    # Heat beyond the outermost cell centres is the edge cells' value carried outwards (nothing was scored there),
+    # so a peak on that plateau lands on the image border; the window that fired is the outermost scored one.
+    row = min(max(row, 0.0), geometry.grid[0] - 1.0)
+    col = min(max(col, 0.0), geometry.grid[1] - 1.0)
+    left, top, width, height = geometry.window_box(row, col)
     center_x, center_y = left + width / 2, top + height / 2
     width, height = width * fill, height * fill
     return (center_x - width / 2, center_y - height / 2, width, height)

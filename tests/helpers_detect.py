@@ -6,11 +6,14 @@ blended onto a textured background. A small features+Linear classifier is traine
 that only part is in the crop — so the classifier fires only on *centred* digits). Scenes hold several held-out
 digits at known places; their boxes are the COCO ground truth.
 
-Used by tests/test_detect_digits.py (the end-to-end proof) and by scripts/bench_detect.py / make_detect_figure.py.
+Used by tests/test_detect_digits.py (the end-to-end proof), tests/test_detect_cli.py (ground truth for the CLI)
+and by scripts/bench_detect.py / make_detect_figure.py.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 
 import cv2
@@ -18,10 +21,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from fcn_app.coco import evaluate_detections, to_coco_results
+from fcn_app.detect import DetectOptions, detect_objects
+from fcn_app.models import to_fully_convolutional
+
 WINDOW = 32
 CATEGORIES = [str(digit) for digit in range(10)] + ["background"]
 BACKGROUND = 10
 TRAIN_DIGITS = 1000  # the first 1000 digits train the classifier; the rest (797) populate test scenes
+
+# The documented recipe (README, "Measured on real digits"): stride 4 (one pass, filter rarefaction), three pyramid
+# scales, the classifier's window at the surest scale, shrunk to the part of the window its training digits filled.
+RECIPE_STRIDE = 4
+RECIPE_SCALES = (0.9, 1.0, 1.1)
+RECIPE_OPTIONS = DetectOptions(threshold_mode="absolute", threshold=0.5, min_score=0.5, window_fill=26 / WINDOW)
 
 
 def load_digit_images() -> tuple[np.ndarray, np.ndarray]:
@@ -132,6 +145,30 @@ def train_digit_classifier(seed: int = 0, epochs: int = 5, copies: int = 2) -> n
     return model.to(memory_format=torch.contiguous_format).eval()
 
 
+@functools.lru_cache(maxsize=None)
+def trained_digit_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    """State dict of :func:`train_digit_classifier` — trained once per process and seed (tests share it)."""
+    return train_digit_classifier(seed).state_dict()
+
+
+def trained_digit_fcn(seed: int = 0) -> nn.Module:
+    """:func:`train_digit_classifier` converted to an FCN; trained once per process and seed, a fresh copy each call."""
+    classifier = digit_classifier()
+    classifier.load_state_dict(trained_digit_state(seed))
+    return to_fully_convolutional(classifier.eval(), input_size=WINDOW, categories=CATEGORIES)
+
+
+DIGIT_WEIGHTS_ENV = "FCN_TEST_DIGIT_WEIGHTS"
+
+
+def digit_fcn_from_weights():
+    """``--model helpers_detect:digit_fcn_from_weights``: the digit classifier with the state dict saved at
+    ``$FCN_TEST_DIGIT_WEIGHTS``, converted — how a CLI process gets the classifier a test trained."""
+    classifier = digit_classifier()
+    classifier.load_state_dict(torch.load(os.environ[DIGIT_WEIGHTS_ENV], weights_only=True))
+    return to_fully_convolutional(classifier.eval(), input_size=WINDOW, categories=CATEGORIES)
+
+
 @dataclass
 class Scene:
     image: np.ndarray  # H×W×3 uint8 RGB
@@ -180,3 +217,19 @@ def scenes_ground_truth(scenes: list[Scene], names: list[str] | None = None) -> 
                                 "iscrowd": 0})
     categories = [{"id": digit + 1, "name": str(digit)} for digit in range(10)]
     return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def detect_scenes(network, scenes: list[Scene], truth: dict, *, scales=RECIPE_SCALES, options=RECIPE_OPTIONS,
+                  fuse: str = "max") -> list[dict]:
+    """COCO results of :func:`~fcn_app.detect.detect_objects` on every scene, ids and names as in ``truth``."""
+    per_image = [(entry["id"], entry["file_name"], detect_objects(network, scene.image, scales=scales, fuse=fuse,
+                                                                  options=options))
+                 for scene, entry in zip(scenes, truth["images"])]
+    return to_coco_results(per_image)
+
+
+def scene_draw_metrics(network, seed: int, count: int = 12, **recipe) -> dict[str, float]:
+    """COCO metrics of the recipe (or ``recipe`` overrides) on one independent draw of ``count`` scenes."""
+    scenes = make_scenes(count=count, seed=seed)
+    truth = scenes_ground_truth(scenes)
+    return evaluate_detections(detect_scenes(network, scenes, truth, **recipe), truth)

@@ -13,7 +13,7 @@ import torch
 
 from fcn_app.batch import SUMMARY_NAME, collect_inputs, run_batch
 from fcn_app.io import load_image
-from fcn_app.pipeline import HeatmapOptions, HeatmapTask
+from fcn_app.tasks import HeatmapOptions, HeatmapTask
 from fcn_app.scoring import load_scoring_network
 
 from helpers import random_state_dict

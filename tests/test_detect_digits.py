@@ -2,7 +2,8 @@
 
 A features+Linear classifier is trained here on 32×32 crops of scikit-learn's bundled UCI digits plus a background
 class (seeded, CPU), converted with the project's API, and run on generated scenes of several held-out digits at
-known places. pycocotools must score AP50 ≥ 0.8 against those places.
+known places. Over three independent scene draws pycocotools must score AP50 ≥ 0.85 on average and ≥ 0.8 on
+every draw (``scripts/bench_detect.py --draws 6`` prints the figure per draw).
 """
 
 from __future__ import annotations
@@ -10,37 +11,39 @@ from __future__ import annotations
 import pytest
 
 from fcn_app.dense import densify
-from fcn_app.coco import evaluate_detections, to_coco_results
-from fcn_app.detect import DetectOptions, detect_objects
-from fcn_app.models import to_fully_convolutional
+from fcn_app.coco import evaluate_detections
+from fcn_app.detect import DetectOptions
 
-from helpers_detect import CATEGORIES, WINDOW, make_scenes, scenes_ground_truth, train_digit_classifier
+from helpers_detect import (
+    RECIPE_STRIDE,
+    detect_scenes,
+    make_scenes,
+    scene_draw_metrics,
+    scenes_ground_truth,
+    trained_digit_fcn,
+)
+
+pytestmark = pytest.mark.slow  # trains a classifier (~15 s on a quiet 2-core CPU) and detects on 36 scenes
+
+SCENE_DRAWS = (1, 2, 3)  # the first three scene seeds; the classifier itself is trained on seed 0
 
 
 @pytest.fixture(scope="module")
 def digit_network():
-    classifier = train_digit_classifier(seed=0)
-    return to_fully_convolutional(classifier, input_size=WINDOW, categories=CATEGORIES)
+    return trained_digit_fcn(seed=0)
 
 
-def test_digit_detection_reaches_ap50_0_8(digit_network):
-    scenes = make_scenes(count=12, seed=1)
+def test_digit_detection_ap50_over_several_scene_draws(digit_network):
+    network = densify(digit_network, stride=RECIPE_STRIDE)
+    ap50 = {seed: scene_draw_metrics(network, seed)["AP50"] for seed in SCENE_DRAWS}
+    assert sum(ap50.values()) / len(ap50) >= 0.85, ap50
+    assert min(ap50.values()) >= 0.8, ap50
+
+
+def test_component_box_is_the_wrong_box_for_a_classifiers_heat(digit_network):
+    """The raw heat-component box marks window centres, not objects."""
+    scenes = make_scenes(count=4, seed=SCENE_DRAWS[0])
     truth = scenes_ground_truth(scenes)
-    # The documented recipe: stride 4 (one pass, filter rarefaction), three pyramid scales, the classifier's
-    # window at the surest scale, shrunk to the part of the window its training digits filled (26 of 32 px).
-    network = densify(digit_network, stride=4)
-    options = DetectOptions(threshold_mode="absolute", threshold=0.5, min_score=0.5, window_fill=26 / WINDOW)
-    per_image = [
-        (image_id, entry["file_name"], detect_objects(network, scene.image, scales=(0.9, 1.0, 1.1), options=options))
-        for image_id, (scene, entry) in enumerate(zip(scenes, truth["images"]), start=1)
-    ]
-    metrics = evaluate_detections(to_coco_results(per_image), truth)
-    assert metrics["AP50"] >= 0.8, metrics
-    # and the raw heat-component box is the wrong box for a classifier's heat (it marks window centres)
-    region = [(image_id, name, detect_objects(network, scenes[image_id - 1].image,
-                                              options=DetectOptions(threshold_mode="absolute", box_mode="region")))
-              for image_id, name, _ in per_image[:4]]
-    small_truth = dict(truth, images=truth["images"][:4],
-                       annotations=[a for a in truth["annotations"] if a["image_id"] <= 4])
-    assert evaluate_detections(to_coco_results(region), small_truth)["AP50"] < 0.3
-
+    results = detect_scenes(densify(digit_network, stride=RECIPE_STRIDE), scenes, truth, scales=(1.0,),
+                            options=DetectOptions(threshold_mode="absolute", box_mode="region"))
+    assert evaluate_detections(results, truth)["AP50"] < 0.3
