@@ -34,6 +34,7 @@ from .geometry import ScoreGeometry
 from .heatmaps import resolve_classes
 from .models.convert import FullyConvolutionalNet
 from .pyramid import FusedProbabilities, fuse_levels, score_pyramid
+from .text import draw_text, font_size_for_scale, text_size
 
 __all__ = [
     "BOX_MODES",
@@ -327,27 +328,30 @@ _PALETTE = (
 )
 
 
-def draw_detections(image: np.ndarray, detections: Sequence[Detection], *, thickness: int | None = None) -> np.ndarray:
-    """A copy of ``image`` (RGB) with each detection's box and ``"name score"`` label, a colour per class."""
+def draw_detections(image: np.ndarray, detections: Sequence[Detection], *, thickness: int | None = None,
+                    font: str | os.PathLike | None = None) -> np.ndarray:
+    """A copy of ``image`` (RGB) with each detection's box and ``"name score"`` label, a colour per class.
+
+    ``font``: a TrueType/OpenType file for the labels (default: the bundled DejaVu Sans, see :mod:`fcn_app.text`).
+    """
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an H×W×3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
     result = np.ascontiguousarray(image.copy())
     height, width = result.shape[:2]
     thickness = thickness or max(1, int(round(min(height, width) / 250)))
-    font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, float(np.clip(min(height, width) / 700.0, 0.3, 1.0))
+    font_size = font_size_for_scale(float(np.clip(min(height, width) / 700.0, 0.3, 1.0)))
     for detection in sorted(detections, key=lambda d: d.score):
         colour = _PALETTE[detection.class_index % len(_PALETTE)]
         x, y, w, h = detection.box
         top_left = (int(round(x)), int(round(y)))
         cv2.rectangle(result, top_left, (int(round(x + w)) - 1, int(round(y + h)) - 1), colour, thickness)
         label = f"{detection.class_name} {detection.score:.2f}"
-        (text_w, text_h), baseline = cv2.getTextSize(label, font, font_scale, 1)
+        text_w, text_h, baseline = text_size(label, font_size, font)
         text_top = max(0, top_left[1] - text_h - baseline - 2)
         cv2.rectangle(result, (top_left[0], text_top), (top_left[0] + text_w + 2, text_top + text_h + baseline + 2),
                       colour, -1)
         text_colour = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
-        cv2.putText(result, label, (top_left[0] + 1, text_top + text_h + 1), font, font_scale, text_colour, 1,
-                    cv2.LINE_AA)
+        result = draw_text(result, label, (top_left[0] + 1, text_top + text_h + 1), font_size, text_colour, font)
     return result
 
 

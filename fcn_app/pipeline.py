@@ -61,6 +61,7 @@ class HeatmapOptions:
     normalize: bool = False
     max_side: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    font: str | None = None  # TrueType/OpenType file for legends (None: the bundled DejaVu Sans)
 
 
 @dataclass
@@ -96,7 +97,7 @@ def _class_panel(image: np.ndarray, heatmap: ClassHeatmap, options: HeatmapOptio
     if options.normalize and heatmap.peak_probability > 0:
         heat = heat / heatmap.peak_probability  # colours span 0 → this class's peak (legend keeps the true peak)
     blended = overlay(image, heat, colormap=options.colormap, alpha=options.alpha)
-    return draw_legend(draw_marker(blended, heatmap.peak_pixel), lines, colormap=options.colormap)
+    return draw_legend(draw_marker(blended, heatmap.peak_pixel), lines, colormap=options.colormap, font=options.font)
 
 
 def summarize(score_map: ScoreMap, heatmaps: list[ClassHeatmap], source: str | None = None) -> dict:
@@ -261,6 +262,7 @@ class DetectionTask:
     max_side: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     description: dict = field(default_factory=dict)  # e.g. model and stride, copied into every JSON
+    font: str | None = None  # TrueType/OpenType file for labels (None: the bundled DejaVu Sans)
 
     def check(self) -> None:
         if self.classes:
@@ -282,7 +284,7 @@ class DetectionTask:
             "fuse": self.fuse,
             "detections": [detection.to_dict() for detection in prediction],
         }
-        return DetectionsImage(draw_detections(image, prediction), prediction, summary)
+        return DetectionsImage(draw_detections(image, prediction, font=self.font), prediction, summary)
 
     def output_paths(self, stem: str | os.PathLike) -> dict[str, Path]:
         return {"overlay": Path(f"{stem}.detections.png"), "json": Path(f"{stem}.detections.json")}

@@ -7,10 +7,13 @@ All images here are ``H×W×3`` uint8 in **RGB** order. OpenCV works in BGR; the
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
+
+from .text import draw_text, font_size_for_scale, text_size
 
 __all__ = [
     "COLORMAPS",
@@ -68,26 +71,29 @@ def _font_scale(width: int) -> float:
 
 
 def draw_legend(
-    image: np.ndarray, lines: Sequence[str], *, colormap: str | None = DEFAULT_COLORMAP
+    image: np.ndarray, lines: Sequence[str], *, colormap: str | None = DEFAULT_COLORMAP,
+    font: str | os.PathLike | None = None,
 ) -> np.ndarray:
-    """Return a copy of ``image`` with a dark legend box (text lines, optional colour bar 0 → 1) at the top left."""
+    """Return a copy of ``image`` with a dark legend box (text lines, optional colour bar 0 → 1) at the top left.
+
+    ``font``: a TrueType/OpenType file for the text (default: the bundled DejaVu Sans, see :mod:`fcn_app.text`).
+    """
     _check_rgb(image)
     result = image.copy()
     height, width = result.shape[:2]
     scale = _font_scale(width)
-    thickness = max(1, int(round(scale * 2)))
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    sizes = [cv2.getTextSize(line, font, scale, thickness)[0] for line in lines]
-    line_height = max([size[1] for size in sizes] + [int(12 * scale)]) + int(10 * scale) + 2
+    font_size = font_size_for_scale(scale)
+    sizes = [text_size(line, font_size, font) for line in lines]
+    line_height = max([size.ascent for size in sizes] + [int(12 * scale)]) + int(10 * scale) + 2
     margin = max(2, int(8 * scale))
     bar_height = max(4, int(12 * scale)) if colormap else 0
-    box_width = min(width, max([size[0] for size in sizes] + [int(120 * scale)]) + 2 * margin)
+    box_width = min(width, max([size.width for size in sizes] + [int(120 * scale)]) + 2 * margin)
     box_height = min(height, line_height * len(lines) + 2 * margin + (bar_height + margin if bar_height else 0))
     region = result[:box_height, :box_width].astype(np.float32)
     result[:box_height, :box_width] = np.clip(region * 0.35, 0, 255).astype(np.uint8)
     for number, line in enumerate(lines):
         baseline = margin + line_height * (number + 1) - int(6 * scale) - 2
-        cv2.putText(result, line, (margin, baseline), font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+        result = draw_text(result, line, (margin, baseline), font_size, (255, 255, 255), font)
     if colormap and box_height > bar_height + margin:
         top = box_height - margin - bar_height
         bar_width = max(1, box_width - 2 * margin)

@@ -23,6 +23,7 @@ from ..pipeline import HeatmapOptions, HeatmapTask, ImageTask, process_image
 from ..render import COLORMAPS, DEFAULT_COLORMAP
 from ..launcher import local_device
 from ..scoring import PRECISIONS, load_scoring_network
+from ..text import check_font
 from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, error_console,
                   setup_logging)
 from .jobs import (
@@ -95,7 +96,7 @@ def _build_task(options: HeatmapOptions, *, model: str, weights: Path | None, ch
     return SegmentationTask(segmentation_model, class_names, SegmentationOptions(
         classes=options.classes, topk=options.topk if options.classes is None else len(options.classes),
         colormap=options.colormap, alpha=options.alpha, write_json=options.write_json,
-        max_side=options.max_side, max_pixels=options.max_pixels,
+        max_side=options.max_side, max_pixels=options.max_pixels, font=options.font,
     ))
 
 
@@ -145,6 +146,11 @@ def heatmap(
                      "<name>.segmentation.png, per-class heatmaps <name>.classes.png, labels <name>.labels.png.",
                      dir_okay=False),
     ] = None,
+    font: Annotated[
+        Path | None,
+        typer.Option("--font", help="TrueType/OpenType font for labels, e.g. one covering CJK (default: bundled "
+                     "DejaVu Sans: Latin, Greek, Cyrillic)."),
+    ] = None,
     device: DeviceOption = "auto",
     precision: Annotated[str, typer.Option(help=f"{'|'.join(PRECISIONS)}; auto: fp32 on CPU, bf16/fp16 on GPU.")] = "auto",
     max_memory: Annotated[str | None, typer.Option(help="Activation budget, e.g. 2G; larger images run in exact tiles (default: 1/4 of free RAM, ≤ 1 GiB).")] = None,
@@ -164,7 +170,9 @@ def heatmap(
         options = HeatmapOptions(
             classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid, save_scores=save_scores,
             write_json=as_json, normalize=normalize, max_side=max_side, max_pixels=max_pixels,
+            font=str(font) if font is not None else None,
         )
+        check_font(options.font)
         if not inputs and list_file is None:
             raise ValueError("give an IMAGE, a folder, a glob or --list FILE")
         if is_batch_input(inputs, list_file):

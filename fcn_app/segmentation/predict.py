@@ -46,6 +46,7 @@ class SegmentationOptions:
     write_json: bool = False
     max_side: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    font: str | None = None  # TrueType/OpenType file for legends (None: the bundled DejaVu Sans)
 
 
 @dataclass
@@ -76,7 +77,7 @@ def render_segmentation(
     counts = np.bincount(labels.reshape(-1), minlength=len(class_names))
     present = [index for index in np.argsort(-counts, kind="stable") if counts[index] > 0]
     legend = [f"{class_names[index]}  {100.0 * counts[index] / labels.size:.1f}%" for index in present[:8]]
-    overlay_image = draw_legend(blended, legend, colormap=None)
+    overlay_image = draw_legend(blended, legend, colormap=None, font=options.font)
     if options.classes:
         selections = resolve_classes(options.classes, class_names)
     else:
@@ -85,7 +86,8 @@ def render_segmentation(
     for selection in selections:
         heat = probabilities[list(selection.indices)].sum(dim=0).clamp(0, 1).numpy()
         panels.append(draw_legend(overlay(image, heat, colormap=options.colormap, alpha=options.alpha),
-                                  [f"{selection.name}  max {heat.max():.2f}"], colormap=options.colormap))
+                                  [f"{selection.name}  max {heat.max():.2f}"], colormap=options.colormap,
+                                  font=options.font))
         summary_classes.append({
             "name": selection.name, "indices": list(selection.indices),
             "pixel_fraction": float(sum(counts[i] for i in selection.indices) / labels.size),
