@@ -18,6 +18,7 @@ __all__ = [
     "DatasetError",
     "TrainingError",
     "OptionError",
+    "FontError",
 ]
 
 
@@ -100,3 +101,9 @@ class TrainingError(FcnError):
     """Training cannot go on (loss became NaN/inf, checkpoint does not match, ...)."""
 
     exit_code = 1
+
+
+class FontError(FcnError):
+    """A font file for labels is missing or is not a TrueType/OpenType font."""
+
+    exit_code = 2

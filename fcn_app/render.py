@@ -7,12 +7,14 @@ All images here are ``H×W×3`` uint8 in **RGB** order. OpenCV works in BGR; the
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 from .errors import OptionError
+from .text import draw_text, font_size_for_scale, text_size
 
 __all__ = [
     "COLORMAPS",
@@ -85,26 +87,29 @@ def _font_scale(width: int) -> float:
 
 
 def draw_legend(
-    image: np.ndarray, lines: Sequence[str], *, colormap: str | None = DEFAULT_COLORMAP
+    image: np.ndarray, lines: Sequence[str], *, colormap: str | None = DEFAULT_COLORMAP,
+    font: str | os.PathLike | None = None,
 ) -> np.ndarray:
-    """Return a copy of ``image`` with a dark legend box (text lines, optional colour bar 0 → 1) at the top left."""
+    """Return a copy of ``image`` with a dark legend box (text lines, optional colour bar 0 → 1) at the top left.
+
+    ``font``: a TrueType/OpenType file for the text (default: the bundled DejaVu Sans, see :mod:`fcn_app.text`).
+    """
     _check_rgb(image)
     result = image.copy()
     height, width = result.shape[:2]
     scale = _font_scale(width)
-    thickness = max(1, int(round(scale * 2)))
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    sizes = [cv2.getTextSize(line, font, scale, thickness)[0] for line in lines]
-    line_height = max([size[1] for size in sizes] + [int(12 * scale)]) + int(10 * scale) + 2
+    font_size = font_size_for_scale(scale)
+    sizes = [text_size(line, font_size, font) for line in lines]
+    line_height = max([size.ascent for size in sizes] + [int(12 * scale)]) + int(10 * scale) + 2
     margin = max(2, int(8 * scale))
     bar_height = max(4, int(12 * scale)) if colormap else 0
-    box_width = min(width, max([size[0] for size in sizes] + [int(120 * scale)]) + 2 * margin)
+    box_width = min(width, max([size.width for size in sizes] + [int(120 * scale)]) + 2 * margin)
     box_height = min(height, line_height * len(lines) + 2 * margin + (bar_height + margin if bar_height else 0))
     region = result[:box_height, :box_width].astype(np.float32)
     result[:box_height, :box_width] = np.clip(region * 0.35, 0, 255).astype(np.uint8)
     for number, line in enumerate(lines):
         baseline = margin + line_height * (number + 1) - int(6 * scale) - 2
-        cv2.putText(result, line, (margin, baseline), font, scale, (255, 255, 255), thickness, cv2.LINE_AA)
+        result = draw_text(result, line, (margin, baseline), font_size, (255, 255, 255), font)
     if colormap and box_height > bar_height + margin:
         top = box_height - margin - bar_height
         bar_width = max(1, box_width - 2 * margin)
@@ -148,28 +153,28 @@ _BOX_PALETTE = (
 )
 
 
-def draw_detections(image: np.ndarray, detections: Sequence, *, thickness: int | None = None) -> np.ndarray:
+def draw_detections(image: np.ndarray, detections: Sequence, *, thickness: int | None = None,
+                    font: str | os.PathLike | None = None) -> np.ndarray:
     """A copy of ``image`` (RGB) with each detection's box and ``"name score"`` label, a colour per class.
 
     ``detections`` are :class:`fcn_app.detect.Detection` objects (``box`` as ``(x, y, w, h)``, ``class_index``,
-    ``class_name``, ``score``); the best-scoring is drawn last, on top.
+    ``class_name``, ``score``); the best-scoring is drawn last, on top. ``font``: as for :func:`draw_legend`.
     """
     _check_rgb(image)
     result = np.ascontiguousarray(image.copy())
     height, width = result.shape[:2]
     thickness = thickness or max(1, int(round(min(height, width) / 250)))
-    font, font_scale = cv2.FONT_HERSHEY_SIMPLEX, float(np.clip(min(height, width) / 700.0, 0.3, 1.0))
+    font_size = font_size_for_scale(float(np.clip(min(height, width) / 700.0, 0.3, 1.0)))
     for detection in sorted(detections, key=lambda d: d.score):
         colour = _BOX_PALETTE[detection.class_index % len(_BOX_PALETTE)]
         x, y, w, h = detection.box
         top_left = (int(round(x)), int(round(y)))
         cv2.rectangle(result, top_left, (int(round(x + w)) - 1, int(round(y + h)) - 1), colour, thickness)
         label = f"{detection.class_name} {detection.score:.2f}"
-        (text_w, text_h), baseline = cv2.getTextSize(label, font, font_scale, 1)
+        text_w, text_h, baseline = text_size(label, font_size, font)
         text_top = max(0, top_left[1] - text_h - baseline - 2)
         cv2.rectangle(result, (top_left[0], text_top), (top_left[0] + text_w + 2, text_top + text_h + baseline + 2),
                       colour, -1)
         text_colour = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
-        cv2.putText(result, label, (top_left[0] + 1, text_top + text_h + 1), font, font_scale, text_colour, 1,
-                    cv2.LINE_AA)
+        result = draw_text(result, label, (top_left[0] + 1, text_top + text_h + 1), font_size, text_colour, font)
     return result

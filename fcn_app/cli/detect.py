@@ -18,6 +18,7 @@ from ..models import DEFAULT_ARCH
 from ..pyramid import parse_scales
 from ..scoring import load_scoring_network
 from ..tasks import DetectionTask, process_image
+from ..text import check_font
 from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, print_metrics,
                   print_report, setup_logging)
 from .jobs import (
@@ -77,6 +78,11 @@ def detect(
     shard: ShardOption = None,
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
+    font: Annotated[
+        Path | None,
+        typer.Option("--font", help="TrueType/OpenType font for labels, e.g. one covering CJK (default: bundled "
+                     "DejaVu Sans: Latin, Greek, Cyrillic)."),
+    ] = None,
     device: DeviceOption = "auto",
     verbose: VerboseOption = False,
 ) -> None:
@@ -90,6 +96,7 @@ def detect(
         options = DetectOptions(threshold_mode=threshold_mode, threshold=threshold, min_score=min_score,
                                 box_mode=box_mode, window_fill=window_fill, center=center, nms_iou=nms_iou,
                                 classwise_nms=classwise_nms, masks=masks)
+        check_font(font)
         if not inputs and list_file is None:
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
 
@@ -100,7 +107,7 @@ def detect(
             return DetectionTask(
                 network, options, scales=pyramid_scales,
                 classes=classes or None, fuse=fuse, topk=topk, max_side=max_side, max_pixels=max_pixels,
-                description={"model": model, "stride": stride},
+                description={"model": model, "stride": stride}, font=str(font) if font is not None else None,
             )
 
         if is_batch_input(inputs, list_file):

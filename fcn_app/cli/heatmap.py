@@ -122,6 +122,11 @@ def heatmap(
                      "<name>.segmentation.png, per-class heatmaps <name>.classes.png, labels <name>.labels.png.",
                      dir_okay=False),
     ] = None,
+    font: Annotated[
+        Path | None,
+        typer.Option("--font", help="TrueType/OpenType font for labels, e.g. one covering CJK (default: bundled "
+                     "DejaVu Sans: Latin, Greek, Cyrillic)."),
+    ] = None,
     device: DeviceOption = "auto",
     precision: Annotated[str, typer.Option(help=f"{'|'.join(PRECISIONS)}; auto: fp32 on CPU, bf16/fp16 on GPU.")] = "auto",
     max_memory: Annotated[str | None, typer.Option(help="Activation budget, e.g. 2G; larger images run in exact tiles (default: 1/4 of free RAM, ≤ 1 GiB).")] = None,
@@ -145,6 +150,7 @@ def heatmap(
         options = HeatmapOptions(
             classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid, save_scores=save_scores,
             write_json=as_json, normalize=normalize, max_side=max_side, max_pixels=max_pixels,
+            font=str(font) if font is not None else None,
         )
         scoring = ScoringOptions(precision, max_memory)
         if not inputs and list_file is None:

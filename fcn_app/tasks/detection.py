@@ -38,7 +38,7 @@ class DetectionTask:
     """Detections of ``network`` (a classifier FCN, possibly densified, or a segmentation model) per image.
 
     ``scales``/``fuse`` make an image pyramid; ``classes`` (or the ``topk`` best classes of each image) are looked
-    for; ``description`` (e.g. model and stride) is copied into every JSON.
+    for; ``description`` (e.g. model and stride) is copied into every JSON; ``font`` draws the labels.
     """
 
     network: nn.Module
@@ -50,6 +50,7 @@ class DetectionTask:
     max_side: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     description: dict = field(default_factory=dict)
+    font: str | None = None  # TrueType/OpenType file for labels (None: the bundled DejaVu Sans)
 
     def __post_init__(self) -> None:
         if self.fuse not in FUSE_MODES:
@@ -77,7 +78,7 @@ class DetectionTask:
             "fuse": self.fuse,
             "detections": [detection.to_dict() for detection in prediction],
         }
-        return DetectionsImage(draw_detections(image, prediction), prediction, summary)
+        return DetectionsImage(draw_detections(image, prediction, font=self.font), prediction, summary)
 
     def output_paths(self, stem: str | os.PathLike) -> dict[str, Path]:
         return {"overlay": Path(f"{stem}.detections.png"), "json": Path(f"{stem}.detections.json")}

@@ -18,6 +18,7 @@ from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, atomic_write_npz, atomic
 from ..models.convert import FullyConvolutionalNet
 from ..render import DEFAULT_COLORMAP, check_colormap, draw_legend, draw_marker, overlay, tile_panels
 from ..scoring import ScoreMap, ScoringOptions, compute_score_maps
+from ..text import check_font
 from .base import DecodeLimitsFromOptions, ProgressCallback, Report
 
 __all__ = ["HeatmapOptions", "HeatmapTask", "RenderedImage", "write_scores"]
@@ -41,6 +42,7 @@ class HeatmapOptions:
         write_json: also the summary as JSON.
         normalize: colours span 0 → each class's own peak (the legend keeps the true peak).
         max_side, max_pixels: decode limits (downscale longer sides; refuse bigger files).
+        font: TrueType/OpenType file for legends (default: the bundled DejaVu Sans).
     """
 
     classes: list[str] | None = None
@@ -53,9 +55,11 @@ class HeatmapOptions:
     normalize: bool = False
     max_side: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    font: str | None = None
 
     def __post_init__(self) -> None:
         check_colormap(self.colormap)
+        check_font(self.font)
         if self.topk < 1:
             raise OptionError("topk", f"must be at least 1, got {self.topk}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -102,7 +106,7 @@ def heat_panel(image: np.ndarray, heatmap: ClassHeatmap, options: HeatmapOptions
     blended = overlay(image, heat, colormap=options.colormap, alpha=options.alpha)
     if marker:
         blended = draw_marker(blended, heatmap.peak_pixel)
-    return draw_legend(blended, lines, colormap=options.colormap)
+    return draw_legend(blended, lines, colormap=options.colormap, font=options.font)
 
 
 @dataclass

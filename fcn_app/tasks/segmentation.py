@@ -71,7 +71,8 @@ class SegmentationTask(DecodeLimitsFromOptions):
         present = [index for index in np.argsort(-counts, kind="stable") if counts[index] > 0]
         legend = [f"{class_names[index]}  {100.0 * counts[index] / labels.size:.1f}%"
                   for index in present[:LEGEND_CLASSES]]
-        overlay_image = draw_legend(blend(image, palette[labels], options.alpha), legend, colormap=None)
+        overlay_image = draw_legend(blend(image, palette[labels], options.alpha), legend, colormap=None,
+                                    font=options.font)
         specs = options.classes or [str(index) for index in present[: options.topk]]
         panels, summary_classes = [], []
         for selection in resolve_classes(specs, class_names):

@@ -1,4 +1,5 @@
-"""The training-curve picture (loss and validation mean IU against iterations), drawn with OpenCV."""
+"""The training-curve picture (loss and validation mean IU against iterations), drawn with OpenCV and
+:mod:`fcn_app.text`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+
+from ..text import draw_text, font_size_for_scale
 
 __all__ = ["draw_training_curve"]
 
@@ -17,12 +20,11 @@ def _plot(points: Sequence[tuple[float, float]], title: str, colour: tuple[int, 
     height, width = _PANEL
     canvas = np.full((height, width, 3), 255, np.uint8)
     left, right, top, bottom = 60, 15, 30, 40
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    cv2.putText(canvas, title, (left, 20), font, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    canvas = draw_text(canvas, title, (left, 20), font_size_for_scale(0.55), (0, 0, 0))
     cv2.rectangle(canvas, (left, top), (width - right, height - bottom), (0, 0, 0), 1)
     finite = [(x, y) for x, y in points if math.isfinite(y)]
     if not finite:
-        cv2.putText(canvas, "no data yet", (left + 10, height // 2), font, 0.5, (120, 120, 120), 1, cv2.LINE_AA)
+        canvas = draw_text(canvas, "no data yet", (left + 10, height // 2), font_size_for_scale(0.5), (120, 120, 120))
         return canvas
     xs = np.array([x for x, _ in finite], dtype=np.float64)
     ys = np.array([y for _, y in finite], dtype=np.float64)
@@ -40,10 +42,11 @@ def _plot(points: Sequence[tuple[float, float]], title: str, colour: tuple[int, 
         cv2.polylines(canvas, [curve.reshape(-1, 1, 2)], False, colour, 2, cv2.LINE_AA)
     for point in curve[-1:]:
         cv2.circle(canvas, (int(point[0]), int(point[1])), 3, colour, -1, cv2.LINE_AA)
+    small = font_size_for_scale(0.4)
     for value, y in ((y_high, top), (y_low, height - bottom)):
-        cv2.putText(canvas, f"{value:.3g}", (4, y + 5), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(canvas, f"{x_low:.0f}", (left, height - bottom + 18), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(canvas, f"{x_high:.0f} it", (width - right - 70, height - bottom + 18), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        canvas = draw_text(canvas, f"{value:.3g}", (4, y + 5), small, (0, 0, 0))
+    canvas = draw_text(canvas, f"{x_low:.0f}", (left, height - bottom + 18), small, (0, 0, 0))
+    canvas = draw_text(canvas, f"{x_high:.0f} it", (width - right - 70, height - bottom + 18), small, (0, 0, 0))
     return canvas
 
 
