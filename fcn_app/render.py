@@ -33,6 +33,8 @@ COLORMAPS = {
     "bone": cv2.COLORMAP_BONE,
 }
 DEFAULT_COLORMAP = "turbo"
+#: Pixels blended per step: small enough that the float intermediates stay in the CPU cache.
+_BLEND_CHUNK_PIXELS = 32 * 1024
 
 
 def _check_rgb(image: np.ndarray) -> None:
@@ -58,14 +60,20 @@ def overlay(
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
     # Same arithmetic as rint((1 − alpha)·image + alpha·colour) in float32, but each term is a 256-entry table
-    # looked up by OpenCV (multi-threaded): ~2× faster on a 12 MP photo, and bit-identical.
+    # looked up by OpenCV, and a few rows at a time so the float intermediates stay in cache: bit-identical to
+    # the formula, several times faster on a 12 MP photo.
     alpha = float(alpha)
     levels = np.arange(256, dtype=np.float32)
     image_terms = (np.float32(1.0 - alpha) * levels).reshape(1, 256, 1)
     colour_terms = np.float32(alpha) * colorize(levels[None] / 255.0, colormap).astype(np.float32)
-    heat_levels = _heat_levels(heatmap)
-    blended = cv2.add(cv2.LUT(image, image_terms), cv2.LUT(cv2.merge([heat_levels] * 3), colour_terms))
-    return cv2.convertScaleAbs(blended)  # rounds half to even and saturates, as np.rint + clip
+    blended = np.empty_like(image)
+    rows = max(1, _BLEND_CHUNK_PIXELS // image.shape[1])
+    for top in range(0, image.shape[0], rows):
+        heat_levels = _heat_levels(heatmap[top : top + rows])
+        terms = cv2.add(cv2.LUT(image[top : top + rows], image_terms),
+                        cv2.LUT(cv2.merge([heat_levels] * 3), colour_terms))
+        blended[top : top + rows] = cv2.convertScaleAbs(terms)  # rounds half to even, saturates: np.rint + clip
+    return blended
 
 
 def _heat_levels(heatmap: np.ndarray) -> np.ndarray:

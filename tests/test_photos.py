@@ -18,7 +18,7 @@ from fcn_app.io import atomic_write_image, decode_image, encode_image, image_for
 from fcn_app.models import to_fully_convolutional
 from fcn_app.pipeline import HeatmapOptions, render_score_map
 from fcn_app.render import COLORMAPS, colorize, overlay
-from fcn_app.resolution import default_work_size, score_map_on_original
+from fcn_app.resolution import default_work_size, peak_on_pixels, score_map_on_original
 from fcn_app.scoring import ScoreMap, compute_score_map
 from helpers import tiny_classifier
 
@@ -217,6 +217,21 @@ def test_bright_spot_through_decode_and_geometry_lands_on_its_original_pixels(tm
     assert on_original.image_size == (105, 150)
     heat = upsample_to_pixels(on_original.logits[0], on_original.geometry, on_original.image_size).numpy()
     assert np.unravel_index(np.argmax(heat), heat.shape) == (61, 91)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_peak_without_the_full_map_equals_the_full_maps_argmax(seed):
+    generator = torch.Generator().manual_seed(seed)
+    grid = (int(torch.randint(1, 9, (1,), generator=generator)), int(torch.randint(1, 9, (1,), generator=generator)))
+    working = ScoreGeometry(grid=grid, stride=(32.0, 32.0), first_center=(111.5, 111.5), window=(224.0, 224.0),
+                            receptive_field=(404.0, 404.0))
+    geometry = working.scaled((0.2217, 0.2231))
+    size = (int(torch.randint(300, 1200, (1,), generator=generator)), 1400)
+    cells = torch.rand(grid, generator=generator)
+    full = upsample_to_pixels(cells, geometry, size).numpy()
+    value, (x, y) = peak_on_pixels(cells, geometry, size)
+    assert (y, x) == np.unravel_index(np.argmax(full), full.shape)
+    torch.testing.assert_close(value, float(full.max()), rtol=0, atol=1e-6)
 
 
 # --- end to end: working size in, original size out ---------------------------------------------------------
