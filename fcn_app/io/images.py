@@ -154,7 +154,8 @@ def decode_image(
     reads the region the original image covers (``box``), so working pixel ``j`` covers original pixels
     ``[j·W/w, (j+1)·W/w)`` exactly even when a scaled JPEG has a partial last block: scale factors are
     ``working/original`` per axis (:attr:`DecodedImage.scale`). The resize happens before the EXIF rotation,
-    in the file's own orientation, which gives the same pixels as rotating first.
+    in the file's own orientation (cheaper; the same filter, so the pixels differ from rotate-then-resize by
+    rounding only).
 
     With ``enlarge=False`` images already within ``work_size`` keep their native size. Transparency is
     composited on white *before* resizing, so edges do not darken. Raises :class:`InputImageError` with a
