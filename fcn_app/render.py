@@ -40,6 +40,8 @@ COLORMAPS = {
     "bone": cv2.COLORMAP_BONE,
 }
 DEFAULT_COLORMAP = "turbo"
+#: Pixels blended per step: small enough that the float intermediates stay in the CPU cache.
+_BLEND_CHUNK_PIXELS = 32 * 1024
 
 
 def _check_rgb(image: np.ndarray) -> None:
@@ -57,8 +59,7 @@ def check_colormap(colormap: str) -> str:
 def colorize(heatmap: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:
     """Map values in [0, 1] (clipped) to RGB colours of an OpenCV colormap."""
     check_colormap(colormap)
-    levels = np.clip(np.rint(np.nan_to_num(heatmap, nan=0.0) * 255.0), 0, 255).astype(np.uint8)
-    bgr = cv2.applyColorMap(levels, COLORMAPS[colormap])
+    bgr = cv2.applyColorMap(_heat_levels(heatmap), COLORMAPS[colormap])
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -78,8 +79,25 @@ def blend(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndar
         raise ValueError(f"colours of shape {colours.shape} do not match the image's {image.shape}")
     if not 0.0 <= alpha <= 1.0:
         raise OptionError("alpha", f"opacity must be between 0 and 1, got {alpha}")
-    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)
-    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    # Same arithmetic as rint((1 − alpha)·image + alpha·colour) in float32, but each term is a 256-entry table
+    # looked up by OpenCV, and a few rows at a time so the float intermediates stay in cache: bit-identical to
+    # the formula, several times faster on a 12 MP photo.
+    levels = np.arange(256, dtype=np.float32)
+    image_terms = (np.float32(1.0 - alpha) * levels).reshape(1, 256, 1)
+    colour_terms = (np.float32(alpha) * levels).reshape(1, 256, 1)
+    blended = np.empty_like(image)
+    rows = max(1, _BLEND_CHUNK_PIXELS // image.shape[1])
+    for top in range(0, image.shape[0], rows):
+        terms = cv2.add(cv2.LUT(image[top : top + rows], image_terms),
+                        cv2.LUT(np.ascontiguousarray(colours[top : top + rows]), colour_terms))
+        blended[top : top + rows] = cv2.convertScaleAbs(terms)  # rounds half to even, saturates: np.rint + clip
+    return blended
+
+
+def _heat_levels(heatmap: np.ndarray) -> np.ndarray:
+    """``rint(clip(heatmap, 0, 1)·255)`` as uint8 (NaN → 0), as :func:`colorize` quantises."""
+    heat = np.nan_to_num(heatmap.astype(np.float32, copy=False), nan=0.0)
+    return cv2.convertScaleAbs(cv2.max(heat, 0.0), alpha=255.0)
 
 
 def _font_scale(width: int) -> float:

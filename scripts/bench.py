@@ -82,6 +82,19 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_flags() -> str:
+    """The vector/matrix extensions that decide CPU inference speed (AVX2, AVX-512 variants, AMX), per /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    return " ".join(sorted(flag for flag in flags if flag.startswith(("avx", "amx", "fma")))) or "none"
+    except OSError:
+        pass
+    return "unknown"
+
+
 def load_models(weights: str | None) -> tuple[torch.nn.Module, torch.nn.Module, str]:
     """(classifier, converted network, description of the weights)."""
     os.environ.setdefault("FCN_HEATMAP_OFFLINE", "1")

@@ -1,31 +1,53 @@
 """Input and output: decoding images (first stage) and writing results atomically (last stage)."""
 
 from .atomic import (
+    DEFAULT_QUALITY,
+    IMAGE_FORMATS,
+    atomic_write_image,
     atomic_write_bytes,
     atomic_write_json,
     atomic_write_npz,
     atomic_write_png,
     atomic_write_stream,
     atomic_write_text,
+    encode_image,
     encode_png,
     ensure_output_dir,
+    image_format_for,
     remove_stale_temporaries,
 )
-from .images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, is_image_path, load_image, to_rgb_array
+from .images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    DecodedImage,
+    decode_image,
+    is_image_path,
+    load_image,
+    to_rgb_array,
+    working_size,
+)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "DEFAULT_QUALITY",
+    "IMAGE_FORMATS",
     "IMAGE_EXTENSIONS",
+    "DecodedImage",
     "atomic_write_bytes",
+    "atomic_write_image",
     "atomic_write_json",
     "atomic_write_npz",
     "atomic_write_png",
     "atomic_write_stream",
     "atomic_write_text",
+    "decode_image",
+    "encode_image",
     "encode_png",
     "ensure_output_dir",
+    "image_format_for",
     "is_image_path",
     "load_image",
     "remove_stale_temporaries",
     "to_rgb_array",
+    "working_size",
 ]

@@ -26,11 +26,16 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
+    "atomic_write_image",
     "atomic_write_png",
     "atomic_write_stream",
     "atomic_write_npz",
+    "DEFAULT_QUALITY",
+    "IMAGE_FORMATS",
+    "encode_image",
     "encode_png",
     "ensure_output_dir",
+    "image_format_for",
     "remove_stale_temporaries",
     "temporary_target",
 ]
@@ -110,18 +115,75 @@ def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
     return atomic_write_text(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
+#: Output formats for pictures: name (as a file extension or an option value) → Pillow format.
+IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+#: JPEG/WebP quality unless the caller says otherwise: visually lossless for overlays, ~10× smaller than PNG.
+DEFAULT_QUALITY = 90
+
+
+def image_format_for(path: str | os.PathLike) -> str:
+    """Output format named by the extension of ``path`` (``"png"``, ``"jpg"`` or ``"webp"``)."""
+    extension = Path(path).suffix.lower().lstrip(".")
+    if extension not in IMAGE_FORMATS:
+        raise ValueError(f"{path}: cannot tell the image format from the extension; use .png, .jpg or .webp")
+    return "jpg" if extension == "jpeg" else extension
+
+
+def encode_image(
+    image_rgb: np.ndarray,
+    format: str = "png",
+    *,
+    icc_profile: bytes | None = None,
+    quality: int = DEFAULT_QUALITY,
+) -> bytes:
+    """Encode an ``H×W×3`` (RGB order) or ``H×W`` uint8 array as PNG, JPEG or WebP bytes.
+
+    ``icc_profile`` is embedded as is, so a viewer shows the pixels in the colour space of the photo they came
+    from. No EXIF is written: the pixels are already upright, and an orientation tag would rotate them again.
+    PNG uses the fastest zlib level (outputs are big and written often); ``quality`` applies to JPEG and WebP.
+    """
+    if image_rgb.dtype != np.uint8:
+        raise ValueError(f"encode_image expects uint8 pixels, got {image_rgb.dtype}")
+    name = format.lower()
+    if name not in IMAGE_FORMATS:
+        raise ValueError(f"unknown image format {format!r}; choose one of png, jpg, webp")
+    if not 1 <= quality <= 100:
+        raise ValueError(f"quality must be between 1 and 100, got {quality}")
+    pillow_format = IMAGE_FORMATS[name]
+    options: dict[str, Any] = {"compress_level": 1} if pillow_format == "PNG" else {"quality": quality}
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    buffer = io.BytesIO()
+    Image.fromarray(image_rgb).save(buffer, format=pillow_format, **options)
+    return buffer.getvalue()
+
+
 def encode_png(image_rgb: np.ndarray) -> bytes:
     """Encode an ``H×W×3`` (RGB order) or ``H×W`` uint8 array as PNG bytes."""
-    if image_rgb.dtype != np.uint8:
-        raise ValueError(f"encode_png expects uint8 pixels, got {image_rgb.dtype}")
-    buffer = io.BytesIO()
-    Image.fromarray(image_rgb).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    return encode_image(image_rgb, "png")
 
 
 def atomic_write_png(path: str | os.PathLike, image_rgb: np.ndarray) -> Path:
     """Write an RGB uint8 array as a PNG file, atomically."""
     return atomic_write_bytes(path, encode_png(image_rgb))
+
+
+def atomic_write_image(
+    path: str | os.PathLike,
+    image_rgb: np.ndarray,
+    *,
+    format: str | None = None,
+    icc_profile: bytes | None = None,
+    quality: int = DEFAULT_QUALITY,
+) -> Path:
+    """Write an RGB uint8 array as PNG/JPEG/WebP (``format``, else from the extension of ``path``), atomically.
+
+    See :func:`encode_image` for ``icc_profile`` and ``quality``. The whole file is encoded before anything
+    is written, so an encoding error leaves no file behind.
+    """
+    return atomic_write_bytes(
+        path, encode_image(image_rgb, format or image_format_for(path), icc_profile=icc_profile, quality=quality)
+    )
 
 
 def atomic_write_npz(path: str | os.PathLike, **arrays: Any) -> Path:

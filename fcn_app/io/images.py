@@ -5,7 +5,9 @@
   are converted, palette images are expanded. Transparency (RGBA, LA, P with a transparent colour) is composited
   on **white**, so a transparent background does not become black.
 - Animated GIFs and multi-page TIFFs: the first frame/page.
-- No resizing unless ``max_side`` is given (then the longer side is reduced to it, keeping the aspect ratio).
+- No resizing unless asked: :func:`load_image` with ``max_side`` reduces the longer side to it;
+  :func:`decode_image` resizes to a *working size* for the network (JPEGs decoded at reduced scale when that
+  allows) and says how the working pixels map onto the original ones, and returns the ICC colour profile.
 - A decompression bomb (a header declaring more than ``max_pixels`` pixels) is refused before any pixel data
   is allocated.
 """
@@ -16,14 +18,24 @@ import contextlib
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from ..errors import InputImageError, OptionError
 
-__all__ = ["IMAGE_EXTENSIONS", "DEFAULT_MAX_PIXELS", "is_image_path", "load_image", "to_rgb_array"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "DecodedImage",
+    "decode_image",
+    "is_image_path",
+    "load_image",
+    "to_rgb_array",
+    "working_size",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +79,50 @@ def _pillow_pixel_limit(max_pixels: int):
         Image.MAX_IMAGE_PIXELS = previous
 
 
+#: EXIF orientation → the transpose that shows the image upright (as :func:`PIL.ImageOps.exif_transpose` does).
+_ORIENTATION_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image decoded at a working size, with what is needed to map results back to the original.
+
+    Attributes:
+        pixels: ``H×W×3`` uint8 RGB at the working size, upright (EXIF orientation applied).
+        original_size: ``(height, width)`` of the whole upright image as stored in the file.
+        decoded_size: ``(height, width)`` (upright) the codec produced before the final resize; smaller than
+            ``original_size`` when a JPEG was decoded at 1/2, 1/4 or 1/8 scale.
+        icc_profile: the embedded ICC colour profile (bytes) or ``None``; write it into outputs so viewers show
+            the same colours as for the original.
+    """
+
+    pixels: np.ndarray
+    original_size: tuple[int, int]
+    decoded_size: tuple[int, int]
+    icc_profile: bytes | None = None
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """``(y, x)`` factors from original to working pixels (exact per axis; 1.0 at native size)."""
+        return (self.pixels.shape[0] / self.original_size[0], self.pixels.shape[1] / self.original_size[1])
+
+
+def working_size(size: tuple[int, int], longer_side: int) -> tuple[int, int]:
+    """``(height, width)`` of an image of ``size`` resized so its longer side is ``longer_side`` (sides ≥ 1 px)."""
+    height, width = size
+    scale = longer_side / max(height, width)
+    return (max(1, round(height * scale)), max(1, round(width * scale)))
+
+
 def load_image(
     path: str | os.PathLike,
     *,
@@ -75,11 +131,39 @@ def load_image(
 ) -> np.ndarray:
     """Read ``path`` into an ``H×W×3`` uint8 RGB array, oriented as a viewer shows it.
 
+    With ``max_side``, images whose longer side is larger are reduced to it (never enlarged).
     Raises :class:`InputImageError` with a one-line reason for anything that is not a readable image.
     """
-    path = Path(path)
     if max_side is not None and max_side < 1:
         raise OptionError("max_side", f"must be a positive number of pixels, got {max_side}")
+    return decode_image(path, max_side, enlarge=False, max_pixels=max_pixels).pixels
+
+
+def decode_image(
+    path: str | os.PathLike,
+    work_size: int | None = None,
+    *,
+    enlarge: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> DecodedImage:
+    """Decode ``path`` with its longer side resized to ``work_size`` pixels (``None``: native size, no resizing).
+
+    A JPEG is decoded directly at 1/2, 1/4 or 1/8 scale when that is still at least the working size (libjpeg's
+    DCT scaling via :meth:`PIL.Image.Image.draft`: a fraction of the time and memory of a full decode); the
+    result is then resized to exactly the working size with Pillow's antialiased LANCZOS filter. The resize
+    reads the region the original image covers (``box``), so working pixel ``j`` covers original pixels
+    ``[j·W/w, (j+1)·W/w)`` exactly even when a scaled JPEG has a partial last block: scale factors are
+    ``working/original`` per axis (:attr:`DecodedImage.scale`). The resize happens before the EXIF rotation,
+    in the file's own orientation (cheaper; the same filter, so the pixels differ from rotate-then-resize by
+    rounding only).
+
+    With ``enlarge=False`` images already within ``work_size`` keep their native size. Transparency is
+    composited on white *before* resizing, so edges do not darken. Raises :class:`InputImageError` with a
+    one-line reason for anything that is not a readable image, or that declares more than ``max_pixels``.
+    """
+    if work_size is not None and work_size < 1:
+        raise OptionError("work_size", f"must be a positive number of pixels, got {work_size}")
+    path = Path(path)
     if path.is_dir():
         raise InputImageError(f"{path}: is a directory, not an image file")
     try:
@@ -95,30 +179,10 @@ def load_image(
             # Our own limit below replaces Pillow's global one, which would otherwise refuse at 179 MP.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with _pillow_pixel_limit(max_pixels), Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise InputImageError(
-                        f"{path}: declares {width}×{height} = {width * height:,} pixels, more than the limit of "
-                        f"{max_pixels:,}; refusing to decode (raise the limit if the file is trusted)", option="max_pixels"
-                    )
-                if getattr(image, "n_frames", 1) > 1:
-                    logger.debug("%s: %d frames, using the first", path, image.n_frames)
-                    image.seek(0)
-                if max_side is not None and max(width, height) > max_side and image.format == "JPEG":
-                    # JPEG can decode at 1/2, 1/4, 1/8 scale directly: much less memory for huge photos.
-                    image.draft("RGB", (max_side, max_side))
-                image.load()
-                image = ImageOps.exif_transpose(image) or image
-                if max_side is not None and max(image.size) > max_side:
-                    scale = max_side / max(image.size)
-                    new_size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-                    if image.mode not in ("RGB", "RGBA", "L", "LA"):
-                        image = Image.fromarray(to_rgb_array(image))
-                    image = image.resize(new_size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-                return to_rgb_array(image)
+                return _decode_open_image(path, image, work_size, enlarge, max_pixels)
     except InputImageError:
         raise
-    except Image.DecompressionBombError as error:
+    except Image.DecompressionBombError:
         raise InputImageError(
             f"{path}: declares more than {max_pixels:,} pixels, a possible decompression bomb; refusing to decode "
             f"(raise the limit if the file is trusted)", option="max_pixels"
@@ -133,3 +197,55 @@ def load_image(
         if "truncated" in reason.lower() or isinstance(error, EOFError):
             reason = f"truncated or corrupt image data ({reason})"
         raise InputImageError(f"{path}: cannot decode: {reason}") from None
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # a broken EXIF block must not make the image unreadable; viewers ignore it too
+        return 1
+    return value if isinstance(value, int) and value in _ORIENTATION_TRANSPOSE else 1
+
+
+def _decode_open_image(
+    path: Path, image: Image.Image, work_size: int | None, enlarge: bool, max_pixels: int
+) -> DecodedImage:
+    width, height = image.size
+    if width * height > max_pixels:
+        raise InputImageError(
+            f"{path}: declares {width}×{height} = {width * height:,} pixels, more than the limit of "
+            f"{max_pixels:,}; refusing to decode (raise the limit if the file is trusted)", option="max_pixels"
+        )
+    if getattr(image, "n_frames", 1) > 1:
+        logger.debug("%s: %d frames, using the first", path, image.n_frames)
+        image.seek(0)
+    icc_profile = image.info.get("icc_profile") or None
+    orientation = _orientation(image)
+    swap = orientation in _SWAPS_AXES
+    original_size = (width, height) if swap else (height, width)  # upright (height, width)
+
+    target = None  # (width, height) in the file's own orientation
+    if work_size is not None and (enlarge or max(width, height) > work_size):
+        upright = working_size(original_size, work_size)
+        target = (upright[0], upright[1]) if swap else (upright[1], upright[0])
+        if target == (width, height):
+            target = None
+    box = None
+    if target is not None and image.format == "JPEG" and target[0] < width and target[1] < height:
+        drafted = image.draft("RGB", target)  # picks the largest reduction that stays ≥ target on both axes
+        if drafted is not None:
+            box = drafted[1]
+    image.load()
+    decoded = image.size
+    decoded_size = (decoded[0], decoded[1]) if swap else (decoded[1], decoded[0])
+    if target is None:
+        rgb = to_rgb_array(image)
+    else:
+        # Composite transparency / convert modes first: resizing premultiplied or 16-bit data is not what we want.
+        source = image if image.mode == "RGB" else Image.fromarray(to_rgb_array(image))
+        rgb = np.asarray(source.resize(target, Image.Resampling.LANCZOS, box=box))
+    if orientation in _ORIENTATION_TRANSPOSE:
+        rgb = np.asarray(Image.fromarray(rgb).transpose(_ORIENTATION_TRANSPOSE[orientation]))
+    if not rgb.flags.writeable:
+        rgb = rgb.copy()
+    return DecodedImage(rgb, original_size, decoded_size, icc_profile)

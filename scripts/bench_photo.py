@@ -1,0 +1,177 @@
+"""A 12 MP phone photo end to end: decode → VGG16 score map → heatmaps on the original pixels → overlay → file.
+
+The photo is synthetic and written once per run: ``examples/chelsea.jpg`` enlarged to 4032×3024 with sensor-
+like noise, JPEG quality 90 with an sRGB ICC profile (~a phone photo's size in bytes). Two paths, same run:
+
+* **working size** (the default from :mod:`fcn_app.resolution`, or ``--windows``): ``decode_image`` at the working
+  size (JPEG draft), VGG16 on that, ``score_map_on_original``, heatmaps of the top-3 classes on the original
+  4032×3024 pixels, full-size decode for the overlay, overlay + legend, JPEG written with the ICC profile;
+  ("end to end" excludes the two upsampling-only rows, which are timed separately to split the rendering: the
+  fast path row is what showing one class and the peaks of three costs with ``peak_on_pixels``);
+* **native** (the path before issue 17): full decode, VGG16 on all 12 MP (tiled), the same rendering, PNG.
+
+Each stage is timed separately (best and median of ``--repeats`` for the working-size path; native once by
+default, it takes a minute or more), and the CPU seconds of each stage (load-independent; see Stopwatch). VGG16 fp32 with the real ImageNet weights when cached, else seeded random
+weights (same cost).
+
+    PYTHONPATH=$PWD python scripts/bench_photo.py [--repeats 3] [--threads 2] [--windows 4] [--native-repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageCms
+
+SCRIPTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(SCRIPTS.parent))
+sys.path.insert(0, str(SCRIPTS))
+
+from bench import PHOTO, cpu_flags, cpu_model, load_models  # noqa: E402
+
+from fcn_app.heatmaps import class_heatmaps, heatmap_for_class, top_classes  # noqa: E402
+from fcn_app.io import atomic_write_image, atomic_write_png, decode_image, load_image  # noqa: E402
+from fcn_app.pipeline import HeatmapOptions, render_score_map  # noqa: E402
+from fcn_app.resolution import (  # noqa: E402
+    DEFAULT_WORK_WINDOWS,
+    default_work_size,
+    peak_on_pixels,
+    score_map_on_original,
+)
+from fcn_app.scoring import compute_score_map  # noqa: E402
+
+PHOTO_SIZE = (4032, 3024)  # (width, height): a 12 MP phone photo
+
+
+def make_photo(path: Path) -> None:
+    rng = np.random.default_rng(0)
+    with Image.open(PHOTO) as source:
+        enlarged = np.asarray(source.convert("RGB").resize(PHOTO_SIZE, Image.Resampling.BICUBIC), dtype=np.float32)
+    noisy = np.clip(enlarged + rng.normal(0.0, 3.0, enlarged.shape), 0, 255).astype(np.uint8)
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(noisy).save(path, quality=90, icc_profile=srgb)
+
+
+class Stopwatch:
+    """Wall time and CPU time (all threads of this process) per stage name, accumulated over repeats.
+
+    On a machine shared with other jobs wall time measures the neighbours too; CPU time is the work done, and
+    with one thread it is close to the wall time the stage would take alone on one core.
+    """
+
+    def __init__(self) -> None:
+        self.times: dict[str, list[float]] = {}
+        self.cpu: dict[str, list[float]] = {}
+
+    def run(self, name: str, function, *args, **kwargs):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = function(*args, **kwargs)
+        self.add(name, time.perf_counter() - start, time.process_time() - start_cpu)
+        return result
+
+    def add(self, name: str, wall: float, cpu: float) -> None:
+        self.times.setdefault(name, []).append(wall)
+        self.cpu.setdefault(name, []).append(cpu)
+
+    def print(self) -> None:
+        print(f"  {'stage':38s} {'best s':>8s} {'median s':>9s} {'CPU s':>7s}")
+        for name, values in self.times.items():
+            print(f"  {name:38s} {min(values):8.3f} {statistics.median(values):9.3f} "
+                  f"{statistics.median(self.cpu[name]):7.3f}")
+
+
+def shown_map_and_peaks(score_map, topk: int):
+    """The fast path for what the overlay shows: one per-pixel map (the top class), peaks of all ``topk``."""
+    probabilities = score_map.probabilities()
+    selections = top_classes(score_map, topk, probabilities)
+    peaks = [peak_on_pixels(probabilities[list(selection.indices)].sum(dim=0).clamp_(0.0, 1.0),
+                            score_map.geometry, score_map.image_size) for selection in selections]
+    return heatmap_for_class(score_map, selections[0], probabilities), peaks
+
+
+def working_path(network, photo: Path, out: Path, work_size: int, clock: Stopwatch) -> tuple[int, ...]:
+    start, start_cpu = time.perf_counter(), time.process_time()
+    options = HeatmapOptions()
+    decoded = clock.run("decode at working size (draft)", decode_image, photo, work_size)
+    score_map = clock.run("network (VGG16 fp32)", compute_score_map, network, decoded.pixels, precision="fp32")
+    score_map = score_map_on_original(score_map, decoded.original_size)
+    full = clock.run("full-size decode for the overlay", decode_image, photo)
+    # render_score_map upsamples the top-3 classes itself; timing that step alone splits upsampling from blending.
+    clock.run("upsample top-3 heatmaps to 12 MP", class_heatmaps, score_map, options.classes, options.topk)
+    clock.run("  fast path: 1 map + exact peaks of 3", shown_map_and_peaks, score_map, options.topk)
+    rendered = clock.run("upsample + overlay + legend", render_score_map, full.pixels, score_map, options)
+    clock.run("encode + write JPEG (ICC kept)", atomic_write_image, out, rendered.overlay,
+              icc_profile=decoded.icc_profile)
+    wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+    for name in ("upsample top-3 heatmaps to 12 MP", "  fast path: 1 map + exact peaks of 3"):
+        wall, cpu = wall - clock.times[name][-1], cpu - clock.cpu[name][-1]
+    clock.add("end to end", wall, cpu)
+    return decoded.pixels.shape[:2], rendered.overlay.shape[:2]
+
+
+def native_path(network, photo: Path, out: Path, clock: Stopwatch) -> None:
+    start, start_cpu = time.perf_counter(), time.process_time()
+    pixels = clock.run("decode (full)", load_image, photo)
+    score_map = clock.run("network (VGG16 fp32, tiled)", compute_score_map, network, pixels, precision="fp32")
+    rendered = clock.run("upsample + overlay + legend", render_score_map, pixels, score_map, HeatmapOptions())
+    clock.run("encode + write PNG", atomic_write_png, out, rendered.overlay)
+    clock.add("end to end", time.perf_counter() - start, time.process_time() - start_cpu)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--native-repeats", type=int, default=1, help="0 skips the native path")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--windows", default=str(DEFAULT_WORK_WINDOWS),
+                        help="working sizes as multiples of the model window, comma-separated (first = default)")
+    parser.add_argument("--weights", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    _, network, source = load_models(args.weights)
+    window = network.input_size
+    print(f"CPU: {cpu_model()}; torch threads: {torch.get_num_threads()}")
+    print(f"CPU flags: {cpu_flags()}")
+    print(f"model: VGG16 ({source}), window {window[0]} px, fp32")
+
+    with tempfile.TemporaryDirectory() as folder:
+        photo = Path(folder) / "phone.jpg"
+        make_photo(photo)
+        print(f"photo: {PHOTO_SIZE[0]}×{PHOTO_SIZE[1]} JPEG q90 with sRGB ICC, {photo.stat().st_size / 1e6:.1f} MB\n")
+        results = {}
+        for multiple in (float(value) for value in args.windows.split(",")):
+            work_size = default_work_size(window, multiple)
+            clock = Stopwatch()
+            working_path(network, photo, Path(folder) / "warmup.jpg", work_size, Stopwatch())  # oneDNN warm-up
+            for _ in range(args.repeats):
+                sizes = working_path(network, photo, Path(folder) / "phone.heatmap.jpg", work_size, clock)
+            out_bytes = (Path(folder) / "phone.heatmap.jpg").stat().st_size
+            print(f"working size {multiple:g} windows = {work_size} px longer side: network input "
+                  f"{sizes[0][1]}×{sizes[0][0]}, overlay {sizes[1][1]}×{sizes[1][0]} ({out_bytes / 1e6:.1f} MB JPEG)")
+            clock.print()
+            results[multiple] = (clock.times["end to end"], clock.cpu["end to end"])
+            print()
+
+        if args.native_repeats > 0:
+            clock = Stopwatch()
+            for _ in range(args.native_repeats):
+                native_path(network, photo, Path(folder) / "phone.native.png", clock)
+            out_bytes = (Path(folder) / "phone.native.png").stat().st_size
+            print(f"native {PHOTO_SIZE[0]}×{PHOTO_SIZE[1]} (before issue 17; overlay PNG {out_bytes / 1e6:.1f} MB)")
+            clock.print()
+            native, native_cpu = min(clock.times["end to end"]), min(clock.cpu["end to end"])
+            for multiple, (times, cpu) in results.items():
+                print(f"end to end, native / {multiple:g} windows: wall {native / min(times):.1f}× "
+                      f"({native:.1f} s vs {min(times):.2f} s, best of each), CPU {native_cpu / min(cpu):.1f}× "
+                      f"({native_cpu:.1f} s vs {min(cpu):.2f} s)")
+
+
+if __name__ == "__main__":
+    main()
