@@ -38,7 +38,7 @@ from bench import PHOTO, cpu_flags, cpu_model, load_models  # noqa: E402
 
 from fcn_app.heatmaps import class_heatmaps, heatmap_for_class, top_classes  # noqa: E402
 from fcn_app.io import atomic_write_image, atomic_write_png, decode_image, load_image  # noqa: E402
-from fcn_app.pipeline import HeatmapOptions, render_score_map  # noqa: E402
+from fcn_app.tasks import HeatmapOptions, HeatmapTask  # noqa: E402
 from fcn_app.resolution import (  # noqa: E402
     DEFAULT_WORK_WINDOWS,
     default_work_size,
@@ -103,10 +103,10 @@ def working_path(network, photo: Path, out: Path, work_size: int, clock: Stopwat
     score_map = clock.run("network (VGG16 fp32)", compute_score_map, network, decoded.pixels, precision="fp32")
     score_map = score_map_on_original(score_map, decoded.original_size)
     full = clock.run("full-size decode for the overlay", decode_image, photo)
-    # render_score_map upsamples the top-3 classes itself; timing that step alone splits upsampling from blending.
+    # HeatmapTask.render upsamples the top-3 classes itself; timing that step alone splits upsampling from blending.
     clock.run("upsample top-3 heatmaps to 12 MP", class_heatmaps, score_map, options.classes, options.topk)
     clock.run("  fast path: 1 map + exact peaks of 3", shown_map_and_peaks, score_map, options.topk)
-    rendered = clock.run("upsample + overlay + legend", render_score_map, full.pixels, score_map, options)
+    rendered = clock.run("upsample + overlay + legend", HeatmapTask(None, options).render, full.pixels, score_map, None)
     clock.run("encode + write JPEG (ICC kept)", atomic_write_image, out, rendered.overlay,
               icc_profile=decoded.icc_profile)
     wall, cpu = time.perf_counter() - start, time.process_time() - start_cpu
@@ -120,7 +120,7 @@ def native_path(network, photo: Path, out: Path, clock: Stopwatch) -> None:
     start, start_cpu = time.perf_counter(), time.process_time()
     pixels = clock.run("decode (full)", load_image, photo)
     score_map = clock.run("network (VGG16 fp32, tiled)", compute_score_map, network, pixels, precision="fp32")
-    rendered = clock.run("upsample + overlay + legend", render_score_map, pixels, score_map, HeatmapOptions())
+    rendered = clock.run("upsample + overlay + legend", HeatmapTask(None, HeatmapOptions()).render, pixels, score_map, None)
     clock.run("encode + write PNG", atomic_write_png, out, rendered.overlay)
     clock.add("end to end", time.perf_counter() - start, time.process_time() - start_cpu)
 

@@ -16,7 +16,7 @@ from fcn_app.geometry import ScoreGeometry, network_geometry, upsample_to_pixels
 from fcn_app.heatmaps import class_heatmaps
 from fcn_app.io import atomic_write_image, decode_image, encode_image, image_format_for, load_image, working_size
 from fcn_app.models import to_fully_convolutional
-from fcn_app.pipeline import HeatmapOptions, render_score_map
+from fcn_app.tasks import HeatmapOptions, HeatmapTask
 from fcn_app.render import COLORMAPS, colorize, overlay
 from fcn_app.resolution import default_work_size, peak_on_pixels, score_map_on_original
 from fcn_app.scoring import ScoreMap, compute_score_map
@@ -249,7 +249,7 @@ def test_overlay_and_heatmaps_have_the_original_size(tmp_path):
     assert full.pixels.shape[:2] == decoded.original_size == (420, 300)
     heatmaps = class_heatmaps(score_map, topk=2)
     assert all(heatmap.heatmap.shape == (420, 300) for heatmap in heatmaps)
-    rendered = render_score_map(full.pixels, score_map, HeatmapOptions(topk=2))
+    rendered = HeatmapTask(None, HeatmapOptions(topk=2)).render(full.pixels, score_map, None)
     assert rendered.overlay.shape == (420, 300, 3)
     out = atomic_write_image(tmp_path / "photo.heatmap.jpg", rendered.overlay, icc_profile=decoded.icc_profile)
     with Image.open(out) as written:
