@@ -1,10 +1,13 @@
-"""Exporting the fully convolutional network to ONNX, with dynamic image height and width.
+"""Exporting a network to ONNX: classifier FCNs with dynamic image height and width, segmentation FCNs at a
+fixed size.
 
-The exported graph maps a normalised ``N×3×H×W`` float image to ``N×K×rows×cols`` class scores, for any ``H, W``
-at least the classifier's window — the same function as :meth:`FullyConvolutionalNet.forward`. What a runtime
-needs to use the scores is stored as ONNX metadata (``metadata_props``): normalisation ``mean``/``std`` (for pixels
-scaled to [0, 1]), ``input_size``, the score geometry (``stride``, ``first_center``, ``receptive_field``) and the
-``categories`` as JSON.
+A classifier FCN's graph maps a normalised ``N×3×H×W`` float image to ``N×K×rows×cols`` class scores, for any
+``H, W`` at least the classifier's window — the same function as :meth:`FullyConvolutionalNet.forward`. A
+segmentation FCN pads, fuses and crops by a plan that depends on the input size (:meth:`SegmentationFCN.plan`),
+which a traced graph cannot recompute: it is exported for one ``input_size`` (``N×C×H×W`` per-pixel scores).
+What a runtime needs to use the scores is stored as ONNX metadata (``metadata_props``): normalisation
+``mean``/``std`` (for pixels scaled to [0, 1]), ``input_size``, the score geometry (``stride``, ``first_center``,
+``receptive_field``), whether H and W are ``dynamic``, and the ``categories`` as JSON.
 
 The TorchScript-based exporter (``dynamo=False``) is used: it needs only ``onnx``, while the dynamo exporter
 additionally needs ``onnxscript``; both give the same graph for these plain conv/pool/ReLU networks.
@@ -21,9 +24,13 @@ from pathlib import Path
 
 import torch
 
+from torch import nn
+
+from .device import module_device
 from .errors import ConversionError, FcnError
-from .geometry import network_geometry
+from .geometry import score_layout
 from .io import atomic_write_bytes
+from .layers import pair
 from .models.convert import FullyConvolutionalNet
 
 __all__ = ["DEFAULT_OPSET", "EXPORT_FORMATS", "export_onnx", "onnx_metadata"]
@@ -36,15 +43,21 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "scores"
 
 
-def onnx_metadata(network: FullyConvolutionalNet) -> dict[str, str]:
-    """The strings stored next to the graph: everything needed to turn its scores into placed heatmaps."""
-    geometry = network_geometry(network)
+def onnx_metadata(network: nn.Module, input_size: tuple[int, int] | None = None) -> dict[str, str]:
+    """The strings stored next to the graph: everything needed to turn its scores into placed heatmaps.
+
+    ``input_size`` is the fixed size a size-dependent network (a segmentation FCN) was exported for.
+    """
+    dynamic = isinstance(network, FullyConvolutionalNet)
+    size = network.input_size if dynamic else pair(input_size)
+    geometry = score_layout(network, size).geometry
     return {
         "producer": "fcn-heatmap",
         "arch": network.arch,
         "mean": json.dumps(list(network.mean)),
         "std": json.dumps(list(network.std)),
-        "input_size": json.dumps(list(network.input_size)),
+        "input_size": json.dumps(list(size)),
+        "dynamic": json.dumps(dynamic),
         "stride": json.dumps(list(geometry.stride)),
         "first_center": json.dumps(list(geometry.first_center)),
         "receptive_field": json.dumps(list(geometry.receptive_field)),
@@ -52,18 +65,34 @@ def onnx_metadata(network: FullyConvolutionalNet) -> dict[str, str]:
     }
 
 
-def export_onnx(network: FullyConvolutionalNet, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET) -> Path:
-    """Write ``network`` as an ONNX model with dynamic batch, height and width to ``path`` (atomically)."""
+def export_onnx(
+    network: nn.Module, path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
+    input_size: int | tuple[int, int] | None = None,
+) -> Path:
+    """Write ``network`` as an ONNX model to ``path`` (atomically).
+
+    A classifier FCN gets dynamic batch, height and width; any other network (a segmentation FCN) a dynamic
+    batch and the fixed ``input_size`` (required for it).
+    """
     try:
         import onnx
     except ImportError:
         raise FcnError("ONNX export needs the onnx package: pip install 'fcn-heatmap[onnx]'") from None
-    parameter = next(network.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    geometry = network_geometry(network)
-    # two cells per axis in the example, so no output size can be mistaken for a constant while tracing
-    example = torch.zeros(1, 3, network.input_size[0] + geometry.stride[0], network.input_size[1] + geometry.stride[1],
-                          device=device)
+    dynamic = isinstance(network, FullyConvolutionalNet)
+    if dynamic:
+        geometry = score_layout(network, network.input_size).geometry
+        # two cells per axis in the example, so no output size can be mistaken for a constant while tracing
+        size = (network.input_size[0] + geometry.stride[0], network.input_size[1] + geometry.stride[1])
+        axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch", 2: "rows", 3: "cols"}}
+    else:
+        if input_size is None:
+            raise ConversionError("this network's padding and crops depend on the input size: export it for one "
+                                  "input size", option="input_size")
+        size = pair(input_size)
+        if min(size) < 1:
+            raise ConversionError(f"input size must be positive, got {size}", option="input_size")
+        axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    example = torch.zeros(1, 3, *size, device=module_device(network))
     buffer = io.BytesIO()
     was_training = network.training
     network.eval()
@@ -71,14 +100,15 @@ def export_onnx(network: FullyConvolutionalNet, path: str | os.PathLike, *, opse
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", category=DeprecationWarning)
             warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", category=UserWarning)  # constant-folding notes on the crop slices
             torch.onnx.export(
                 network,
                 (example,),
                 buffer,
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                              OUTPUT_NAME: {0: "batch", 2: "rows", 3: "cols"}},
+                dynamic_axes=axes,
                 opset_version=opset,
                 dynamo=False,
             )
@@ -87,7 +117,7 @@ def export_onnx(network: FullyConvolutionalNet, path: str | os.PathLike, *, opse
     finally:
         network.train(was_training)
     model = onnx.load_from_string(buffer.getvalue())
-    for key, value in onnx_metadata(network).items():
+    for key, value in onnx_metadata(network, size).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     written = atomic_write_bytes(path, model.SerializeToString())

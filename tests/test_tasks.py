@@ -128,3 +128,61 @@ def test_cli_segmentation_with_precision_and_tiles(tmp_path, segmentation_checkp
     labels = [np.asarray(Image.open(tmp_path / run / "img.labels.png")) for run in ("whole", "tiled")]
     assert (labels[0] == labels[1]).mean() > 0.999  # tiles equal the whole within float rounding
     assert "class" in whole.stdout and "wrote labels" in whole.stdout  # the task's report table
+
+
+def test_segmentation_exports_to_onnx_at_a_fixed_size(segmentation_model, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from fcn_app.errors import ConversionError
+    from fcn_app.export import export_onnx
+
+    with pytest.raises(ConversionError) as refused:
+        export_onnx(segmentation_model, tmp_path / "no_size.onnx")
+    assert refused.value.option == "input_size" and not (tmp_path / "no_size.onnx").exists()
+    path = export_onnx(segmentation_model, tmp_path / "seg.onnx", input_size=(70, 90))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    images = torch.randn(2, 3, 70, 90, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = segmentation_model(images)
+    actual = session.run(None, {"images": images.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(actual), expected, rtol=1e-4, atol=1e-4)
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert metadata["dynamic"] == "false" and metadata["input_size"] == "[70, 90]"
+
+
+def test_detect_on_a_segmentation_gives_the_regions_of_its_own_label_map(segmentation_model):
+    """Region boxes: each detection's box is the bounding box of the hot region around its peak, recomputed here
+    from the model's own forward pass (an independent path: torch forward, softmax, OpenCV components)."""
+    import cv2
+
+    from fcn_app.detect import DetectOptions, detect_objects
+
+    image = random_rgb(90, 110, seed=11)
+    options = DetectOptions(threshold_mode="absolute", threshold=0.5, min_score=0.0, nms_iou=1.0)
+    detections = detect_objects(segmentation_model, image, options=options)
+    with torch.no_grad():
+        batch = normalize_pixels(image[None], segmentation_model.mean, segmentation_model.std).contiguous()
+        probabilities = torch.softmax(segmentation_model(batch)[0], dim=0).numpy()
+    assert detections and all(d.class_name != "background" for d in detections)
+    for detection in detections:
+        hot = (probabilities[detection.class_index] >= 0.5).astype(np.uint8)
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(hot, connectivity=8)
+        left, top, width, height, _ = stats[labels[detection.peak[1], detection.peak[0]]]
+        assert detection.box == (left, top, width, height)
+
+
+@pytest.mark.slow
+def test_cli_detect_and_export_take_a_checkpoint(tmp_path, segmentation_checkpoint):
+    from PIL import Image
+
+    image = tmp_path / "img.png"
+    Image.fromarray(random_rgb(90, 110, seed=11)).save(image)
+    detected = run_cli("detect", str(image), "--checkpoint", str(segmentation_checkpoint), "--out", str(tmp_path))
+    assert detected.returncode == 0, detected.stderr
+    assert (tmp_path / "img.detections.json").is_file() and (tmp_path / "detections.coco.json").is_file()
+    exported = run_cli("export", "--checkpoint", str(segmentation_checkpoint), "--input-size", "64", "80",
+                       "--out", str(tmp_path / "seg.onnx"))
+    assert exported.returncode == 0 and (tmp_path / "seg.onnx").is_file(), exported.stderr
+    assert_one_line(run_cli("export", "--checkpoint", str(segmentation_checkpoint), "--out", str(tmp_path / "x.onnx")),
+                    2, "--input-size")
+    assert_one_line(run_cli("detect", str(image), "--checkpoint", str(segmentation_checkpoint), "--stride", "16"),
+                    2, "--stride")

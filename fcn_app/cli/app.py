@@ -14,11 +14,13 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from ..errors import FcnError, OptionError
+from ..models import DEFAULT_ARCH
 
 __all__ = [
     "EXIT_FAILURES",
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
+    "CheckpointOption",
     "DeviceOption",
     "ModelOption",
     "VerboseOption",
@@ -29,6 +31,7 @@ __all__ = [
     "error_console",
     "print_metrics",
     "print_report",
+    "refuse_classifier_options",
     "setup_logging",
 ]
 
@@ -82,6 +85,23 @@ WeightsOption = Annotated[
     ),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+CheckpointOption = Annotated[
+    Path | None,
+    typer.Option("--checkpoint", help="A trained segmentation checkpoint (fcn-heatmap train) instead of a classifier.",
+                 dir_okay=False),
+]
+
+
+def refuse_classifier_options(checkpoint: Path | None, *, model: str, weights: Path | None,
+                              stride: int | None = None) -> None:
+    """With ``--checkpoint``, the classifier options would be silently ignored: refuse them in one line."""
+    if checkpoint is None:
+        return
+    for flag, given in (("--stride", stride is not None), ("--weights", weights is not None),
+                        ("--model", model != DEFAULT_ARCH)):
+        if given:
+            raise OptionError("checkpoint", f"{flag} applies to classifiers; a checkpoint's segmentation model is "
+                                            "used as it is")
 
 
 def print_metrics(title: str, rows: list[tuple[str, str]]) -> None:

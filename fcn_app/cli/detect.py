@@ -17,10 +17,11 @@ from ..launcher import local_device
 from ..models import DEFAULT_ARCH
 from ..pyramid import parse_scales
 from ..scoring import load_scoring_network
+from ..segmentation.checkpoint import load_segmentation_model
 from ..tasks import DetectionTask, process_image
 from ..text import check_font
 from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, print_metrics,
-                  print_report, setup_logging)
+                  print_report, refuse_classifier_options, setup_logging, CheckpointOption)
 from .jobs import (
     BatchSizeOption,
     ExcludeOption,
@@ -78,6 +79,7 @@ def detect(
     shard: ShardOption = None,
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
+    checkpoint: CheckpointOption = None,
     font: Annotated[
         Path | None,
         typer.Option("--font", help="TrueType/OpenType font for labels, e.g. one covering CJK (default: bundled "
@@ -97,17 +99,21 @@ def detect(
                                 box_mode=box_mode, window_fill=window_fill, center=center, nms_iou=nms_iou,
                                 classwise_nms=classwise_nms, masks=masks)
         check_font(font)
+        refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride)
         if not inputs and list_file is None:
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
 
         def make_task() -> DetectionTask:
-            network = load_scoring_network(model, weights_path=weights, device=local_device(device))
+            if checkpoint is not None:  # region boxes from the segmentation (box mode auto → region)
+                network = load_segmentation_model(checkpoint, local_device(device))[0]
+            else:
+                network = load_scoring_network(model, weights_path=weights, device=local_device(device))
             if stride is not None:
                 network = densify(network, stride)
             return DetectionTask(
                 network, options, scales=pyramid_scales,
                 classes=classes or None, fuse=fuse, topk=topk, max_side=max_side, max_pixels=max_pixels,
-                description={"model": model, "stride": stride}, font=str(font) if font is not None else None,
+                description={"model": str(checkpoint) if checkpoint is not None else model, "stride": stride}, font=str(font) if font is not None else None,
             )
 
         if is_batch_input(inputs, list_file):

@@ -11,29 +11,43 @@ from ..errors import OptionError
 from ..export import DEFAULT_OPSET, EXPORT_FORMATS, export_onnx
 from ..models import DEFAULT_ARCH
 from ..scoring import load_scoring_network
-from .app import ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, setup_logging
+from ..segmentation.checkpoint import load_segmentation_model
+from .app import (CheckpointOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console,
+                  refuse_classifier_options, setup_logging)
 
 __all__ = ["export"]
 
 
-@app.command(epilog="Example: fcn-heatmap export --format onnx --out vgg16_fcn.onnx")
+@app.command(epilog="Examples: fcn-heatmap export --format onnx --out vgg16_fcn.onnx · "
+             "fcn-heatmap export --checkpoint runs/voc/best.pt --input-size 512 512 --out fcn8s.onnx")
 def export(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file, e.g. vgg16_fcn.onnx.", dir_okay=False)],
     export_format: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(EXPORT_FORMATS)}.")] = "onnx",
     opset: Annotated[int, typer.Option(help="ONNX opset version.", min=9)] = DEFAULT_OPSET,
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
+    checkpoint: CheckpointOption = None,
+    input_size: Annotated[
+        tuple[int, int] | None,
+        typer.Option("--input-size", help="With --checkpoint: the image height and width the graph is made for.",
+                     min=1),
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Export the converted network: normalised N×3×H×W images in, N×K×rows×cols class scores out, any H and W.
 
+    With --checkpoint, a segmentation model: N×3×H×W in, N×C×H×W per-pixel scores out, for the one --input-size.
     Normalisation, score geometry and class names are stored in the file's metadata.
     """
     setup_logging(verbose)
     with cli_errors(verbose):
         if export_format not in EXPORT_FORMATS:
             raise OptionError("format", f"unknown format {export_format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-        network = load_scoring_network(model, weights_path=weights, device="cpu")
-        written = export_onnx(network, out, opset=opset)
+        refuse_classifier_options(checkpoint, model=model, weights=weights)
+        if checkpoint is not None:
+            network = load_segmentation_model(checkpoint, "cpu")[0]
+        else:
+            network = load_scoring_network(model, weights_path=weights, device="cpu")
+        written = export_onnx(network, out, opset=opset, input_size=input_size)
         console.print(f"wrote {export_format}: {written} (inputs: images N×3×H×W normalised; outputs: scores)",
                       highlight=False)

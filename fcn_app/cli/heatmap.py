@@ -25,7 +25,7 @@ from ..scoring import PRECISIONS, ScoringOptions, load_scoring_network
 from ..segmentation.checkpoint import load_segmentation_model
 from ..tasks import HeatmapOptions, HeatmapTask, ImageTask, SegmentationTask, process_image
 from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, error_console,
-                  print_report, setup_logging)
+                  print_report, refuse_classifier_options, setup_logging)
 from .jobs import (
     BatchSizeOption,
     ExcludeOption,
@@ -141,12 +141,7 @@ def heatmap(
     inputs = list(inputs or [])
     code = 0
     with cli_errors(verbose):
-        if checkpoint is not None:
-            for flag, given in (("--stride", stride is not None), ("--weights", weights is not None),
-                                ("--model", model != DEFAULT_ARCH)):
-                if given:
-                    raise OptionError("checkpoint", f"{flag} applies to classifiers; a checkpoint's segmentation "
-                                      "model is used as it is")
+        refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride)
         options = HeatmapOptions(
             classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid, save_scores=save_scores,
             write_json=as_json, normalize=normalize, max_side=max_side, max_pixels=max_pixels,
