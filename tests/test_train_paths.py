@@ -22,7 +22,8 @@ from PIL import Image
 from fcn_app.errors import DatasetError, WeightsError
 from fcn_app.segmentation.checkpoint import load_checkpoint, load_segmentation_model
 from fcn_app.segmentation.datasets import VOCSegmentation, read_label_mask, voc_palette
-from fcn_app.segmentation.models import build_segmentation_model, tiny_vgg_classifier
+from fcn_app.models import tiny_vgg_classifier
+from fcn_app.segmentation.models import build_segmentation_model
 from fcn_app.segmentation.synthetic import draw_shapes_sample, write_shapes_dataset
 from fcn_app.segmentation.transforms import Augmentation, SegmentationTorchDataset
 from fcn_app.train import loop
