@@ -242,42 +242,44 @@ def _whole(length: int, cells: int) -> AxisTile:
 @torch.inference_mode()
 def compute_score_maps(
     network: torch.nn.Module,
-    images: list[np.ndarray],
+    images: Sequence[np.ndarray],
     *,
     precision: str = "auto",
     max_memory: int | str | None = None,
     progress: ProgressCallback | None = None,
 ) -> list[ScoreMap]:
-    """Score maps for a batch of same-size RGB uint8 images, from a classifier FCN or a segmentation FCN.
+    """Score maps of RGB uint8 images (any sizes), from a classifier FCN or a segmentation FCN.
 
     Args:
         precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (see :func:`resolve_precision`).
         max_memory: activation budget in bytes (or ``"2G"``-style text); inputs whose activations would exceed it
             are scored in exact tiles. Default: :func:`fcn_app.tiling.default_max_memory`.
-        progress: called as ``progress(done, total)`` after each tile.
+        progress: called as ``progress(done, total)`` after each tile of an image.
 
-    One forward pass when the batch fits the budget; otherwise image by image, each in tiles whose stitched
-    score map equals the untiled one.
+    Every image is scored alone, so its score map is the same whatever images come with it: a joint forward pass
+    over same-size images sums in another order for some batch sizes (VGG16 logits moved by up to 4.5e-6), and
+    ``scripts/bench_batching.py`` shows what it would buy. An image over the budget is scored in tiles whose
+    stitched score map equals the untiled one.
     """
-    pixels = _stack(images)
+    if not len(images):
+        raise ValueError("no images to score")
     dtype = resolve_precision(precision, module_device(network))
     budget = default_max_memory() if max_memory is None else parse_memory_size(max_memory)
     prepare_network(network)
+    return [_score_image(network, image, dtype, budget, progress) for image in images]
 
+
+def _score_image(
+    network: torch.nn.Module, image: np.ndarray, dtype: torch.dtype | None, budget: int,
+    progress: ProgressCallback | None,
+) -> ScoreMap:
+    pixels = image[None]
     padding = centered_padding(pixels.shape[1:3], network.min_input_size)
     top, bottom, left, right = padding
     padded_size = (pixels.shape[1] + top + bottom, pixels.shape[2] + left + right)
     layout = score_layout(network, padded_size)
     grid = layout.grid
-    bytes_per_value = 4 if dtype is None else 2
-    tiles = plan_tiles(network, padded_size, budget, batch=len(images), bytes_per_value=bytes_per_value)
-    if tiles is not None and len(images) > 1:  # too big as a batch: one image at a time, tiled if need be
-        return [
-            score_map
-            for image in images
-            for score_map in compute_score_maps(network, [image], precision=precision, max_memory=budget,
-                                                progress=progress)
-        ]
+    tiles = plan_tiles(network, padded_size, budget, bytes_per_value=4 if dtype is None else 2)
     if tiles is None:
         tiles = [Tile(_whole(padded_size[0], grid[0]), _whole(padded_size[1], grid[1]))]
     else:
@@ -289,28 +291,28 @@ def compute_score_maps(
         rows, cols = tile.rows, tile.cols
         batch = _normalized_region(network, pixels, padding, (rows.input_start, rows.input_stop),
                                    (cols.input_start, cols.input_stop))
-        tile_logits = _run(network, batch, dtype)
+        tile_logits = _run(network, batch, dtype)[0]
         tile_grid = tuple(tile_logits.shape[-2:])
         expected = score_layout(network, tile.input_size).grid
         if tile_grid != expected or rows.cell_stop - rows.cell_offset > tile_grid[0] \
                 or cols.cell_stop - cols.cell_offset > tile_grid[1]:
             raise RuntimeError(f"network produced grid {tile_grid} for a {tile.input_size} tile, geometry expects "
                                f"{expected} covering cells up to {(rows.cell_stop, cols.cell_stop)}")
-        if logits is None:
-            logits = torch.empty((len(images), tile_logits.shape[1], *grid), dtype=torch.float32)
-        logits[:, :, rows.cell_start:rows.cell_stop, cols.cell_start:cols.cell_stop] = tile_logits[
-            :, :, rows.cell_start - rows.cell_offset:rows.cell_stop - rows.cell_offset,
-            cols.cell_start - cols.cell_offset:cols.cell_stop - cols.cell_offset]
+        if len(tiles) == 1:
+            logits = tile_logits.contiguous()
+        else:
+            if logits is None:
+                logits = torch.empty((tile_logits.shape[0], *grid), dtype=torch.float32)
+            logits[:, rows.cell_start:rows.cell_stop, cols.cell_start:cols.cell_stop] = tile_logits[
+                :, rows.cell_start - rows.cell_offset:rows.cell_stop - rows.cell_offset,
+                cols.cell_start - cols.cell_offset:cols.cell_stop - cols.cell_offset]
         del batch, tile_logits
         if progress is not None:
             progress(done, len(tiles))
 
     geometry = ScoreGeometry.for_network(layout.geometry, grid, layout.window, offset=(top, left))
-    image_size = tuple(pixels.shape[1:3])
-    return [
-        ScoreMap(logits=logits[index], geometry=geometry, image_size=image_size, categories=network.categories)
-        for index in range(len(images))
-    ]
+    return ScoreMap(logits=logits, geometry=geometry, image_size=tuple(pixels.shape[1:3]),
+                    categories=network.categories)
 
 
 def compute_score_map(network: torch.nn.Module, image: np.ndarray, **options) -> ScoreMap:

@@ -5,9 +5,9 @@ Three stages overlap so the model never waits for files:
 - **decode** — a torch ``DataLoader`` with ``num_workers`` processes calls :func:`~fcn_app.io.load_image`; a
   worker returns ``(position, pixels, None)`` or ``(position, None, reason)``, so a corrupt file is one failed
   row, never a dead loader;
-- **score** — the main thread groups decoded images of the same size into batches of up to ``batch_size``
-  (other sizes wait in small per-size groups; nothing is resized) and runs the task's ``predict``
-  (:class:`~fcn_app.tasks.base.ImageTask`: classifier heatmaps or a trained segmentation model);
+- **score** — the main thread hands decoded images to the task's ``predict`` in groups of up to ``batch_size``
+  same-size images (:class:`~fcn_app.tasks.base.ImageTask`: classifier heatmaps, detections or a segmentation
+  model); the scoring path scores each image alone, so a group never changes an image's result;
 - **render + write** — a background thread fed by a bounded queue runs the very task methods the single-image
   command runs (``render``, ``write``), so an image gives byte-identical outputs alone or in a folder.
 

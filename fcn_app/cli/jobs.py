@@ -46,7 +46,9 @@ IncludeOption = Annotated[
     list[str] | None, typer.Option(help="Only inputs matching this glob ('*.jpg', or 'sub/*' for paths). Repeatable.")
 ]
 ExcludeOption = Annotated[list[str] | None, typer.Option(help="Leave out inputs matching this glob. Repeatable.")]
-BatchSizeOption = Annotated[int, typer.Option(help="Score up to this many same-size images at once.", min=1)]
+BatchSizeOption = Annotated[int, typer.Option(
+    help="Hand up to this many same-size images to the model per call (each is scored alone: outputs never depend "
+         "on the batch).", min=1)]
 NumWorkersOption = Annotated[
     int | None, typer.Option(help=f"Decoding processes (default: one per two CPUs, at most 2; here {default_num_workers()}).", min=0)
 ]

@@ -1,6 +1,6 @@
 """What is done per image, as a protocol: the batch runner and the CLI drive every task the same way.
 
-A task predicts (a batch of same-size images), renders one image's pictures and summary, names and writes its
+A task predicts (a group of same-size images; each result independent of the others), renders one image's pictures and summary, names and writes its
 output files, and says what to print and what to put in a folder's summary. Nothing here imports a model: the
 runners that speak this protocol stay independent of what the tasks compute.
 """
@@ -42,7 +42,7 @@ class ImageTask(Protocol):
         """Fail fast on options that would fail for every image (e.g. an unknown class name)."""
 
     def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None) -> list[Any]:
-        """Model outputs for a batch of same-size RGB images, one per image."""
+        """Model outputs for a group of same-size RGB images, one per image, each as if it came alone."""
 
     def render(self, image: np.ndarray, prediction: Any, source: str | None) -> Any:
         """Pictures and summary (attribute ``summary``, the ``--json`` payload) of one image; nothing is written."""
