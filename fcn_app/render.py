@@ -96,8 +96,9 @@ def blend(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndar
 
 def _heat_levels(heatmap: np.ndarray) -> np.ndarray:
     """``rint(clip(heatmap, 0, 1)·255)`` as uint8 (NaN → 0), as :func:`colorize` quantises."""
-    heat = np.nan_to_num(heatmap.astype(np.float32, copy=False), nan=0.0)
-    return cv2.convertScaleAbs(cv2.max(heat, 0.0), alpha=255.0)
+    heat = np.maximum(np.nan_to_num(heatmap.astype(np.float32, copy=False), nan=0.0), np.float32(0.0))
+    # (numpy's maximum: cv2.max with a scalar reads a 1-pixel map as a 4-element Scalar and returns 4×1)
+    return cv2.convertScaleAbs(heat, alpha=255.0)
 
 
 def _font_scale(width: int) -> float:

@@ -72,7 +72,7 @@ def test_a_failed_batch_is_retried_one_by_one(folder, reference, tmp_path):
     rows = rows_by_path(tmp_path)
     assert rows["rgb_01.png"]["status"] == "failed" and rows["rgb_01.png"]["outputs"] == {}
     assert rows["rgb_01.png"]["reason"] == (f"{folder / 'rgb_01.png'}: cannot compute score map "
-                                            "(simulated: not enough memory); try --max-side")
+                                            "(simulated: not enough memory); try downscaling it")
     assert result.counts == {"ok": 2, "skipped": 0, "failed": 1, "pending": 0}
     for stem in ("rgb_00", "rgb_02"):  # the good neighbours: the outputs they get alone
         for suffix in (".heatmap.png", ".json"):

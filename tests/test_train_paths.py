@@ -70,7 +70,7 @@ def hand_written_sgd_replay(config) -> tuple[dict, list[float]]:
                                      pretrained=False, class_names=dataset.class_names)
     augmentation = Augmentation(tuple(config.data.scale_range), tuple(config.data.crop_size), config.data.flip)
     torch_set = SegmentationTorchDataset(dataset, model.mean, model.std, augmentation, seed=train.seed)
-    context = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    context = DistributedContext(rank=0, world_size=1, device=torch.device("cpu"))
     batches = loop._micro_batches(torch_set, config, context, 0)
     model.train()
     losses = []
@@ -135,7 +135,7 @@ def test_resume_offset_of_accumulated_micro_batches(shapes):
     dataset, _ = loop.open_datasets(config)
     torch_set = SegmentationTorchDataset(dataset, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25),
                                          Augmentation((0.7, 1.3), (32, 32), True), seed=0)
-    context = DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    context = DistributedContext(rank=0, world_size=1, device=torch.device("cpu"))
     whole = loop._micro_batches(torch_set, config, context, 0)
     reference = [next(whole) for _ in range(11)]
     for start in (3, 4, 7):  # mid-epoch, an epoch boundary, the last batch of an epoch
