@@ -81,6 +81,9 @@ class LayerGeometry:
 
 def network_geometry(model: nn.Module) -> LayerGeometry:
     """Stride, centre of output cell ``(0, 0)`` and receptive field of ``model`` (layers walked in order)."""
+    measured = getattr(model, "layer_geometry", None)
+    if callable(measured):  # a graph network has no layer order to walk; it measures itself (models/graph.py)
+        return measured()
     stride = [1, 1]
     center = [0.0, 0.0]
     field = [1, 1]
@@ -103,6 +106,9 @@ def network_geometry(model: nn.Module) -> LayerGeometry:
 
 def output_grid_size(model: nn.Module, input_size: tuple[int, int]) -> tuple[int, int]:
     """Score grid ``(rows, cols)`` that ``model`` produces for an input of ``input_size``, without running it."""
+    measured = getattr(model, "output_grid", None)
+    if callable(measured):  # graph networks: shapes from a meta-device pass (models/graph.py)
+        return measured(input_size)
     size = [int(input_size[0]), int(input_size[1])]
     for layer in spatial_layers(model):
         kernel = _pair(layer.kernel_size)
