@@ -353,21 +353,35 @@ def _weights_identity(arch: str, weights_path: str | os.PathLike | None) -> tupl
 
 
 @functools.lru_cache(maxsize=4)
-def _load_prepared(arch: str, weights_identity: tuple, weights_path: str | None, device: str) -> FullyConvolutionalNet:
-    network = load_network(arch, weights_path=weights_path).to(device)
+def _load_prepared(arch: str, weights_identity: tuple, weights_path: str | None, device: str,
+                   classes_identity: tuple = (None, None, None), classes_path: str | None = None
+                   ) -> FullyConvolutionalNet:
+    network = load_network(arch, weights_path=weights_path, classes_path=classes_path).to(device)
     logger.debug("loaded %s (%s) on %s", arch, weights_identity[0], device)
     return prepare_network(network.eval())
 
 
 def load_scoring_network(
-    arch: str = DEFAULT_ARCH, *, weights_path: str | os.PathLike | None = None, device: str | torch.device = "auto"
+    arch: str = DEFAULT_ARCH,
+    *,
+    weights_path: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    classes_path: str | os.PathLike | None = None,
 ) -> FullyConvolutionalNet:
     """:func:`~fcn_app.models.load_network`, on ``device`` and ready for :func:`compute_score_maps` — loaded once per
     process: later calls with the same model, weights file (same size and mtime) and device return the same
     network object. Treat it as read-only."""
     device = resolve_device(device)
     path = str(weights_path) if weights_path is not None else None
-    return _load_prepared(arch, _weights_identity(arch, weights_path), path, str(device))
+    if classes_path is None:
+        return _load_prepared(arch, _weights_identity(arch, weights_path), path, str(device))
+    classes = Path(classes_path)
+    try:
+        classes_identity = (str(classes.resolve()), classes.stat().st_size, classes.stat().st_mtime_ns)
+    except OSError:
+        classes_identity = (str(classes), None, None)
+    return _load_prepared(arch, _weights_identity(arch, weights_path), path, str(device), classes_identity,
+                          str(classes))
 
 
 load_scoring_network.cache_clear = _load_prepared.cache_clear  # type: ignore[attr-defined]

@@ -15,6 +15,7 @@ from rich.markup import escape
 from ..errors import FcnError
 
 __all__ = [
+    "ClassesOption",
     "EXIT_FAILURES",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -65,7 +66,8 @@ error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging; tracebacks on errors.")]
 ModelOption = Annotated[
-    str, typer.Option("--model", "-m", help="torchvision classifier: vgg11/13/16/19(_bn) or alexnet.")
+    str, typer.Option("--model", "-m", help="Any torchvision classifier (`fcn-heatmap models` lists them: "
+                                            "vgg16, resnet50, convnext_tiny, efficientnet_b0, …) or module:callable.")
 ]
 WeightsOption = Annotated[
     Path | None,
@@ -74,6 +76,11 @@ WeightsOption = Annotated[
         help="Local state dict of --model (else $FCN_HEATMAP_WEIGHTS, else the torch hub cache / download).",
         dir_okay=False,
     ),
+]
+ClassesOption = Annotated[
+    Path | None,
+    typer.Option("--classes", help="Class names of --weights, one per line (needed when it has another number of "
+                                   "classes than ImageNet's 1000).", dir_okay=False),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 

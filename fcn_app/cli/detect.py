@@ -17,6 +17,7 @@ from ..pipeline import DetectionTask, coco_results_from_summary, process_image
 from ..pyramid import FUSE_MODES, parse_scales
 from ..launcher import local_device
 from ..scoring import load_scoring_network
+from .app import ClassesOption
 from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, print_metrics,
                   setup_logging)
 from .jobs import (
@@ -93,6 +94,7 @@ def detect(
     shard: ShardOption = None,
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
+    class_names_file: ClassesOption = None,
     device: DeviceOption = "auto",
     verbose: VerboseOption = False,
 ) -> None:
@@ -114,7 +116,8 @@ def detect(
             raise ValueError("give an IMAGE, a folder, a glob or --list FILE")
 
         def make_task() -> DetectionTask:
-            network = load_scoring_network(model, weights_path=weights, device=local_device(device))
+            network = load_scoring_network(model, weights_path=weights, device=local_device(device),
+                                           classes_path=class_names_file)
             if stride is not None:
                 network = densify(network, stride)
             return DetectionTask(

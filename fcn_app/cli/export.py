@@ -10,7 +10,7 @@ import typer
 from ..export import DEFAULT_OPSET, EXPORT_FORMATS, export_onnx
 from ..models import DEFAULT_ARCH
 from ..scoring import load_scoring_network
-from .app import ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, setup_logging
+from .app import ClassesOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, setup_logging
 
 __all__ = ["export"]
 
@@ -22,6 +22,7 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset version.", min=9)] = DEFAULT_OPSET,
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
+    class_names_file: ClassesOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Export the converted network: normalised N×3×H×W images in, N×K×rows×cols class scores out, any H and W.
@@ -32,7 +33,7 @@ def export(
     with cli_errors(verbose):
         if export_format not in EXPORT_FORMATS:
             raise ValueError(f"unknown --format {export_format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-        network = load_scoring_network(model, weights_path=weights, device="cpu")
+        network = load_scoring_network(model, weights_path=weights, device="cpu", classes_path=class_names_file)
         written = export_onnx(network, out, opset=opset)
         console.print(f"wrote {export_format}: {written} (inputs: images N×3×H×W normalised; outputs: scores)",
                       highlight=False)

@@ -23,6 +23,7 @@ from ..pipeline import HeatmapOptions, HeatmapTask, ImageTask, process_image
 from ..render import COLORMAPS, DEFAULT_COLORMAP
 from ..launcher import local_device
 from ..scoring import PRECISIONS, load_scoring_network
+from .app import ClassesOption
 from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, error_console,
                   setup_logging)
 from .jobs import (
@@ -80,11 +81,11 @@ def _tile_progress():
 
 def _build_task(options: HeatmapOptions, *, model: str, weights: Path | None, checkpoint: Path | None,
                 device: str, stride: int | None = None, precision: str = "auto",
-                max_memory: str | None = None) -> ImageTask:
+                max_memory: str | None = None, classes_path: Path | None = None) -> ImageTask:
     """Classifier heatmaps, or with ``--checkpoint`` the segmentation of a trained FCN (same outputs machinery)."""
     target = local_device(device)
     if checkpoint is None:
-        network = load_scoring_network(model, weights_path=weights, device=target)
+        network = load_scoring_network(model, weights_path=weights, device=target, classes_path=classes_path)
         if stride is not None:
             network = densify(network, stride)
         return HeatmapTask(network, options, score_options={"precision": precision, "max_memory": max_memory})
@@ -139,6 +140,7 @@ def heatmap(
     shard: ShardOption = None,
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
+    class_names_file: ClassesOption = None,
     checkpoint: Annotated[
         Path | None,
         typer.Option("--checkpoint", help="Trained segmentation checkpoint (fcn-heatmap train): palette overlay "
@@ -176,7 +178,8 @@ def heatmap(
             }}
             code, _ = run_folder_job(
                 lambda: _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device,
-                                    stride=stride, precision=precision, max_memory=max_memory),
+                                    stride=stride, precision=precision, max_memory=max_memory,
+                                    classes_path=class_names_file),
                 inputs, out, folder, description="heatmaps", verbose=verbose, extra_summary=extra,
             )
         else:
@@ -184,7 +187,8 @@ def heatmap(
             pixels = load_image(image, max_side=options.max_side, max_pixels=options.max_pixels)
             out_dir = ensure_output_dir(out) if out is not None else image.parent
             task = _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device,
-                               stride=stride, precision=precision, max_memory=max_memory)
+                               stride=stride, precision=precision, max_memory=max_memory,
+                               classes_path=class_names_file)
             task.check()
             if isinstance(task, HeatmapTask):
                 task.score_options["progress"] = _tile_progress()

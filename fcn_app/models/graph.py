@@ -234,7 +234,7 @@ def _per_cell_layer(graph_module: fx.GraphModule, node: fx.Node, channels: int) 
             return None, channels
         if isinstance(module, nn.LayerNorm) and tuple(module.normalized_shape) == (channels,):
             norm = LayerNorm2d(channels, eps=module.eps, elementwise_affine=module.elementwise_affine)
-            norm.load_state_dict(module.state_dict())
+            norm.load_state_dict(module.state_dict(), assign=True)  # shares nothing: state_dict() tensors are views
             return norm, channels
         if isinstance(module, _PER_CELL_MODULES):
             return copy.deepcopy(module), channels

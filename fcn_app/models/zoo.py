@@ -13,6 +13,7 @@ refused, not run.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import logging
@@ -101,18 +102,34 @@ def default_weights(arch: str = DEFAULT_ARCH) -> WeightsEnum:
 def build_classifier(arch: str = DEFAULT_ARCH, *, num_classes: int = 1000, aux_logits: bool = True) -> nn.Module:
     """A randomly initialised torchvision classifier (weights are loaded separately).
 
-    Called inside ``with torch.device("meta")`` it builds shapes only; builders that compute their layer widths
-    with tensors (RegNet) are built on the CPU and moved there.
+    Called inside ``with torch.device("meta")`` it builds shapes only (fast, no memory), RegNet included.
     """
     kwargs: dict[str, Any] = {"num_classes": num_classes}
     if _check_arch(arch) in _PORTED_FROM_TENSORFLOW:
         kwargs.update(aux_logits=aux_logits, transform_input=True, init_weights=False)
-    try:
-        return get_model(arch, weights=None, **kwargs)
-    except NotImplementedError:  # "Cannot copy out of meta tensor": the builder needs real numbers
+    if arch.startswith("regnet"):
+        with _regnet_widths_on_cpu():
+            return get_model(arch, weights=None, **kwargs)
+    return get_model(arch, weights=None, **kwargs)
+
+
+@contextlib.contextmanager
+def _regnet_widths_on_cpu():
+    """RegNet's builder computes its layer widths with tensor ops, which fail under ``torch.device("meta")``; run
+    that arithmetic on the CPU so the model itself can still be built as shapes only."""
+    from torchvision.models import regnet
+
+    original = regnet.BlockParams.__dict__["from_init_params"]
+
+    def from_init_params(cls, *args, **kwargs):
         with torch.device("cpu"):
-            model = get_model(arch, weights=None, **kwargs)
-        return model.to(torch.get_default_device())
+            return original.__func__(cls, *args, **kwargs)
+
+    regnet.BlockParams.from_init_params = classmethod(from_init_params)
+    try:
+        yield
+    finally:
+        regnet.BlockParams.from_init_params = original
 
 
 def _drop_auxiliary_heads(model: nn.Module, arch: str) -> nn.Module:
@@ -229,11 +246,11 @@ def _file_num_classes(arch: str, state_dict: dict[str, torch.Tensor]) -> int:
     mismatch message."""
     with torch.device("meta"):
         expected = build_classifier(arch).state_dict()
-    differing = [key for key, tensor in expected.items()
-                 if key in state_dict and state_dict[key].shape != tensor.shape]
-    sizes = {int(state_dict[key].shape[0]) for key in differing}
-    if differing and len(sizes) == 1 and all(
-        state_dict[key].shape[1:] == expected[key].shape[1:] and expected[key].shape[0] == 1000 for key in differing
+    class_keys = {key for key, tensor in expected.items() if tensor.dim() and tensor.shape[0] == 1000}
+    differing = {key for key, tensor in expected.items() if key in state_dict and state_dict[key].shape != tensor.shape}
+    sizes = {int(state_dict[key].shape[0]) for key in differing if state_dict[key].dim()}
+    if differing and differing == class_keys and len(sizes) == 1 and all(
+        state_dict[key].shape[1:] == expected[key].shape[1:] for key in differing
     ):
         return sizes.pop()
     return 1000
