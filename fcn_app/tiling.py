@@ -175,6 +175,10 @@ def plan_tiles(
         logger.warning("memory budget %s is below one exact tile (receptive field %s px); using the smallest tiles",
                        format_bytes(max_memory), "×".join(map(str, geometry.receptive_field)))
     tiles = [Tile(rows, cols) for rows in plans[0] for cols in plans[1]]
+    if getattr(network, "global_context", False) and len(tiles) > 1:
+        logger.warning("%s gates channels by averages over the whole input (squeeze-and-excitation): tiles are "
+                       "close to but not exactly the whole-image scores; raise the memory budget for exact ones",
+                       getattr(network, "arch", "this network"))
     logger.info("scoring %d×%d px in %d tiles (budget %s)", input_size[0], input_size[1], len(tiles),
                 format_bytes(max_memory))
     return tiles

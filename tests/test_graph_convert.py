@@ -14,7 +14,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from fcn_app.errors import ConversionError
 from fcn_app.models import SUPPORTED_ARCHS, to_fully_convolutional
-from fcn_app.models.graph import GraphFullyConvolutionalNet, convert_classifier
+from fcn_app.models.graph import GraphFullyConvolutionalNet, convert_classifier, with_window
 from fcn_app.models.zoo import _drop_auxiliary_heads, _materialise, build_classifier
 
 from helpers import random_state_dict
@@ -163,3 +163,31 @@ def test_every_supported_torchvision_classifier_converts_on_the_meta_device():
         with torch.no_grad():
             grid = network(torch.empty(1, 3, size + 64, size + 96, device="meta")).shape[2:]
         assert grid[0] >= 2 and grid[1] >= 3, (arch, grid)
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_a_free_window_scores_each_window_of_that_many_feature_cells(window):
+    """``--window 1`` is CAM: every feature cell through the head alone; ``3`` pools 3×3 cells per score."""
+    model = _seeded("resnet18")
+    network = with_window(convert_classifier(model, input_size=64), window)
+    node, head = FAMILIES["resnet"]
+    extractor = create_feature_extractor(model, return_nodes={node: "features"})
+    image = torch.randn(1, 3, 160, 128)
+    with torch.no_grad():
+        cells = network(image)
+        features = extractor(image)["features"]
+        assert cells.shape[2:] == (features.shape[2] - window + 1, features.shape[3] - window + 1)
+        for row in range(cells.shape[2]):
+            for col in range(cells.shape[3]):
+                _assert_same_logits(cells[:, :, row, col],
+                                    head(model, features[:, :, row:row + window, col:col + window]))
+    assert network.input_size == (64 + (window - 2) * 32,) * 2
+
+
+def test_only_pooled_heads_have_a_free_window():
+    with pytest.raises(ConversionError, match="at least one feature cell"):
+        with_window(convert_classifier(_seeded("resnet18"), input_size=64), 0)
+    with torch.device("meta"):
+        vgg = to_fully_convolutional(get_model("vgg11", weights=None).eval())
+    with pytest.raises(ConversionError, match="has no free window size: only classifiers ending in global pooling"):
+        with_window(vgg, 1)

@@ -13,7 +13,7 @@ import torch
 from torch import fx, nn
 
 from fcn_app.geometry import ScoreGeometry, network_geometry, output_grid_size, upsample_to_pixels
-from fcn_app.models.graph import _without_global_gates, convert_classifier, probe_body_geometry
+from fcn_app.models.graph import _without_global_gates, convert_classifier, probe_body_geometry, with_window
 from fcn_app.models.zoo import _drop_auxiliary_heads, _materialise, build_classifier
 from fcn_app.tiling import activation_bytes
 
@@ -138,3 +138,13 @@ def test_one_hot_cell_peaks_at_its_measured_centre(arch, image_size):
             expected = np.array([min(max(layers.first_center[0] + layers.stride[0] * row, 0), image_size[0] - 1),
                                  min(max(layers.first_center[1] + layers.stride[1] * col, 0), image_size[1] - 1)])
             assert np.abs(peaks - expected).max(axis=1).min() <= 1, (row, col)
+
+
+def test_a_free_window_moves_the_first_centre_and_field_with_it():
+    network = convert_classifier(_seeded("resnet18"), input_size=224)
+    cam = with_window(network, 1)
+    layers = network_geometry(cam)
+    assert layers.first_center == (0.0, 0.0) and layers.receptive_field == (435, 435)
+    assert output_grid_size(cam, (224, 224)) == (7, 7) and cam.input_size == (32, 32)
+    with torch.no_grad():
+        assert tuple(cam(torch.zeros(1, 3, 100, 130)).shape[2:]) == output_grid_size(cam, (100, 130))

@@ -153,6 +153,19 @@ def test_cli_heatmap_of_a_fine_tuned_graph_network_with_class_names(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert any(name in result.stdout for name in ("cat", "dog", "fox", "owl", "bee"))
+    result = subprocess.run(
+        [sys.executable, "-m", "fcn_app", "heatmap", str(image), "--model", "mobilenet_v3_small", "--weights",
+         str(path), "--classes", str(names), "--out", str(tmp_path / "cam"), "--window", "1", "--save-scores"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    import numpy as np
+
+    scores = np.load(next((tmp_path / "cam").glob("*.npz")))
+    # 300×420 px gives a 10×14 feature grid at stride 32: one score per feature cell with --window 1, and the
+    # window each score stands for shrinks to one stride
+    assert tuple(scores["grid"]) == (10, 14) and tuple(scores["window"]) == (32, 32)
+    assert scores["logits"].shape == (5, 10, 14)
     result = subprocess.run([sys.executable, "-m", "fcn_app", "heatmap", str(image), "--model", "resnet51"],
                             capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 2 and "did you mean resnet50" in result.stderr

@@ -81,11 +81,16 @@ def _tile_progress():
 
 def _build_task(options: HeatmapOptions, *, model: str, weights: Path | None, checkpoint: Path | None,
                 device: str, stride: int | None = None, precision: str = "auto",
-                max_memory: str | None = None, classes_path: Path | None = None) -> ImageTask:
+                max_memory: str | None = None, classes_path: Path | None = None,
+                window: int | None = None) -> ImageTask:
     """Classifier heatmaps, or with ``--checkpoint`` the segmentation of a trained FCN (same outputs machinery)."""
     target = local_device(device)
     if checkpoint is None:
         network = load_scoring_network(model, weights_path=weights, device=target, classes_path=classes_path)
+        if window is not None:
+            from ..models.graph import with_window
+
+            network = with_window(network, window)
         if stride is not None:
             network = densify(network, stride)
         return HeatmapTask(network, options, score_options={"precision": precision, "max_memory": max_memory})
@@ -141,6 +146,9 @@ def heatmap(
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
     class_names_file: ClassesOption = None,
+    window: Annotated[int | None, typer.Option(
+        "--window", min=1, help="Feature cells pooled per score cell, for classifiers ending in global pooling "
+        "(default: the training window, e.g. 7 for 224/32). 1 = CAM: finer maps for localisation.")] = None,
     checkpoint: Annotated[
         Path | None,
         typer.Option("--checkpoint", help="Trained segmentation checkpoint (fcn-heatmap train): palette overlay "
@@ -179,7 +187,7 @@ def heatmap(
             code, _ = run_folder_job(
                 lambda: _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device,
                                     stride=stride, precision=precision, max_memory=max_memory,
-                                    classes_path=class_names_file),
+                                    classes_path=class_names_file, window=window),
                 inputs, out, folder, description="heatmaps", verbose=verbose, extra_summary=extra,
             )
         else:
@@ -188,7 +196,7 @@ def heatmap(
             out_dir = ensure_output_dir(out) if out is not None else image.parent
             task = _build_task(options, model=model, weights=weights, checkpoint=checkpoint, device=device,
                                stride=stride, precision=precision, max_memory=max_memory,
-                               classes_path=class_names_file)
+                               classes_path=class_names_file, window=window)
             task.check()
             if isinstance(task, HeatmapTask):
                 task.score_options["progress"] = _tile_progress()

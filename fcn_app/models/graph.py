@@ -46,6 +46,7 @@ __all__ = [
     "convert_classifier",
     "is_graph_classifier",
     "probe_body_geometry",
+    "with_window",
 ]
 
 #: Head modules that act per element or per cell over channels; they run unchanged on every cell of a grid.
@@ -267,7 +268,8 @@ def _split_at_global_pool(graph_module: fx.GraphModule) -> tuple[fx.Node, str, l
         if node.op == "placeholder" or len(inputs) != 1 or len(node.users) > 1:
             raise ConversionError(
                 "the classifier does not end in global average/max pooling followed by a per-vector head "
-                f"(stopped at {node.op} {node.name}); only such classifiers have an exact sliding-window form"
+                f"(stopped at {node.op} {node.name}), so it has no exact sliding-window form; for another layout "
+                "pass features= and head= to to_fully_convolutional()"
             )
         head.append(node)
         node = inputs[0]
@@ -500,3 +502,30 @@ def probe_body_geometry(body: nn.Module, in_channels: int, grid_of) -> BodyGeome
         centers.append(center)
         fields.append(field)
     return BodyGeometry(tuple(strides), tuple(centers), tuple(fields))
+
+
+def with_window(network: GraphFullyConvolutionalNet, window: int | tuple[int, int]) -> GraphFullyConvolutionalNet:
+    """``network`` pooling ``window`` feature cells per score cell instead of its training window (shares weights).
+
+    Only the window pool changes; body and head are the same modules. ``window = 1`` scores every feature cell on
+    its own — class activation mapping (Zhou et al. 2016) — finer maps for localisation; larger windows see more
+    context. Geometry follows (:meth:`GraphFullyConvolutionalNet.layer_geometry` reads ``window``).
+    """
+    size = (window, window) if isinstance(window, int) else (int(window[0]), int(window[1]))
+    if min(size) < 1:
+        raise ConversionError(f"window {size} must be at least one feature cell")
+    pool = network.head[0] if isinstance(network, GraphFullyConvolutionalNet) else None
+    if not isinstance(pool, (nn.AvgPool2d, nn.MaxPool2d)):
+        raise ConversionError(f"{getattr(network, 'arch', 'this network')} has no free window size: only classifiers "
+                              "ending in global pooling (ResNet, ConvNeXt, EfficientNet, …) have one")
+    replacement = type(pool)(size, stride=1)
+    changed = copy.copy(network)  # shallow: modules and weights shared, caches fresh
+    changed._modules = dict(network._modules)
+    changed.head = nn.Sequential(replacement, *list(network.head)[1:])
+    changed.window = size
+    changed.input_size = tuple(
+        network.input_size[axis] + (size[axis] - network.window[axis]) * network.body_geometry().stride[axis]
+        for axis in range(2)
+    )
+    changed._grid_cache = dict(network._grid_cache)
+    return changed
