@@ -30,6 +30,7 @@ FAMILIES = {
     "regnet": ("trunk_output", lambda m, w: m.fc(_flat_pool(m, w))),
     "convnext": ("features", lambda m, w: m.classifier(m.avgpool(w))),
     "efficientnet": ("features", lambda m, w: m.classifier(_flat_pool(m, w))),
+    "mobilenet_v2": ("features", lambda m, w: m.classifier(torch.flatten(F.adaptive_avg_pool2d(w, 1), 1))),
     "mobilenet": ("features", lambda m, w: m.classifier(_flat_pool(m, w))),
     "densenet": ("features", lambda m, w: m.classifier(torch.flatten(F.adaptive_avg_pool2d(F.relu(w), 1), 1))),
     "shufflenet": ("conv5", lambda m, w: m.fc(w.mean([2, 3]))),
@@ -155,8 +156,7 @@ def test_every_supported_torchvision_classifier_converts_on_the_meta_device():
     """Shapes only: each model traces, cuts at its global pool and gives a 1000-class grid that grows."""
     for arch in SUPPORTED_ARCHS:
         with torch.device("meta"):
-            model = get_model(arch, weights=None, **({"init_weights": False} if arch in ("googlenet",
-                                                                                        "inception_v3") else {}))
+            model = _drop_auxiliary_heads(build_classifier(arch), arch)
         size = 299 if arch == "inception_v3" else 224
         network = convert_classifier(model.eval(), input_size=size, arch=arch)
         assert network.num_classes == 1000, arch
