@@ -86,7 +86,7 @@ def test_help_shows_examples():
         (["missing.jpg"], 2, "no such file"),
         ([str(EXAMPLES / "chelsea.jpg"), "--class", "tabbby"], 2, "did you mean"),
         ([str(EXAMPLES / "chelsea.jpg"), "--colormap", "nope"], 2, "unknown --colormap"),
-        ([str(EXAMPLES / "chelsea.jpg"), "--model", "resnet50"], 2, "unknown model"),
+        ([str(EXAMPLES / "chelsea.jpg"), "--model", "resnet51"], 2, "unknown model 'resnet51'; did you mean resnet50"),
         ([str(EXAMPLES)], 2, "--out OUT is required"),
     ],
 )

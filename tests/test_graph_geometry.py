@@ -122,7 +122,8 @@ def test_measured_geometry_equals_gradient_support_of_feature_cells(arch):
         assert arch.startswith(("mobilenet_v3", "efficientnet"))
 
 
-@pytest.mark.parametrize("arch, image_size", [("resnet18", (300, 451)), ("mobilenet_v3_small", (640, 427))])
+@pytest.mark.parametrize("arch, image_size", [
+    ("resnet18", (300, 451)), pytest.param("mobilenet_v3_small", (640, 427), marks=pytest.mark.slow)])
 def test_one_hot_cell_peaks_at_its_measured_centre(arch, image_size):
     """As for VGG16: a one-hot score grid upsampled to pixels peaks on the cell's centre ``c₀ + s·i``."""
     network = convert_classifier(_seeded(arch), input_size=224)

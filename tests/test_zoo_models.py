@@ -129,9 +129,11 @@ def test_model_names_that_do_not_work_say_why_in_one_line(name, message):
     assert "\n" not in str(raised.value)
 
 
-@pytest.mark.parametrize("arch, window, stride", [("resnet50", (7, 7), 32), ("efficientnet_v2_s", (12, 12), 32),
-                                                  ("squeezenet1_1", (13, 13), 16), ("inception_v3", (8, 8), 32),
-                                                  ("vgg16", (7, 7), 32)])
+@pytest.mark.parametrize("arch, window, stride", [
+    ("resnet50", (7, 7), 32), ("squeezenet1_1", (13, 13), 16), ("vgg16", (7, 7), 32),
+    pytest.param("efficientnet_v2_s", (12, 12), 32, marks=pytest.mark.slow),
+    pytest.param("inception_v3", (8, 8), 32, marks=pytest.mark.slow),
+])
 def test_catalog_reads_window_and_stride_off_the_converted_network(arch, window, stride):
     info = describe_model(arch)
     assert (info.window, info.stride) == (window, stride)
