@@ -44,6 +44,7 @@ __all__ = [
     "BodyGeometry",
     "convert_graph_classifier",
     "convert_classifier",
+    "densify_graph",
     "is_graph_classifier",
     "probe_body_geometry",
     "with_window",
@@ -99,6 +100,7 @@ class GraphFullyConvolutionalNet(FullyConvolutionalNet):
                  global_context: bool = False, **kwargs) -> None:
         super().__init__(features, head, **kwargs)
         self.window = (int(window[0]), int(window[1]))
+        self.window_dilation = 1  # feature cells between window taps: > 1 after densify_graph
         self.global_context = bool(global_context)
         self._body_geometry: BodyGeometry | None = None
         self._grid_cache: dict[tuple[int, int], tuple[int, int]] = {}
@@ -129,7 +131,8 @@ class GraphFullyConvolutionalNet(FullyConvolutionalNet):
     def output_grid(self, input_size: tuple[int, int]) -> tuple[int, int]:
         """Score grid ``(rows, cols)`` for an input of ``input_size``."""
         rows, cols = self.feature_grid(input_size)
-        return (max(0, rows - self.window[0] + 1), max(0, cols - self.window[1] + 1))
+        span = [(size - 1) * self.window_dilation + 1 for size in self.window]
+        return (max(0, rows - span[0] + 1), max(0, cols - span[1] + 1))
 
     def body_geometry(self) -> BodyGeometry:
         """The body's measured geometry; probed once per structure (weights do not move cells) and cached."""
@@ -147,9 +150,11 @@ class GraphFullyConvolutionalNet(FullyConvolutionalNet):
         body = self.body_geometry()
         return LayerGeometry(
             stride=body.stride,
-            first_center=tuple(body.first_center[axis] + (self.window[axis] - 1) / 2 * body.stride[axis]
+            first_center=tuple(body.first_center[axis]
+                               + (self.window[axis] - 1) * self.window_dilation / 2 * body.stride[axis]
                                for axis in range(2)),
-            receptive_field=tuple(body.receptive_field[axis] + (self.window[axis] - 1) * body.stride[axis]
+            receptive_field=tuple(body.receptive_field[axis]
+                                  + (self.window[axis] - 1) * self.window_dilation * body.stride[axis]
                                   for axis in range(2)),
         )
 
@@ -529,3 +534,93 @@ def with_window(network: GraphFullyConvolutionalNet, window: int | tuple[int, in
     )
     changed._grid_cache = dict(network._grid_cache)
     return changed
+
+
+class DilatedAvgPool2d(nn.Module):
+    """Stride-1 average over a ``kernel`` window whose taps are ``dilation`` cells apart (a dense grid's window)."""
+
+    def __init__(self, kernel_size: tuple[int, int], dilation: tuple[int, int]) -> None:
+        super().__init__()
+        self.kernel_size, self.dilation = tuple(kernel_size), tuple(dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = x.new_full((x.shape[1], 1, *self.kernel_size), 1.0 / (self.kernel_size[0] * self.kernel_size[1]))
+        return F.conv2d(x, weight, dilation=self.dilation, groups=x.shape[1])
+
+
+def _module_strides(body: nn.Module, in_channels: int) -> dict[str, tuple[int, int]]:
+    """``name → (input stride, output stride)`` of every conv/pool of ``body`` (meta-device pass, no compute)."""
+    shapes_only = copy.deepcopy(body).to("meta")
+    length = 4096
+    found: dict[str, tuple[int, int]] = {}
+
+    def recorder(name):
+        def record(module, inputs, output):
+            found[name] = (round(length / inputs[0].shape[-2]), round(length / output.shape[-2]))
+        return record
+
+    hooks = [module.register_forward_hook(recorder(name)) for name, module in shapes_only.named_modules()
+             if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d))]
+    try:
+        with torch.no_grad():
+            shapes_only(torch.empty(1, in_channels, length, length, device="meta"))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return found
+
+
+def densify_graph(network: GraphFullyConvolutionalNet, stride: int) -> GraphFullyConvolutionalNet:
+    """A copy of graph ``network`` with output stride ``stride`` (a power-of-two divisor of the native one).
+
+    Filter rarefaction, as torchvision's ``replace_stride_with_dilation``: every layer that down-samples past
+    ``stride`` keeps its input resolution (stride 1), and every layer reading a grid that is now finer than it was
+    built for is dilated (and padded) by the ratio; the window pool too. Cells at multiples of ``native/stride``
+    reproduce the native map exactly. Squeeze-and-excitation networks are refused: their gates would average a
+    different (denser) grid.
+    """
+    native = network.body_geometry().stride
+    if native[0] != native[1]:
+        raise ConversionError(f"denser maps need the same stride along both axes, this network has {native}")
+    native = native[0]
+    if stride == native:
+        return network
+    if stride < 1 or native % stride or (native // stride) & (native // stride - 1):
+        raise ConversionError(f"output stride {stride} is not reachable for this network (native stride {native}); "
+                              f"choose {native} divided by a power of two")
+    if network.global_context:
+        raise ConversionError(f"{network.arch} gates channels by averages over the whole feature grid "
+                              "(squeeze-and-excitation); on a denser grid those averages change, so a denser "
+                              "stride would not be exact")
+    dense = copy.deepcopy(network)
+    dense._grid_cache, dense._body_geometry, dense._meta_body = {}, None, None
+    for name, (stride_in, stride_out) in _module_strides(network.features, network._in_channels()).items():
+        module = dense.features.get_submodule(name)
+        physical_in, physical_out = min(stride_in, stride), min(stride_out, stride)
+        factor = stride_in // physical_in
+        step = physical_out // physical_in
+        if factor == 1 and step == stride_out // stride_in:
+            continue
+        kernel = module.kernel_size if isinstance(module.kernel_size, tuple) else (module.kernel_size,) * 2
+        if isinstance(module, nn.AvgPool2d) and factor > 1 and kernel != (1, 1):
+            raise ConversionError(f"cannot densify through the average pool {name} at stride {stride}: it has no "
+                                  "dilated form; choose a coarser stride")
+        if isinstance(module, nn.MaxPool2d) and factor > 1 and module.padding not in (0, (0, 0)):
+            raise ConversionError(f"cannot densify through the padded max pool {name} at stride {stride}: PyTorch "
+                                  "pads dilated max pools by at most half the kernel; choose a coarser stride")
+        module.stride = (step, step) if isinstance(module, nn.Conv2d) else step
+        if factor > 1 and kernel != (1, 1):
+            padding = module.padding if isinstance(module.padding, tuple) else (module.padding,) * 2
+            dilation = module.dilation if isinstance(module.dilation, tuple) else (module.dilation,) * 2
+            if isinstance(module.padding, str):
+                raise ConversionError(f"cannot densify {name}: padding={module.padding!r}")
+            module.padding = (padding[0] * factor, padding[1] * factor)
+            module.dilation = (dilation[0] * factor, dilation[1] * factor)
+    factor = native // stride
+    pool = dense.head[0]
+    if isinstance(pool, nn.MaxPool2d):
+        dense.head[0] = nn.MaxPool2d(pool.kernel_size, stride=1, dilation=factor)
+    else:
+        dense.head[0] = DilatedAvgPool2d(dense.window, (factor, factor))
+    dense.window_dilation = factor
+    return dense
