@@ -149,3 +149,23 @@ def test_a_free_window_moves_the_first_centre_and_field_with_it():
     assert output_grid_size(cam, (224, 224)) == (7, 7) and cam.input_size == (32, 32)
     with torch.no_grad():
         assert tuple(cam(torch.zeros(1, 3, 100, 130)).shape[2:]) == output_grid_size(cam, (100, 130))
+
+
+@pytest.mark.slow
+def test_tiled_scores_of_a_residual_network_equal_the_whole_image_pass():
+    """Halos come from the measured receptive field, so tiles of ResNet-18 reproduce the untiled map."""
+    from fcn_app.scoring import compute_score_map
+    from fcn_app.tiling import plan_tiles
+
+    from helpers import random_rgb
+
+    network = convert_classifier(_seeded("resnet18"), input_size=64)
+    image = random_rgb(700, 520, seed=7)
+    untiled = compute_score_map(network, image, precision="fp32", max_memory=1 << 30)
+    budget = activation_bytes(network, (480, 480))
+    tiles = plan_tiles(network, (700, 520), budget)
+    assert tiles is not None and len(tiles) > 1
+    tiled = compute_score_map(network, image, precision="fp32", max_memory=budget)
+    assert tiled.geometry == untiled.geometry
+    scale = float(untiled.logits.abs().max())
+    torch.testing.assert_close(tiled.logits, untiled.logits, rtol=1e-4, atol=1e-5 * scale)
