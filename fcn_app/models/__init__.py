@@ -1,6 +1,7 @@
 """Models: building classifiers, loading their weights, and converting them to fully convolutional networks."""
 
 from .convert import FullyConvolutionalNet, linear_to_conv, split_classifier, to_fully_convolutional
+from .graph import GraphFullyConvolutionalNet, convert_classifier, densify_graph, with_window
 from .zoo import (
     DEFAULT_ARCH,
     OFFLINE_ENV,
@@ -13,6 +14,7 @@ from .zoo import (
     load_classifier,
     load_fcn,
     load_network,
+    read_class_names,
     read_state_dict,
     safe_torch_load,
 )
@@ -23,16 +25,21 @@ __all__ = [
     "SUPPORTED_ARCHS",
     "WEIGHTS_ENV",
     "FullyConvolutionalNet",
+    "GraphFullyConvolutionalNet",
     "build_classifier",
     "cached_weights_path",
+    "convert_classifier",
     "default_weights",
+    "densify_graph",
     "fetch_default_weights",
     "linear_to_conv",
     "load_classifier",
     "load_fcn",
     "load_network",
+    "read_class_names",
     "read_state_dict",
     "safe_torch_load",
     "split_classifier",
     "to_fully_convolutional",
+    "with_window",
 ]
