@@ -84,6 +84,10 @@ def densify(network: FullyConvolutionalNet, stride: int) -> FullyConvolutionalNe
     requested stride is reached; every layer after each of them is dilated (and padded) by that layer's
     stride. ``network`` itself is left untouched; the copy is in the same train/eval mode.
     """
+    from .models.graph import GraphFullyConvolutionalNet, densify_graph  # models sit below; imported where used
+
+    if isinstance(network, GraphFullyConvolutionalNet):  # residual and other graph bodies: dilation in the graph
+        return densify_graph(network, stride)
     current = native_stride(network)
     if stride == current:
         return network

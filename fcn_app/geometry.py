@@ -146,6 +146,10 @@ class LayerGeometry:
 
 def network_geometry(model: nn.Module) -> LayerGeometry:
     """Stride, centre of output cell ``(0, 0)`` and receptive field of ``model`` (layers walked in order)."""
+    measured = getattr(model, "layer_geometry", None)
+    if callable(measured):  # a graph network has no layer order to walk; it measures itself (models/graph.py)
+        layers = measured()
+        return LayerGeometry(tuple(layers.stride), tuple(layers.first_center), tuple(layers.receptive_field))
     rows, cols = (_axis_geometry(axis_layers(model, axis)) for axis in range(2))
     return LayerGeometry(stride=(rows[0], cols[0]), first_center=(rows[1], cols[1]),
                          receptive_field=(rows[2], cols[2]))
@@ -153,6 +157,9 @@ def network_geometry(model: nn.Module) -> LayerGeometry:
 
 def output_grid_size(model: nn.Module, input_size: tuple[int, int]) -> tuple[int, int]:
     """Score grid ``(rows, cols)`` that ``model`` produces for an input of ``input_size``, without running it."""
+    measured = getattr(model, "output_grid", None)
+    if callable(measured):  # graph networks: shapes from a meta-device pass (models/graph.py)
+        return measured(input_size)
     return (_axis_length(axis_layers(model, 0), int(input_size[0])),
             _axis_length(axis_layers(model, 1), int(input_size[1])))
 

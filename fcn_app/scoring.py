@@ -24,6 +24,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -320,11 +321,9 @@ def compute_score_map(network: torch.nn.Module, image: np.ndarray, **options) ->
     return compute_score_maps(network, [image], **options)[0]
 
 
-def _weights_identity(arch: str, weights_path: str | os.PathLike | None) -> tuple:
-    """What decides which weights :func:`~fcn_app.models.load_network` reads: the file, its size and mtime."""
-    if ":" in arch:  # module:callable loads its own weights
-        return (arch, None, None)
-    path = resolve_weights_path(arch, weights_path)
+def _file_identity(path: str | os.PathLike) -> tuple:
+    """A file as the model cache tells versions apart: resolved path, size and modification time."""
+    path = Path(path)
     try:
         status = path.stat()
         return (str(path.resolve()), status.st_size, status.st_mtime_ns)
@@ -333,21 +332,29 @@ def _weights_identity(arch: str, weights_path: str | os.PathLike | None) -> tupl
 
 
 @functools.lru_cache(maxsize=4)
-def _load_prepared(arch: str, weights_identity: tuple, weights_path: str | None, device: str) -> FullyConvolutionalNet:
-    network = load_network(arch, weights_path=weights_path).to(device)
+def _load_prepared(arch: str, weights_identity: tuple, weights_path: str | None, device: str,
+                   classes_identity: tuple | None, classes_path: str | None) -> FullyConvolutionalNet:
+    network = load_network(arch, weights_path=weights_path, classes_path=classes_path).to(device)
     logger.debug("loaded %s (%s) on %s", arch, weights_identity[0], device)
     return prepare_network(network.eval())
 
 
 def load_scoring_network(
-    arch: str = DEFAULT_ARCH, *, weights_path: str | os.PathLike | None = None, device: str | torch.device = "auto"
+    arch: str = DEFAULT_ARCH,
+    *,
+    weights_path: str | os.PathLike | None = None,
+    device: str | torch.device = "auto",
+    classes_path: str | os.PathLike | None = None,
 ) -> FullyConvolutionalNet:
     """:func:`~fcn_app.models.load_network`, on ``device`` and ready for :func:`compute_score_maps` — loaded once per
-    process: later calls with the same model, weights file (same size and mtime) and device return the same
-    network object. Treat it as read-only."""
+    process: later calls with the same model, weights file and class-names file (same size and mtime) and device
+    return the same network object. Treat it as read-only."""
     device = resolve_device(device)
-    path = str(weights_path) if weights_path is not None else None
-    return _load_prepared(arch, _weights_identity(arch, weights_path), path, str(device))
+    # a module:callable loads its own weights; otherwise the file that would be read decides (zoo's resolution)
+    weights_identity = (arch,) if ":" in arch else _file_identity(resolve_weights_path(arch, weights_path))
+    classes_identity = _file_identity(classes_path) if classes_path is not None else None
+    return _load_prepared(arch, weights_identity, None if weights_path is None else str(weights_path), str(device),
+                          classes_identity, None if classes_path is None else str(classes_path))
 
 
 load_scoring_network.cache_clear = _load_prepared.cache_clear  # type: ignore[attr-defined]

@@ -29,6 +29,7 @@ from .geometry import Tile, output_grid_size, plan_axis, score_layout, spatial_l
 
 __all__ = [
     "activation_bytes",
+    "activation_values",
     "available_memory_bytes",
     "default_max_memory",
     "format_bytes",
@@ -50,17 +51,17 @@ DEFAULT_MEMORY_BOUNDS = (256 * _MiB, 1 * _GiB)
 ACTIVATION_OVERHEAD = 1.25
 
 
-def activation_bytes(network: nn.Module, input_size: tuple[int, int], batch: int = 1, bytes_per_value: int = 4) -> int:
-    """Estimated peak activation memory of one forward pass, from the layer shapes alone.
+def activation_values(network: nn.Module, input_size: tuple[int, int]) -> int:
+    """Peak number of activation values alive during one forward pass of one image, from the layer shapes alone.
 
-    During each convolution or pooling both its input and its output are alive (activations are in place);
-    the peak is the largest such pair, times :data:`ACTIVATION_OVERHEAD`. A network that is not a plain chain of
-    layers gives its own estimate (an ``activation_bytes(input_size, batch, bytes_per_value)`` method).
+    During each convolution or pooling both its input and its output are alive (activations are in place); the
+    peak is the largest such pair. A network that is not a plain chain of layers (a graph classifier, a
+    segmentation FCN) counts its own, with an ``activation_values(input_size)`` method.
     """
-    estimate = getattr(network, "activation_bytes", None)
-    if estimate is not None:
-        return estimate(input_size, batch, bytes_per_value)
     size = (int(input_size[0]), int(input_size[1]))
+    measured = getattr(network, "activation_values", None)
+    if callable(measured):
+        return int(measured(size))
     channels = None
     peak = 0
     for layer in spatial_layers(network):
@@ -72,7 +73,13 @@ def activation_bytes(network: nn.Module, input_size: tuple[int, int], batch: int
         values = in_channels * size[0] * size[1] + out_channels * next_size[0] * next_size[1]
         peak = max(peak, values)
         size, channels = next_size, out_channels
-    return int(peak * batch * bytes_per_value * ACTIVATION_OVERHEAD)
+    return peak
+
+
+def activation_bytes(network: nn.Module, input_size: tuple[int, int], batch: int = 1, bytes_per_value: int = 4) -> int:
+    """Estimated peak activation memory of one forward pass: :func:`activation_values` × batch × value size ×
+    :data:`ACTIVATION_OVERHEAD`."""
+    return int(activation_values(network, input_size) * batch * bytes_per_value * ACTIVATION_OVERHEAD)
 
 
 def _tile_side(network: nn.Module, image_side: int, other_side: int, batch: int, bytes_per_value: int, budget: int,
@@ -123,6 +130,10 @@ def plan_tiles(
         logger.warning("memory budget %s is below one exact tile (receptive field %s px); using the smallest tiles",
                        format_bytes(max_memory), "×".join(map(str, geometry.receptive_field)))
     tiles = [Tile(rows, cols) for rows in plans[0] for cols in plans[1]]
+    if getattr(network, "global_context", False) and len(tiles) > 1:
+        logger.warning("%s gates channels by averages over the whole input (squeeze-and-excitation): tiles are "
+                       "close to but not exactly the whole-image scores; raise the memory budget for exact ones",
+                       getattr(network, "arch", "this network"))
     logger.info("scoring %d×%d px in %d tiles (budget %s)", input_size[0], input_size[1], len(tiles),
                 format_bytes(max_memory))
     return tiles

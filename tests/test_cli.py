@@ -101,7 +101,7 @@ def test_user_mistakes_are_one_line_on_stderr_with_the_right_exit_code(tmp_path)
     cases = [
         ([chelsea, "--class", "tabbby", "--out", tmp_path / "a"], 2, "did you mean"),
         ([chelsea, "--colormap", "nope"], 2, "--colormap: unknown colormap"),
-        ([chelsea, "--model", "resnet50"], 2, "unknown model"),
+        ([chelsea, "--model", "resnet51"], 2, "unknown model 'resnet51'; did you mean resnet50"),
         ([EXAMPLES], 2, "--out: required"),
         ([EXAMPLES, "--out", tmp_path / "b", "--batch-size", "0"], 2, "Invalid value for '--batch-size'"),
         ([chelsea, "--no-such-option"], 2, "No such option: --no-such-option"),

@@ -18,7 +18,7 @@ STAGES = {
     "fcn_app.errors": 0, "fcn_app.layers": 0, "fcn_app.device": 0,
     "fcn_app.io": 1, "fcn_app.text": 1, "fcn_app.launcher": 1,
     "fcn_app.models": 2,
-    "fcn_app.geometry": 3, "fcn_app.tiling": 3,
+    "fcn_app.geometry": 3, "fcn_app.tiling": 3, "fcn_app.catalog": 3,
     "fcn_app.segmentation": 4,  # datasets, transforms, metrics; the FCN model builds on geometry
     "fcn_app.scoring": 5,
     "fcn_app.heatmaps": 6, "fcn_app.pyramid": 6, "fcn_app.dense": 6, "fcn_app.export": 6, "fcn_app.resolution": 6,

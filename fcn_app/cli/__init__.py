@@ -16,6 +16,7 @@ from . import heatmap  # noqa: F401  (registers the command)
 from . import train  # noqa: F401  (registers train and evaluate)
 from . import detect  # noqa: F401  (registers detect and evaluate-detections)
 from . import export  # noqa: F401  (registers the command)
+from . import models  # noqa: F401  (registers the command)
 
 __all__ = ["app", "main"]
 

@@ -17,6 +17,7 @@ from ..errors import FcnError, OptionError
 from ..models import DEFAULT_ARCH
 
 __all__ = [
+    "ClassesOption",
     "EXIT_FAILURES",
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
@@ -74,7 +75,8 @@ error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging; tracebacks on errors.")]
 ModelOption = Annotated[
-    str, typer.Option("--model", "-m", help="torchvision classifier: vgg11/13/16/19(_bn) or alexnet.")
+    str, typer.Option("--model", "-m", help="Any torchvision classifier (`fcn-heatmap models` lists them: "
+                                            "vgg16, resnet50, convnext_tiny, efficientnet_b0, …) or module:callable.")
 ]
 WeightsOption = Annotated[
     Path | None,
@@ -83,6 +85,11 @@ WeightsOption = Annotated[
         help="Local state dict of --model (else $FCN_HEATMAP_WEIGHTS, else the torch hub cache / download).",
         dir_okay=False,
     ),
+]
+ClassesOption = Annotated[
+    Path | None,
+    typer.Option("--classes", help="Class names of --weights, one per line (needed when it has another number of "
+                                   "classes than ImageNet's 1000).", dir_okay=False),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 CheckpointOption = Annotated[
@@ -93,12 +100,13 @@ CheckpointOption = Annotated[
 
 
 def refuse_classifier_options(checkpoint: Path | None, *, model: str, weights: Path | None,
-                              stride: int | None = None) -> None:
+                              stride: int | None = None, classes: Path | None = None, window: int | None = None) -> None:
     """With ``--checkpoint``, the classifier options would be silently ignored: refuse them in one line."""
     if checkpoint is None:
         return
     for flag, given in (("--stride", stride is not None), ("--weights", weights is not None),
-                        ("--model", model != DEFAULT_ARCH)):
+                        ("--model", model != DEFAULT_ARCH), ("--classes", classes is not None),
+                        ("--window", window is not None)):
         if given:
             raise OptionError("checkpoint", f"{flag} applies to classifiers; a checkpoint's segmentation model is "
                                             "used as it is")

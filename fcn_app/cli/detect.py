@@ -21,7 +21,7 @@ from ..segmentation.checkpoint import load_segmentation_model
 from ..tasks import DetectionTask, process_image
 from ..text import check_font
 from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, print_metrics,
-                  print_report, refuse_classifier_options, setup_logging, CheckpointOption)
+                  print_report, refuse_classifier_options, setup_logging, CheckpointOption, ClassesOption)
 from .jobs import (
     BatchSizeOption,
     ExcludeOption,
@@ -80,6 +80,7 @@ def detect(
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
     checkpoint: CheckpointOption = None,
+    class_names_file: ClassesOption = None,
     font: Annotated[
         Path | None,
         typer.Option("--font", help="TrueType/OpenType font for labels, e.g. one covering CJK (default: bundled "
@@ -99,7 +100,7 @@ def detect(
                                 box_mode=box_mode, window_fill=window_fill, center=center, nms_iou=nms_iou,
                                 classwise_nms=classwise_nms, masks=masks)
         check_font(font)
-        refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride)
+        refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=class_names_file)
         if not inputs and list_file is None:
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
 
@@ -107,7 +108,8 @@ def detect(
             if checkpoint is not None:  # region boxes from the segmentation (box mode auto → region)
                 network = load_segmentation_model(checkpoint, local_device(device))[0]
             else:
-                network = load_scoring_network(model, weights_path=weights, device=local_device(device))
+                network = load_scoring_network(model, weights_path=weights, device=local_device(device),
+                                               classes_path=class_names_file)
             if stride is not None:
                 network = densify(network, stride)
             return DetectionTask(

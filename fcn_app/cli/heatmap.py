@@ -20,12 +20,13 @@ from ..errors import OptionError
 from ..io import DEFAULT_MAX_PIXELS, ensure_output_dir, load_image
 from ..launcher import local_device
 from ..models import DEFAULT_ARCH
+from ..models.graph import with_window
 from ..render import COLORMAPS, DEFAULT_COLORMAP
 from ..scoring import PRECISIONS, ScoringOptions, load_scoring_network
 from ..segmentation.checkpoint import load_segmentation_model
 from ..tasks import HeatmapOptions, HeatmapTask, ImageTask, SegmentationTask, process_image
-from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, error_console,
-                  print_report, refuse_classifier_options, setup_logging)
+from .app import (ClassesOption, DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors,
+                  error_console, print_report, refuse_classifier_options, setup_logging)
 from .jobs import (
     BatchSizeOption,
     ExcludeOption,
@@ -64,11 +65,14 @@ def tile_progress():
 
 
 def _build_task(options: HeatmapOptions, scoring: ScoringOptions, *, model: str, weights: Path | None,
-                checkpoint: Path | None, device: str, stride: int | None = None) -> ImageTask:
+                checkpoint: Path | None, device: str, stride: int | None = None, classes_path: Path | None = None,
+                window: int | None = None) -> ImageTask:
     """Classifier heatmaps, or with ``--checkpoint`` the segmentation of a trained FCN (same outputs machinery)."""
     target = local_device(device)
     if checkpoint is None:
-        network = load_scoring_network(model, weights_path=weights, device=target)
+        network = load_scoring_network(model, weights_path=weights, device=target, classes_path=classes_path)
+        if window is not None:
+            network = with_window(network, window)
         if stride is not None:
             network = densify(network, stride)
         return HeatmapTask(network, options, scoring)
@@ -116,6 +120,10 @@ def heatmap(
     shard: ShardOption = None,
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
+    class_names_file: ClassesOption = None,
+    window: Annotated[int | None, typer.Option(
+        "--window", min=1, help="Feature cells pooled per score cell, for classifiers ending in global pooling "
+        "(default: the training window, e.g. 7 for 224/32). 1 = CAM: finer maps for localisation.")] = None,
     checkpoint: Annotated[
         Path | None,
         typer.Option("--checkpoint", help="Trained segmentation checkpoint (fcn-heatmap train): palette overlay "
@@ -141,7 +149,8 @@ def heatmap(
     inputs = list(inputs or [])
     code = 0
     with cli_errors(verbose):
-        refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride)
+        refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=class_names_file,
+                                  window=window)
         options = HeatmapOptions(
             classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid, save_scores=save_scores,
             write_json=as_json, normalize=normalize, max_side=max_side, max_pixels=max_pixels,
@@ -159,7 +168,7 @@ def heatmap(
             }}
             code, _ = run_folder_job(
                 lambda: _build_task(options, scoring, model=model, weights=weights, checkpoint=checkpoint,
-                                    device=device, stride=stride),
+                                    device=device, stride=stride, classes_path=class_names_file, window=window),
                 inputs, out, folder, description="heatmaps", verbose=verbose, extra_summary=extra,
             )
         else:
@@ -167,7 +176,7 @@ def heatmap(
             pixels = load_image(image, max_side=options.max_side, max_pixels=options.max_pixels)
             out_dir = ensure_output_dir(out) if out is not None else image.parent
             task = _build_task(options, scoring, model=model, weights=weights, checkpoint=checkpoint, device=device,
-                               stride=stride)
+                               stride=stride, classes_path=class_names_file, window=window)
             task.check()
             rendered, written = process_image(task, pixels, out_dir / image.stem, source=str(image),
                                               progress=tile_progress())

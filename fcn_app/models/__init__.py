@@ -2,6 +2,7 @@
 
 from .convert import FullyConvolutionalNet, linear_to_conv, split_classifier, to_fully_convolutional
 from .preprocess import normalize_pixels
+from .graph import GraphFullyConvolutionalNet, convert_classifier, densify_graph, with_window
 from .zoo import (
     DEFAULT_ARCH,
     OFFLINE_ENV,
@@ -16,6 +17,7 @@ from .zoo import (
     load_classifier,
     load_fcn,
     load_network,
+    read_class_names,
     read_state_dict,
     resolve_weights_path,
     safe_torch_load,
@@ -29,20 +31,25 @@ __all__ = [
     "TINY_ARCH",
     "WEIGHTS_ENV",
     "FullyConvolutionalNet",
+    "GraphFullyConvolutionalNet",
     "build_classifier",
     "build_fcn",
     "cached_weights_path",
+    "convert_classifier",
     "default_weights",
+    "densify_graph",
     "fetch_default_weights",
     "linear_to_conv",
     "load_classifier",
     "load_fcn",
     "load_network",
     "normalize_pixels",
+    "read_class_names",
     "read_state_dict",
     "resolve_weights_path",
     "safe_torch_load",
     "split_classifier",
     "tiny_vgg_classifier",
     "to_fully_convolutional",
+    "with_window",
 ]

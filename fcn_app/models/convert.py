@@ -201,7 +201,9 @@ def to_fully_convolutional(
     """Convert a classifier into a :class:`FullyConvolutionalNet` computing exactly the same function per window.
 
     Args:
-        model: a torchvision VGG/AlexNet-style classifier or an ``nn.Sequential``; alternatively pass
+        model: any classifier ending in global pooling + head (ResNet, ConvNeXt, DenseNet, …: converted by
+            :func:`fcn_app.models.graph.convert_graph_classifier`), a torchvision VGG/AlexNet-style classifier or an
+            ``nn.Sequential``; alternatively pass
             ``features`` and ``head`` (and optionally ``pool``) yourself.
         input_size: the ``(height, width)`` (or one side) the classifier was trained on, e.g. 224 for ImageNet
             models, 32 for a model trained on 32×32 crops.
@@ -215,6 +217,11 @@ def to_fully_convolutional(
     if model is not None:
         if features is not None or head is not None:
             raise ConversionError("pass either a model or features= and head=, not both")
+        from .graph import convert_graph_classifier, is_graph_classifier  # graph builds on this module
+
+        if is_graph_classifier(model):
+            return convert_graph_classifier(model, input_size=input_size, in_channels=in_channels,
+                                            categories=categories, arch=arch, mean=mean, std=std)
         features, pool, head_layers = split_classifier(model)
         arch = arch or type(model).__name__.lower()
     else:

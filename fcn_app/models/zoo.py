@@ -13,14 +13,17 @@ refused, not run.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import importlib
 import logging
 import os
 import pickle
 import re
 import warnings
-from pathlib import Path
+from collections import OrderedDict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 from urllib.error import URLError
 
@@ -31,12 +34,13 @@ from torchvision.models import WeightsEnum, get_model, get_model_weights
 
 from ..errors import OptionError, WeightsError, WeightsUnavailableError
 from .convert import FullyConvolutionalNet, to_fully_convolutional
+from .graph import _REFUSED, convert_classifier
 
 __all__ = [
     "DEFAULT_ARCH",
-    "TINY_ARCH",
     "OFFLINE_ENV",
     "SUPPORTED_ARCHS",
+    "TINY_ARCH",
     "WEIGHTS_ENV",
     "build_classifier",
     "build_fcn",
@@ -46,6 +50,7 @@ __all__ = [
     "load_classifier",
     "load_fcn",
     "load_network",
+    "read_class_names",
     "read_state_dict",
     "resolve_weights_path",
     "safe_torch_load",
@@ -55,9 +60,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_ARCH = "vgg16"
-SUPPORTED_ARCHS = (
-    "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "alexnet",
-)
 #: A VGG-shaped classifier for 32×32 inputs, for CPU smoke runs and tests (no pretrained weights exist).
 TINY_ARCH = "tiny_vgg"
 #: tiny_vgg has vgg11_bn's layout at a fraction of the width; its input normalisation is that of vgg11_bn's weights.
@@ -66,22 +68,88 @@ _TINY_INPUT_SIZE = 32
 WEIGHTS_ENV = "FCN_HEATMAP_WEIGHTS"
 OFFLINE_ENV = "FCN_HEATMAP_OFFLINE"
 _HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
+#: torchvision classifiers without an exact sliding-window form, by name prefix → the class that says why.
+_REFUSED_PREFIXES = {"vit_": "VisionTransformer", "swin_": "SwinTransformer", "maxvit": "MaxVit"}
+#: GoogLeNet and Inception-v3 weights were ported from TensorFlow: torchvision builds them with auxiliary heads
+#: (their weights are in the file) and with ``transform_input``, which re-normalises ImageNet-normalised input to
+#: the [-1, 1] range those weights expect. Building them otherwise would silently change every score.
+_PORTED_FROM_TENSORFLOW = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
+
+
+def _refused_reason(arch: str) -> str | None:
+    for prefix, class_name in _REFUSED_PREFIXES.items():
+        if arch.startswith(prefix):
+            return _REFUSED[class_name]
+    return None
+
+
+#: Every torchvision ImageNet classifier this package converts exactly, by torchvision's name.
+SUPPORTED_ARCHS = tuple(
+    name for name in torchvision.models.list_models(module=torchvision.models) if _refused_reason(name) is None
+)
 
 
 def _check_arch(arch: str) -> str:
-    if arch not in SUPPORTED_ARCHS:
-        raise OptionError("model", f"unknown model {arch!r}; supported: {', '.join(SUPPORTED_ARCHS)}")
-    return arch
+    if arch in SUPPORTED_ARCHS:
+        return arch
+    reason = _refused_reason(arch) if arch in torchvision.models.list_models(module=torchvision.models) else None
+    if reason is not None:
+        raise OptionError("model", f"{arch!r} cannot be converted exactly: {reason}")
+    nearest = difflib.get_close_matches(arch.lower(), SUPPORTED_ARCHS, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(nearest)}?" if nearest else f"{len(SUPPORTED_ARCHS)} models are supported"
+    raise OptionError("model", f"unknown model {arch!r}; {hint}")
 
 
 def default_weights(arch: str = DEFAULT_ARCH) -> WeightsEnum:
-    """The ImageNet weights entry torchvision ships for ``arch`` (url, categories, transforms)."""
-    return get_model_weights(_check_arch(arch)).IMAGENET1K_V1
+    """torchvision's recommended ImageNet weights for ``arch`` (``DEFAULT``: url, categories, transforms).
+
+    ``DEFAULT`` is the most accurate ImageNet-1k entry torchvision ships (``IMAGENET1K_V1`` for VGG and AlexNet,
+    ``IMAGENET1K_V2`` for e.g. ResNet-50); its evaluation transforms give the window size.
+    """
+    return get_model_weights(_check_arch(arch)).DEFAULT
 
 
-def build_classifier(arch: str = DEFAULT_ARCH) -> nn.Module:
-    """A randomly initialised torchvision classifier (weights are loaded separately)."""
-    return get_model(_check_arch(arch), weights=None)
+def build_classifier(arch: str = DEFAULT_ARCH, *, num_classes: int = 1000, aux_logits: bool = True) -> nn.Module:
+    """A randomly initialised torchvision classifier (weights are loaded separately).
+
+    Called inside ``with torch.device("meta")`` it builds shapes only (fast, no memory), RegNet included.
+    """
+    kwargs: dict[str, Any] = {"num_classes": num_classes}
+    if _check_arch(arch) in _PORTED_FROM_TENSORFLOW:
+        kwargs.update(aux_logits=aux_logits, transform_input=True, init_weights=False)
+    if arch.startswith("regnet"):
+        with _regnet_widths_on_cpu():
+            return get_model(arch, weights=None, **kwargs)
+    return get_model(arch, weights=None, **kwargs)
+
+
+@contextlib.contextmanager
+def _regnet_widths_on_cpu():
+    """RegNet's builder computes its layer widths with tensor ops, which fail under ``torch.device("meta")``; run
+    that arithmetic on the CPU so the model itself can still be built as shapes only."""
+    from torchvision.models import regnet
+
+    original = regnet.BlockParams.__dict__["from_init_params"]
+
+    def from_init_params(cls, *args, **kwargs):
+        with torch.device("cpu"):
+            return original.__func__(cls, *args, **kwargs)
+
+    regnet.BlockParams.from_init_params = classmethod(from_init_params)
+    try:
+        yield
+    finally:
+        regnet.BlockParams.from_init_params = original
+
+
+def _drop_auxiliary_heads(model: nn.Module, arch: str) -> nn.Module:
+    """What torchvision does after loading GoogLeNet/Inception weights: the eval-time network has no aux heads."""
+    if arch in _PORTED_FROM_TENSORFLOW:
+        model.aux_logits = False
+        for name in ("aux1", "aux2", "AuxLogits"):
+            if hasattr(model, name):
+                setattr(model, name, None)
+    return model
 
 
 def cached_weights_path(weights: WeightsEnum) -> Path:
@@ -158,6 +226,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def _load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    _check_fits(model, state_dict, source)
+    model.load_state_dict(state_dict)
+
+
+def _check_fits(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """One :class:`WeightsError` line naming the first mismatch (a key, its shape and the expected one)."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
@@ -176,7 +250,35 @@ def _load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], source: st
             parts.append(f"unexpected {len(unexpected)} keys, e.g. {unexpected[0]}")
         raise WeightsError(f"{source}: does not fit {getattr(model, 'arch', type(model).__name__)}: {'; '.join(parts)}; "
                            "is it the right model?", option="weights")
-    model.load_state_dict(state_dict)
+
+
+def _file_num_classes(arch: str, state_dict: dict[str, torch.Tensor]) -> int:
+    """The number of classes a state dict for ``arch`` was trained for: torchvision's 1000 unless only the
+    classification layers (their output size) differ — a fine-tuned head. Anything else is left to the loader's
+    mismatch message."""
+    with torch.device("meta"):
+        expected = build_classifier(arch).state_dict()
+    class_keys = {key for key, tensor in expected.items() if tensor.dim() and tensor.shape[0] == 1000}
+    differing = {key for key, tensor in expected.items() if key in state_dict and state_dict[key].shape != tensor.shape}
+    sizes = {int(state_dict[key].shape[0]) for key in differing if state_dict[key].dim()}
+    if differing and differing == class_keys and len(sizes) == 1 and all(
+        state_dict[key].shape[1:] == expected[key].shape[1:] for key in differing
+    ):
+        return sizes.pop()
+    return 1000
+
+
+def _materialise(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> nn.Module:
+    """Load ``state_dict`` into a meta-built ``model`` without ever running the (slow) random initialisation."""
+    _check_fits(model, state_dict, source)
+    if getattr(state_dict, "_metadata", None) is None:  # a plain dict: its layout is today's (MNASNet checks)
+        state_dict = OrderedDict(state_dict)
+        state_dict._metadata = model.state_dict()._metadata  # type: ignore[attr-defined]
+    model.load_state_dict(state_dict, assign=True)
+    leftover = [name for name, tensor in (*model.named_parameters(), *model.named_buffers()) if tensor.is_meta]
+    if leftover:
+        raise WeightsError(f"{source}: no values for {leftover[0]} of {getattr(model, 'arch', 'the model')}")
+    return model
 
 
 def resolve_weights_path(arch: str = DEFAULT_ARCH, weights_path: str | os.PathLike | None = None) -> Path:
@@ -192,16 +294,35 @@ def load_classifier(
 ) -> tuple[nn.Module, WeightsEnum]:
     """A torchvision classifier with ImageNet weights, plus the weights entry carrying its metadata.
 
-    The weights file is :func:`resolve_weights_path`'s; the default weights are downloaded once if missing.
+    The weights file is :func:`resolve_weights_path`'s; the default weights are downloaded once if missing. A
+    fine-tuned state dict may have another number of classes (read from its final layer's size).
     """
     weights = default_weights(arch)
-    model = build_classifier(arch)
-    model.arch = arch
     path = resolve_weights_path(arch, weights_path)
     if path == cached_weights_path(weights):
         path = fetch_default_weights(arch, progress=progress)
-    _load_into(model, read_state_dict(path), str(path))
-    return model.eval(), weights
+    state_dict = read_state_dict(path)
+    aux_prefixes = _PORTED_FROM_TENSORFLOW.get(arch, ())
+    has_aux = any(key.startswith(aux_prefixes) for key in state_dict) if aux_prefixes else True
+    num_classes = _file_num_classes(arch, state_dict) if has_aux else 1000
+    with torch.device("meta"):
+        model = build_classifier(arch, num_classes=num_classes, aux_logits=has_aux)
+    model.arch = arch
+    _materialise(model, state_dict, str(path))
+    return _drop_auxiliary_heads(model, arch).eval(), weights
+
+
+def read_class_names(path: str | os.PathLike) -> list[str]:
+    """Class names from a text file, one per line (blank lines and surrounding spaces ignored)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise WeightsError(f"{path}: cannot read class names ({getattr(error, 'strerror', None) or error})") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if not names:
+        raise WeightsError(f"{path}: no class names in it (expected one name per line)")
+    return names
 
 
 def tiny_vgg_classifier(widths: Sequence[int] = (16, 32, 48, 64, 64), hidden: int = 128, num_classes: int = 10) -> nn.Sequential:
@@ -223,13 +344,18 @@ def tiny_vgg_classifier(widths: Sequence[int] = (16, 32, 48, 64, 64), hidden: in
 
 
 def build_fcn(
-    arch: str = DEFAULT_ARCH, *, pretrained: bool = True, weights_path: str | os.PathLike | None = None,
+    arch: str = DEFAULT_ARCH,
+    *,
+    pretrained: bool = True,
+    weights_path: str | os.PathLike | None = None,
+    classes_path: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> FullyConvolutionalNet:
     """The converted fully convolutional network of ``arch`` (a torchvision classifier or :data:`TINY_ARCH`).
 
     With ``pretrained`` (or a ``weights_path``) it holds the weights :func:`load_classifier` reads; otherwise a
-    random initialisation. Class names, input size and normalisation come from torchvision's weights metadata.
+    random initialisation. Input size and normalisation come from torchvision's weights metadata; class names
+    too, or from ``classes_path`` (one per line) — needed when a fine-tuned file has another number of classes.
     """
     if arch == TINY_ARCH:
         if pretrained and weights_path is None:
@@ -243,13 +369,25 @@ def build_fcn(
     if pretrained or weights_path is not None:
         classifier, weights = load_classifier(arch, weights_path=weights_path, progress=progress)
     else:
-        classifier, weights = build_classifier(arch), default_weights(arch)
+        classifier, weights = _drop_auxiliary_heads(build_classifier(arch), arch).eval(), default_weights(arch)
     preprocessing = weights.transforms()
     crop = int(preprocessing.crop_size[0])
-    network = to_fully_convolutional(
+    num_classes = _output_size(classifier)
+    if classes_path is not None:
+        categories = read_class_names(classes_path)
+        if len(categories) != num_classes:
+            raise WeightsError(f"{classes_path}: {len(categories)} class names for a model with {num_classes} "
+                               "classes; give one name per line for each output", option="classes")
+    elif num_classes == len(weights.meta["categories"]):
+        categories = weights.meta["categories"]
+    else:
+        raise WeightsError(f"the weights have {num_classes} classes, not ImageNet's {len(weights.meta['categories'])}"
+                           "; name them in a text file, one per line, and give it as the class names file",
+                           option="classes")
+    network = convert_classifier(
         classifier,
         input_size=(crop, crop),
-        categories=weights.meta["categories"],
+        categories=categories,
         arch=arch,
         mean=preprocessing.mean,
         std=preprocessing.std,
@@ -259,22 +397,34 @@ def build_fcn(
 
 
 def load_fcn(
-    arch: str = DEFAULT_ARCH, *, weights_path: str | os.PathLike | None = None, progress: bool = True
+    arch: str = DEFAULT_ARCH,
+    *,
+    weights_path: str | os.PathLike | None = None,
+    classes_path: str | os.PathLike | None = None,
+    progress: bool = True,
 ) -> FullyConvolutionalNet:
     """The converted network of a pretrained torchvision classifier, ready to score images (:func:`build_fcn`)."""
-    return build_fcn(arch, pretrained=True, weights_path=weights_path, progress=progress)
+    return build_fcn(arch, pretrained=True, weights_path=weights_path, classes_path=classes_path, progress=progress)
 
 
-def load_network(model: str, weights_path: str | os.PathLike | None = None) -> FullyConvolutionalNet:
+def _output_size(classifier: nn.Module) -> int:
+    """Number of classes of a torchvision classifier: the output size of its last Linear (or 1×1 conv) layer."""
+    last = [module for module in classifier.modules() if isinstance(module, (nn.Linear, nn.Conv2d))][-1]
+    return last.out_features if isinstance(last, nn.Linear) else last.out_channels
+
+
+def load_network(
+    model: str, weights_path: str | os.PathLike | None = None, classes_path: str | os.PathLike | None = None
+) -> FullyConvolutionalNet:
     """The converted network named by ``model``: a torchvision architecture, or ``module:callable`` for your own.
 
-    ``--model package.module:make_network`` imports ``package.module`` and calls ``make_network()``; it may
+    ``"package.module:make_network"`` imports ``package.module`` and calls ``make_network()``; it may
     return a :class:`FullyConvolutionalNet` (used as is) or a classifier that :func:`to_fully_convolutional`
     converts (224×224 input, no normalisation). This is how people run the CLI on their own classifiers, and how
     tests run folders of images through a tiny model in milliseconds.
     """
     if ":" not in model:
-        return load_fcn(model, weights_path=weights_path)
+        return load_fcn(model, weights_path=weights_path, classes_path=classes_path)
     if weights_path is not None:
         raise OptionError("weights", f"cannot be combined with model {model}; the callable loads its own weights")
     module_name, _, attribute = model.partition(":")
@@ -286,5 +436,5 @@ def load_network(model: str, weights_path: str | os.PathLike | None = None) -> F
     if isinstance(network, FullyConvolutionalNet):
         return network.eval()
     if isinstance(network, nn.Module):
-        return to_fully_convolutional(network, arch=model)
+        return convert_classifier(network, arch=model)
     raise OptionError("model", f"{model}: returned {type(network).__name__}, expected a torch nn.Module")

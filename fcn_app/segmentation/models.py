@@ -34,7 +34,7 @@ from torch import nn
 from ..errors import ConfigError, ConversionError
 from ..geometry import LayerGeometry, ScoreLayout, SkipAxisPlan, axis_layers, network_geometry, plan_skip_axis
 from ..models import SUPPORTED_ARCHS, TINY_ARCH, FullyConvolutionalNet, build_fcn
-from ..tiling import activation_bytes
+from ..tiling import activation_values
 
 __all__ = [
     "BACKBONES",
@@ -184,12 +184,11 @@ class SegmentationFCN(nn.Module):
         return ScoreLayout(LayerGeometry((1, 1), (0.0, 0.0), field), (int(input_size[0]), int(input_size[1])),
                            score.stride, (1, 1))
 
-    def activation_bytes(self, input_size: tuple[int, int], batch: int = 1, bytes_per_value: int = 4) -> int:
-        """The backbone's peak (see :func:`fcn_app.tiling.activation_bytes`) or the full-resolution score maps
+    def activation_values(self, input_size: tuple[int, int]) -> int:
+        """The backbone's peak (see :func:`fcn_app.tiling.activation_values`) or the full-resolution score maps
         (an upsampled map, a skip map and their sum alive at once), whichever is larger."""
-        backbone = activation_bytes(self._score_chain(), input_size, batch, bytes_per_value)
-        score_maps = 3 * self.num_classes * int(input_size[0]) * int(input_size[1]) * batch * bytes_per_value
-        return max(backbone, score_maps)
+        backbone = activation_values(self._score_chain(), input_size)
+        return max(backbone, 3 * self.num_classes * int(input_size[0]) * int(input_size[1]))
 
     # ---- forward ---------------------------------------------------------------------------------------------
     def plan(self, size: tuple[int, int]) -> tuple[SkipAxisPlan, SkipAxisPlan]:

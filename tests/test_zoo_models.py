@@ -1,0 +1,189 @@
+"""Every torchvision classifier by name: default weights from the (temporary) hub cache, fine-tuned state dicts with
+another number of classes and a class-names file, and one-line errors for the usual mistakes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fcn_app.errors import OptionError, WeightsError
+from fcn_app.models import load_classifier, load_fcn
+from fcn_app.catalog import describe_model
+from fcn_app.models.graph import GraphFullyConvolutionalNet
+from fcn_app.models.zoo import SUPPORTED_ARCHS, _materialise, build_classifier, default_weights
+
+from helpers import random_rgb, random_state_dict, write_default_weights
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The test machines are shared by many processes; one thread avoids oversubscription stalls per op."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_every_torchvision_classifier_but_the_transformers_is_supported():
+    import torchvision
+
+    every = set(torchvision.models.list_models(module=torchvision.models))
+    assert set(SUPPORTED_ARCHS) == {name for name in every if not name.startswith(("vit_", "swin_", "maxvit"))}
+    for arch in ("resnet50", "convnext_tiny", "efficientnet_b0", "efficientnet_v2_s", "mobilenet_v3_large",
+                 "regnet_y_400mf", "densenet121", "resnext50_32x4d", "wide_resnet50_2", "shufflenet_v2_x1_0",
+                 "mnasnet1_0", "squeezenet1_1", "googlenet", "inception_v3", "vgg16", "alexnet"):
+        assert arch in SUPPORTED_ARCHS
+
+
+def test_default_weights_load_from_the_hub_cache_with_their_metadata(torch_home):
+    """The same cache path and loader as VGG16: seeded weights under torchvision's real file name."""
+    write_default_weights(torch_home, "squeezenet1_1", seed=3)
+    network = load_fcn("squeezenet1_1")
+    weights = default_weights("squeezenet1_1")
+    assert isinstance(network, GraphFullyConvolutionalNet)
+    assert network.categories == weights.meta["categories"] and network.input_size == (224, 224)
+    assert network.mean == tuple(weights.transforms().mean) and network.window == (13, 13)
+    state = random_state_dict("squeezenet1_1", seed=3)
+    with torch.device("meta"):
+        classifier = build_classifier("squeezenet1_1")
+    classifier = _materialise(classifier, state, "seeded").eval()
+    images = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = classifier(images)
+        torch.testing.assert_close(network(images)[:, :, 0, 0], expected, rtol=1e-4,
+                                   atol=1e-5 * float(expected.abs().max()))
+
+
+def test_googlenet_weights_keep_torchvisions_input_transform_and_drop_the_aux_heads(torch_home):
+    write_default_weights(torch_home, "googlenet", seed=0)  # the file holds aux1/aux2 like torchvision's
+    classifier, _ = load_classifier("googlenet")
+    assert classifier.transform_input and classifier.aux1 is None and classifier.aux2 is None
+
+
+def _fine_tuned(tmp_path: Path, classes: int = 5) -> Path:
+    state = random_state_dict("mobilenet_v3_small", seed=1)
+    generator = torch.Generator().manual_seed(2)
+    state["classifier.3.weight"] = torch.randn(classes, 1024, generator=generator) * 0.05
+    state["classifier.3.bias"] = torch.zeros(classes)
+    path = tmp_path / "finetuned.pth"
+    torch.save(state, path)
+    return path
+
+
+def test_fine_tuned_weights_with_another_number_of_classes_and_their_names(tmp_path):
+    path = _fine_tuned(tmp_path)
+    names = tmp_path / "names.txt"
+    names.write_text("cat\ndog\n\n  fox \nowl\nbee\n", encoding="utf-8")
+    network = load_fcn("mobilenet_v3_small", weights_path=path, classes_path=names)
+    assert network.num_classes == 5 and network.categories == ["cat", "dog", "fox", "owl", "bee"]
+    with torch.device("meta"):
+        classifier = build_classifier("mobilenet_v3_small", num_classes=5)
+    classifier = _materialise(classifier, torch.load(path, weights_only=True), "file").eval()
+    images = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = classifier(images)
+        torch.testing.assert_close(network(images)[:, :, 0, 0], expected, rtol=1e-4,
+                                   atol=1e-5 * float(expected.abs().max()))
+
+
+def test_fine_tuned_weights_need_matching_class_names(tmp_path):
+    path = _fine_tuned(tmp_path)
+    with pytest.raises(WeightsError, match="have 5 classes, not ImageNet's 1000; name them") as raised:
+        load_fcn("mobilenet_v3_small", weights_path=path)
+    assert "\n" not in str(raised.value)
+    names = tmp_path / "names.txt"
+    names.write_text("cat\ndog\n", encoding="utf-8")
+    with pytest.raises(WeightsError, match="2 class names for a model with 5 classes"):
+        load_fcn("mobilenet_v3_small", weights_path=path, classes_path=names)
+
+
+def test_weights_of_another_architecture_name_the_mismatch(tmp_path):
+    path = tmp_path / "squeeze.pth"
+    torch.save(random_state_dict("squeezenet1_1"), path)
+    with pytest.raises(WeightsError, match=r"does not fit mobilenet_v3_small: .*missing \d+ keys, e.g. ") as raised:
+        load_classifier("mobilenet_v3_small", weights_path=path)
+    assert "\n" not in str(raised.value)
+    state = random_state_dict("mobilenet_v3_small")
+    state["features.1.block.0.0.weight"] = torch.zeros(16, 1, 5, 5)
+    torch.save(state, path)
+    with pytest.raises(WeightsError, match=r"wrong shape: features.1.block.0.0.weight \(16, 1, 5, 5\) vs expected "
+                                           r"\(16, 1, 3, 3\)"):
+        load_classifier("mobilenet_v3_small", weights_path=path)
+
+
+@pytest.mark.parametrize("name, message", [
+    ("resnet51", "unknown model 'resnet51'; did you mean resnet50"),
+    ("convnext_tiyn", "did you mean convnext_tiny"),
+    ("vit_b_16", "cannot be converted exactly: ViT attends"),
+    ("swin_t", "cannot be converted exactly: Swin attends"),
+])
+def test_model_names_that_do_not_work_say_why_in_one_line(name, message):
+    with pytest.raises(OptionError, match=message) as raised:
+        load_fcn(name)
+    assert "\n" not in str(raised.value) and raised.value.option == "model"
+
+
+@pytest.mark.parametrize("arch, window, stride", [
+    ("resnet50", (7, 7), 32), ("squeezenet1_1", (13, 13), 16), ("vgg16", (7, 7), 32),
+    pytest.param("efficientnet_v2_s", (12, 12), 32, marks=pytest.mark.slow),
+    pytest.param("inception_v3", (8, 8), 32, marks=pytest.mark.slow),
+])
+def test_catalog_reads_window_and_stride_off_the_converted_network(arch, window, stride):
+    info = describe_model(arch)
+    assert (info.window, info.stride) == (window, stride)
+
+
+@pytest.mark.slow
+def test_cli_heatmap_of_a_fine_tuned_graph_network_with_class_names(tmp_path):
+    from PIL import Image
+
+    path = _fine_tuned(tmp_path)
+    names = tmp_path / "names.txt"
+    names.write_text("cat\ndog\nfox\nowl\nbee\n", encoding="utf-8")
+    image = tmp_path / "photo.png"
+    Image.fromarray(random_rgb(300, 420, seed=4)).save(image)
+    result = subprocess.run(
+        [sys.executable, "-m", "fcn_app", "heatmap", str(image), "--model", "mobilenet_v3_small", "--weights",
+         str(path), "--classes", str(names), "--out", str(tmp_path / "out"), "--json"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert any(name in result.stdout for name in ("cat", "dog", "fox", "owl", "bee"))
+    result = subprocess.run(
+        [sys.executable, "-m", "fcn_app", "heatmap", str(image), "--model", "mobilenet_v3_small", "--weights",
+         str(path), "--classes", str(names), "--out", str(tmp_path / "cam"), "--window", "1", "--save-scores"],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    import numpy as np
+
+    scores = np.load(next((tmp_path / "cam").glob("*.npz")))
+    # 300×420 px gives a 10×14 feature grid at stride 32: one score per feature cell with --window 1, and the
+    # window each score stands for shrinks to one stride
+    assert tuple(scores["grid"]) == (10, 14) and tuple(scores["window"]) == (32, 32)
+    assert scores["logits"].shape == (5, 10, 14)
+    result = subprocess.run([sys.executable, "-m", "fcn_app", "heatmap", str(image), "--model", "resnet51"],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 2 and "did you mean resnet50" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_models_command_prints_window_stride_and_the_se_note(monkeypatch):
+    from typer.testing import CliRunner
+
+    import fcn_app.cli.models as command
+    from fcn_app.cli import app
+
+    monkeypatch.setattr(command, "describe_models",
+                        lambda: [describe_model("resnet18"), describe_model("efficientnet_b0")])
+    result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if "│" in line}
+    assert "IMAGENET1K_V1" in rows["resnet18"] and "7×7" in rows["resnet18"] and "32" in rows["resnet18"]
+    assert "global SE" in rows["efficientnet_b0"] and "global SE" not in rows["resnet18"]
