@@ -186,12 +186,12 @@ def test_interrupted_run_resumes_to_the_same_outputs(image_folder, reference, tm
     network = load_network(TINY)
     calls = {"count": 0}
 
-    def interrupt_third_batch(module, args):
+    def interrupt_in_the_third_batch(module, args):
         calls["count"] += 1
-        if calls["count"] == 3:
+        if calls["count"] == 9:  # images are scored one by one: the first image of the third batch of 4
             raise KeyboardInterrupt
 
-    hook = network.features.register_forward_pre_hook(interrupt_third_batch)
+    hook = network.features.register_forward_pre_hook(interrupt_in_the_third_batch)
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / ".nested_0.heatmap.png.abc123.tmp").write_bytes(b"half")  # a kill -9 leftover
     result = run_batch(HeatmapTask(network, options), items, tmp_path, batch_size=4, num_workers=1)
