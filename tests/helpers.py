@@ -76,3 +76,28 @@ def meta_classifier(arch: str = "vgg16") -> nn.Module:
     """torchvision ``arch`` on the meta device: shapes only, for geometry tests that never compute."""
     with torch.device("meta"):
         return build_classifier(arch).eval()
+
+
+def one_hot_heats(geometry, image_size: tuple[int, int]):
+    """For every cell of ``geometry``'s grid: ``(row, col, heat, peaks)`` — the per-pixel map of a one-hot score
+    grid at that cell, and the pixels ``(y, x)`` at its maximum (a plateau where clamped beyond the centres)."""
+    import torch
+
+    from fcn_app.geometry import upsample_to_pixels
+
+    for row in range(geometry.grid[0]):
+        for col in range(geometry.grid[1]):
+            cells = torch.zeros(geometry.grid)
+            cells[row, col] = 1.0
+            heat = upsample_to_pixels(cells, geometry, image_size).numpy()
+            yield row, col, heat, np.argwhere(np.isclose(heat, heat.max(), rtol=0, atol=1e-6))
+
+
+def tiny_training_config(shapes: Path, run: Path, *overrides: str):
+    """A training config for the tiny_vgg FCN-8s on a folder dataset, CPU, no progress bar; ``overrides`` last."""
+    from fcn_app.train.config import load_config
+
+    base = ["model.variant=fcn8s", "model.backbone=tiny_vgg", "model.pretrained=false", "data.format=folder",
+            f"data.root={shapes}", "data.train_split=train.txt", "data.num_workers=0", f"run.output_dir={run}",
+            "run.progress=false"]
+    return load_config(None, base + list(overrides))

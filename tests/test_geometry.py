@@ -18,7 +18,7 @@ from fcn_app.geometry import (
 from fcn_app.models import to_fully_convolutional
 from fcn_app.scoring import compute_score_map
 
-from helpers import meta_classifier, random_rgb, tiny_classifier
+from helpers import meta_classifier, one_hot_heats, random_rgb, tiny_classifier
 
 
 def test_vgg16_geometry_matches_the_design_numbers():
@@ -78,20 +78,15 @@ def test_output_grid_size_matches_running_the_layers(size):
 def test_one_hot_cell_peaks_at_its_window_centre(image_size, grid):
     layers = network_geometry(to_fully_convolutional(meta_classifier("vgg16")))
     geometry = ScoreGeometry.for_network(layers, grid, (224, 224))
-    for row in range(grid[0]):
-        for col in range(grid[1]):
-            cells = torch.zeros(grid)
-            cells[row, col] = 1.0
-            heat = upsample_to_pixels(cells, geometry, image_size).numpy()
-            # the maximum may be a plateau (clamped beyond the outermost centres): it must include the centre
-            peaks = np.argwhere(np.isclose(heat, heat.max(), rtol=0, atol=1e-6))
-            expected_y = min(32 * row + 111.5, image_size[0] - 1)
-            expected_x = min(32 * col + 111.5, image_size[1] - 1)
-            distance = np.abs(peaks - np.array([expected_y, expected_x])).max(axis=1)
-            assert distance.min() <= 1, (row, col, peaks[:3])
-            if grid == (1, 1):
-                assert heat.min() == heat.max() == 1.0
-            assert heat.max() <= 1.0 and heat.min() >= 0.0
+    for row, col, heat, peaks in one_hot_heats(geometry, image_size):
+        # the maximum may be a plateau (clamped beyond the outermost centres): it must include the centre
+        expected_y = min(32 * row + 111.5, image_size[0] - 1)
+        expected_x = min(32 * col + 111.5, image_size[1] - 1)
+        distance = np.abs(peaks - np.array([expected_y, expected_x])).max(axis=1)
+        assert distance.min() <= 1, (row, col, peaks[:3])
+        if grid == (1, 1):
+            assert heat.min() == heat.max() == 1.0
+        assert heat.max() <= 1.0 and heat.min() >= 0.0
 
 
 def test_interpolation_is_linear_between_centres_and_clamped_outside():

@@ -60,13 +60,7 @@ def _assert_same_logits(actual: torch.Tensor, expected: torch.Tensor) -> None:
     torch.testing.assert_close(actual, expected, rtol=RTOL, atol=ATOL_SCALE * float(expected.abs().max()))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test machines are shared by many processes; one thread avoids oversubscription stalls per op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared machines: one torch thread
 
 
 def _family(arch: str) -> str:

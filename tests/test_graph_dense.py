@@ -14,13 +14,7 @@ from fcn_app.models.graph import convert_classifier
 from test_graph_convert import _assert_same_logits, _seeded
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test machines are shared by many processes; one thread avoids oversubscription stalls per op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared machines: one torch thread
 
 
 @pytest.mark.parametrize("arch, strides", [

@@ -17,16 +17,10 @@ from fcn_app.models.graph import _without_global_gates, convert_classifier, prob
 from fcn_app.models.zoo import _drop_auxiliary_heads, _materialise, build_classifier
 from fcn_app.tiling import activation_bytes
 
-from helpers import random_state_dict, tiny_classifier
+from helpers import one_hot_heats, random_state_dict, tiny_classifier
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test machines are shared by many processes; one thread avoids oversubscription stalls per op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared machines: one torch thread
 
 
 def _seeded(arch: str) -> nn.Module:
@@ -130,15 +124,10 @@ def test_one_hot_cell_peaks_at_its_measured_centre(arch, image_size):
     layers = network_geometry(network)
     grid = output_grid_size(network, image_size)
     geometry = ScoreGeometry.for_network(layers, grid, (224, 224))
-    for row in range(grid[0]):
-        for col in range(grid[1]):
-            cells = torch.zeros(grid)
-            cells[row, col] = 1.0
-            heat = upsample_to_pixels(cells, geometry, image_size).numpy()
-            peaks = np.argwhere(np.isclose(heat, heat.max(), rtol=0, atol=1e-6))
-            expected = np.array([min(max(layers.first_center[0] + layers.stride[0] * row, 0), image_size[0] - 1),
-                                 min(max(layers.first_center[1] + layers.stride[1] * col, 0), image_size[1] - 1)])
-            assert np.abs(peaks - expected).max(axis=1).min() <= 1, (row, col)
+    for row, col, _, peaks in one_hot_heats(geometry, image_size):
+        expected = np.array([min(max(layers.first_center[0] + layers.stride[0] * row, 0), image_size[0] - 1),
+                             min(max(layers.first_center[1] + layers.stride[1] * col, 0), image_size[1] - 1)])
+        assert np.abs(peaks - expected).max(axis=1).min() <= 1, (row, col)
 
 
 def test_a_free_window_moves_the_first_centre_and_field_with_it():

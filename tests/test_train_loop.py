@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from helpers import tiny_training_config
 from fcn_app.cli import app
 from fcn_app.errors import TrainingError
 from fcn_app.segmentation.checkpoint import load_checkpoint, load_segmentation_model
@@ -30,13 +31,7 @@ from fcn_app.train.loop import train
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny convolutions run faster on one thread than on two contended ones (the test machine is shared)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared machines: one torch thread
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +42,9 @@ def shapes(tmp_path_factory):
 
 
 def config_for(shapes: Path, out: Path, *overrides: str):
-    base = [
-        "model.variant=fcn8s", "model.backbone=tiny_vgg", "model.pretrained=false", "data.format=folder",
-        f"data.root={shapes}", "data.train_split=train.txt", "data.val_split=val.txt", "data.num_workers=0",
-        "data.crop_size=[48, 48]", "train.batch_size=8", "train.optimizer=adamw", "train.lr=0.003",
-        "train.weight_decay=0.0", "train.log_interval=5", f"run.output_dir={out}", "run.progress=false",
-    ]
-    return load_config(None, base + list(overrides))
+    return tiny_training_config(shapes, out, "data.val_split=val.txt", "data.crop_size=[48, 48]",
+                                "train.batch_size=8", "train.optimizer=adamw", "train.lr=0.003",
+                                "train.weight_decay=0.0", "train.log_interval=5", *overrides)
 
 
 def test_cpu_proof_mean_iu_well_above_chance_and_loss_falls(shapes, tmp_path):

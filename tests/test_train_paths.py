@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from helpers import tiny_training_config
 from fcn_app.errors import DatasetError, WeightsError
 from fcn_app.segmentation.checkpoint import load_checkpoint, load_segmentation_model
 from fcn_app.segmentation.datasets import VOCSegmentation, read_label_mask, voc_palette
@@ -35,12 +36,7 @@ ENV = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
 IGNORE = 255
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared machines: one torch thread
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +45,9 @@ def shapes(tmp_path_factory):
 
 
 def config_for(shapes: Path, run: Path, *extra: str):
-    base = [
-        "model.variant=fcn8s", "model.backbone=tiny_vgg", "model.pretrained=false", "data.format=folder",
-        f"data.root={shapes}", "data.train_split=train.txt", "data.val_split=null", "data.num_workers=0",
-        "data.crop_size=[32, 32]", "data.flip=false", "train.batch_size=2", "train.log_interval=1000",
-        "train.val_interval=1000", "train.device=cpu", f"run.output_dir={run}", "run.progress=false",
-    ]
-    return load_config(None, base + list(extra))
+    return tiny_training_config(shapes, run, "data.val_split=null", "data.crop_size=[32, 32]", "data.flip=false",
+                                "train.batch_size=2", "train.log_interval=1000", "train.val_interval=1000",
+                                "train.device=cpu", *extra)
 
 
 def hand_written_sgd_replay(config) -> tuple[dict, list[float]]:

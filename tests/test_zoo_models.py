@@ -21,13 +21,7 @@ from helpers import random_rgb, random_state_dict, write_default_weights
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test machines are shared by many processes; one thread avoids oversubscription stalls per op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # shared machines: one torch thread
 
 
 def test_every_torchvision_classifier_but_the_transformers_is_supported():
@@ -49,21 +43,25 @@ def test_default_weights_load_from_the_hub_cache_with_their_metadata(torch_home)
     assert isinstance(network, GraphFullyConvolutionalNet)
     assert network.categories == weights.meta["categories"] and network.input_size == (224, 224)
     assert network.mean == tuple(weights.transforms().mean) and network.window == (13, 13)
-    state = random_state_dict("squeezenet1_1", seed=3)
-    with torch.device("meta"):
-        classifier = build_classifier("squeezenet1_1")
-    classifier = _materialise(classifier, state, "seeded").eval()
-    images = torch.randn(1, 3, 224, 224)
-    with torch.no_grad():
-        expected = classifier(images)
-        torch.testing.assert_close(network(images)[:, :, 0, 0], expected, rtol=1e-4,
-                                   atol=1e-5 * float(expected.abs().max()))
+    assert_equals_the_classifier(network, "squeezenet1_1", random_state_dict("squeezenet1_1", seed=3))
 
 
 def test_googlenet_weights_keep_torchvisions_input_transform_and_drop_the_aux_heads(torch_home):
     write_default_weights(torch_home, "googlenet", seed=0)  # the file holds aux1/aux2 like torchvision's
     classifier, _ = load_classifier("googlenet")
     assert classifier.transform_input and classifier.aux1 is None and classifier.aux2 is None
+
+
+def assert_equals_the_classifier(network, arch: str, state: dict, num_classes: int = 1000) -> None:
+    """At the training size the converted network's one cell equals torchvision's classifier with ``state``."""
+    with torch.device("meta"):
+        classifier = build_classifier(arch, num_classes=num_classes)
+    classifier = _materialise(classifier, state, "seeded").eval()
+    images = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected = classifier(images)
+        torch.testing.assert_close(network(images)[:, :, 0, 0], expected, rtol=1e-4,
+                                   atol=1e-5 * float(expected.abs().max()))
 
 
 def _fine_tuned(tmp_path: Path, classes: int = 5) -> Path:
@@ -82,14 +80,7 @@ def test_fine_tuned_weights_with_another_number_of_classes_and_their_names(tmp_p
     names.write_text("cat\ndog\n\n  fox \nowl\nbee\n", encoding="utf-8")
     network = load_fcn("mobilenet_v3_small", weights_path=path, classes_path=names)
     assert network.num_classes == 5 and network.categories == ["cat", "dog", "fox", "owl", "bee"]
-    with torch.device("meta"):
-        classifier = build_classifier("mobilenet_v3_small", num_classes=5)
-    classifier = _materialise(classifier, torch.load(path, weights_only=True), "file").eval()
-    images = torch.randn(1, 3, 224, 224)
-    with torch.no_grad():
-        expected = classifier(images)
-        torch.testing.assert_close(network(images)[:, :, 0, 0], expected, rtol=1e-4,
-                                   atol=1e-5 * float(expected.abs().max()))
+    assert_equals_the_classifier(network, "mobilenet_v3_small", torch.load(path, weights_only=True), num_classes=5)
 
 
 def test_fine_tuned_weights_need_matching_class_names(tmp_path):

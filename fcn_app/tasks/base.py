@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["DecodeLimitsFromOptions", "ImageTask", "ProgressCallback", "Report", "process_image"]
+__all__ = ["DecodeLimitsFromOptions", "ImageTask", "ProgressCallback", "Report", "process_image", "write_each"]
 
 #: Called as ``progress(done, total)`` while one image is computed in parts (tiles).
 ProgressCallback = Callable[[int, int], None]
@@ -72,6 +72,13 @@ class DecodeLimitsFromOptions:
     @property
     def max_pixels(self) -> int:
         return self.options.max_pixels
+
+
+def write_each(writers: dict[str, Callable[[Path], object]], paths: dict[str, Path]) -> dict[str, Path]:
+    """Call the writer of each kind in ``paths`` (``writers[kind](path)``, each atomic); returns ``paths``."""
+    for kind, path in paths.items():
+        writers[kind](path)
+    return dict(paths)
 
 
 def process_image(

@@ -19,7 +19,7 @@ from ..heatmaps import resolve_classes
 from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, atomic_write_png
 from ..pyramid import FUSE_MODES
 from ..render import draw_detections
-from .base import ProgressCallback, Report
+from .base import ProgressCallback, Report, write_each
 
 __all__ = ["DetectionTask", "DetectionsImage"]
 
@@ -84,9 +84,8 @@ class DetectionTask:
         return {"overlay": Path(f"{stem}.detections.png"), "json": Path(f"{stem}.detections.json")}
 
     def write(self, rendered: DetectionsImage, paths: dict[str, Path]) -> dict[str, Path]:
-        atomic_write_png(paths["overlay"], rendered.overlay)
-        atomic_write_json(paths["json"], rendered.summary)
-        return dict(paths)
+        return write_each({"overlay": lambda path: atomic_write_png(path, rendered.overlay),
+                           "json": lambda path: atomic_write_json(path, rendered.summary)}, paths)
 
     def row_fields(self, rendered: DetectionsImage) -> dict:
         return {"top_classes": [

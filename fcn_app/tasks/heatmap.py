@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..errors import OptionError
 from ..heatmaps import ClassHeatmap, class_heatmaps, resolve_classes
@@ -19,9 +20,9 @@ from ..models.convert import FullyConvolutionalNet
 from ..render import DEFAULT_COLORMAP, check_colormap, draw_legend, draw_marker, overlay, tile_panels
 from ..scoring import ScoreMap, ScoringOptions, compute_score_maps
 from ..text import check_font
-from .base import DecodeLimitsFromOptions, ProgressCallback, Report
+from .base import DecodeLimitsFromOptions, ProgressCallback, Report, write_each
 
-__all__ = ["HeatmapOptions", "HeatmapTask", "RenderedImage", "write_scores"]
+__all__ = ["HeatmapOptions", "HeatmapTask", "RenderedImage", "ScoreMapTask", "write_scores"]
 
 OVERLAY_SUFFIX = ".heatmap.png"
 GRID_SUFFIX = ".grid.png"
@@ -109,16 +110,13 @@ def heat_panel(image: np.ndarray, heatmap: ClassHeatmap, options: HeatmapOptions
     return draw_legend(blended, lines, colormap=options.colormap, font=options.font)
 
 
-@dataclass
-class HeatmapTask(DecodeLimitsFromOptions):
-    """Classifier heatmaps of ``network``: overlay of the first class with a legend of all, optional grid/JSON/scores.
+class ScoreMapTask(DecodeLimitsFromOptions):
+    """Mixin for tasks that score ``self.network`` on the shared inference path, drawing by ``self.options``
+    (:class:`HeatmapOptions`) and scoring by ``self.scoring`` (:class:`~fcn_app.scoring.ScoringOptions`)."""
 
-    ``scoring`` says how :func:`~fcn_app.scoring.compute_score_maps` runs (precision, memory budget).
-    """
-
-    network: FullyConvolutionalNet
-    options: HeatmapOptions = field(default_factory=HeatmapOptions)
-    scoring: ScoringOptions = field(default_factory=ScoringOptions)
+    network: torch.nn.Module
+    options: HeatmapOptions
+    scoring: ScoringOptions
 
     def check(self) -> None:
         if self.options.classes:
@@ -127,6 +125,33 @@ class HeatmapTask(DecodeLimitsFromOptions):
     def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None) -> list[ScoreMap]:
         return compute_score_maps(self.network, images, precision=self.scoring.precision,
                                   max_memory=self.scoring.max_memory, progress=progress)
+
+    def optional_paths(self, stem: str) -> dict[str, Path]:
+        """The outputs every scored task can add: the raw scores and the JSON summary, when asked for."""
+        paths = {}
+        if self.options.save_scores:
+            paths["scores"] = Path(stem + SCORES_SUFFIX)
+        if self.options.write_json:
+            paths["json"] = Path(stem + JSON_SUFFIX)
+        return paths
+
+    @staticmethod
+    def optional_writers(rendered) -> dict:
+        """Writers of :meth:`optional_paths` for a rendered result with ``score_map`` and ``summary``."""
+        return {"scores": lambda path: write_scores(path, rendered.score_map),
+                "json": lambda path: atomic_write_json(path, rendered.summary)}
+
+
+@dataclass
+class HeatmapTask(ScoreMapTask):
+    """Classifier heatmaps of ``network``: overlay of the first class with a legend of all, optional grid/JSON/scores.
+
+    ``scoring`` says how :func:`~fcn_app.scoring.compute_score_maps` runs (precision, memory budget).
+    """
+
+    network: FullyConvolutionalNet
+    options: HeatmapOptions = field(default_factory=HeatmapOptions)
+    scoring: ScoringOptions = field(default_factory=ScoringOptions)
 
     def render(self, image: np.ndarray, prediction: ScoreMap, source: str | None) -> RenderedImage:
         options = self.options
@@ -154,22 +179,12 @@ class HeatmapTask(DecodeLimitsFromOptions):
         paths = {"overlay": Path(stem + OVERLAY_SUFFIX)}
         if self.options.grid:
             paths["grid"] = Path(stem + GRID_SUFFIX)
-        if self.options.save_scores:
-            paths["scores"] = Path(stem + SCORES_SUFFIX)
-        if self.options.write_json:
-            paths["json"] = Path(stem + JSON_SUFFIX)
-        return paths
+        return {**paths, **self.optional_paths(stem)}
 
     def write(self, rendered: RenderedImage, paths: dict[str, Path]) -> dict[str, Path]:
-        writers = {
-            "overlay": lambda path: atomic_write_png(path, rendered.overlay),
-            "grid": lambda path: atomic_write_png(path, rendered.grid),
-            "json": lambda path: atomic_write_json(path, rendered.summary),
-            "scores": lambda path: write_scores(path, rendered.score_map),
-        }
-        for kind, path in paths.items():
-            writers[kind](path)
-        return dict(paths)
+        return write_each({"overlay": lambda path: atomic_write_png(path, rendered.overlay),
+                           "grid": lambda path: atomic_write_png(path, rendered.grid),
+                           **self.optional_writers(rendered)}, paths)
 
     def row_fields(self, rendered: RenderedImage) -> dict:
         return {"top_classes": [

@@ -17,12 +17,12 @@ from torch import nn
 
 from ..errors import OptionError
 from ..heatmaps import heatmap_for_class, resolve_classes
-from ..io import atomic_write_json, atomic_write_png
+from ..io import atomic_write_png
 from ..render import blend, draw_legend, tile_panels
-from ..scoring import ScoreMap, ScoringOptions, compute_score_maps
+from ..scoring import ScoreMap, ScoringOptions
 from ..segmentation.datasets import voc_palette
-from .base import DecodeLimitsFromOptions, ProgressCallback, Report
-from .heatmap import SCORES_SUFFIX, HeatmapOptions, heat_panel, write_scores
+from .base import Report, write_each
+from .heatmap import HeatmapOptions, ScoreMapTask, heat_panel
 
 __all__ = ["SegmentationResult", "SegmentationTask"]
 
@@ -40,14 +40,14 @@ class SegmentationResult:
 
 
 @dataclass
-class SegmentationTask(DecodeLimitsFromOptions):
-    """A segmentation model (e.g. a trained FCN) scored by :func:`~fcn_app.scoring.compute_score_maps`.
+class SegmentationTask(ScoreMapTask):
+    """A segmentation ``network`` (e.g. a trained FCN) scored by :func:`~fcn_app.scoring.compute_score_maps`.
 
     ``options.classes`` (or the ``options.topk`` largest predicted classes) get a heatmap panel each; a grid
     option is refused, since the panels are always written.
     """
 
-    model: nn.Module
+    network: nn.Module
     options: HeatmapOptions = field(default_factory=HeatmapOptions)
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
 
@@ -55,12 +55,7 @@ class SegmentationTask(DecodeLimitsFromOptions):
         if self.options.grid:
             raise OptionError("grid", "a segmentation model always writes one panel per class (<name>.classes.png); "
                                       "a grid is for classifier heatmaps")
-        if self.options.classes:
-            resolve_classes(self.options.classes, self.model.categories)
-
-    def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None) -> list[ScoreMap]:
-        return compute_score_maps(self.model, images, precision=self.scoring.precision,
-                                  max_memory=self.scoring.max_memory, progress=progress)
+        super().check()
 
     def render(self, image: np.ndarray, prediction: ScoreMap, source: str | None) -> SegmentationResult:
         options, class_names = self.options, prediction.categories
@@ -99,23 +94,13 @@ class SegmentationTask(DecodeLimitsFromOptions):
             "classes": Path(stem + ".classes.png"),
             "labels": Path(stem + ".labels.png"),
         }
-        if self.options.write_json:
-            paths["json"] = Path(stem + ".json")
-        if self.options.save_scores:
-            paths["scores"] = Path(stem + SCORES_SUFFIX)
-        return paths
+        return {**paths, **self.optional_paths(stem)}
 
     def write(self, rendered: SegmentationResult, paths: dict[str, Path]) -> dict[str, Path]:
-        writers = {
-            "segmentation": lambda path: atomic_write_png(path, rendered.overlay),
-            "classes": lambda path: atomic_write_png(path, rendered.panels),
-            "labels": lambda path: atomic_write_png(path, rendered.labels.astype(np.uint8)),
-            "json": lambda path: atomic_write_json(path, rendered.summary),
-            "scores": lambda path: write_scores(path, rendered.score_map),
-        }
-        for kind, path in paths.items():
-            writers[kind](path)
-        return dict(paths)
+        return write_each({"segmentation": lambda path: atomic_write_png(path, rendered.overlay),
+                           "classes": lambda path: atomic_write_png(path, rendered.panels),
+                           "labels": lambda path: atomic_write_png(path, rendered.labels.astype(np.uint8)),
+                           **self.optional_writers(rendered)}, paths)
 
     def row_fields(self, rendered: SegmentationResult) -> dict:
         return {"top_classes": [
