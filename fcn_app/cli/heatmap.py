@@ -103,9 +103,9 @@ def heatmap(
     work_size: Annotated[
         str | None,
         typer.Option("--work-size", help="Longer side (px) of the image the network sees, or 'native' for the "
-                     f"image as decoded. Default: {DEFAULT_WORK_WINDOWS} model windows ({default_work_size(224)} px for VGG), never "
-                     "enlarged; a checkpoint's segmentation: native. Outputs keep the image's size.",
-                     show_default=False),
+                     f"image as decoded. Default: {DEFAULT_WORK_WINDOWS} model windows "
+                     f"({default_work_size(224)} px for VGG), never enlarged; a checkpoint's segmentation: native. "
+                     "Outputs keep the image's size.", show_default=False),
     ] = None,
     scales: Annotated[str, typer.Option(help="Pyramid: score at these multiples of the working size, e.g. 0.5,1,2.")] = "1",
     fuse: Annotated[str, typer.Option(help=f"Fuse pyramid levels per pixel: {' or '.join(FUSE_MODES)}.")] = "max",
@@ -120,7 +120,7 @@ def heatmap(
     stride: Annotated[
         int | None, typer.Option(help="Denser map in one pass: output stride 16 or 8 instead of the native 32.")
     ] = None,
-    max_side: Annotated[int | None, typer.Option(help="Downscale so the longer side is at most this.", min=1)] = None,
+    max_side: Annotated[int | None, typer.Option(help="Downscale the image, and so the outputs, so the longer side is at most this.", min=1)] = None,
     max_pixels: Annotated[int, typer.Option(help="Refuse images declaring more pixels than this.", min=1)] = DEFAULT_MAX_PIXELS,
     list_file: ListOption = None,
     recursive: RecursiveOption = False,
