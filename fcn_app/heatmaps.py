@@ -41,6 +41,12 @@ class ClassHeatmap:
     peak_probability: float
     peak_pixel: tuple[int, int]  # (x, y)
 
+    @classmethod
+    def from_pixels(cls, selection: ClassSelection, heatmap: np.ndarray) -> "ClassHeatmap":
+        """``heatmap`` (``H×W``) of ``selection`` with its peak: the first maximum in raster order."""
+        peak_y, peak_x = divmod(int(np.argmax(heatmap)), heatmap.shape[1])
+        return cls(selection, heatmap, float(heatmap[peak_y, peak_x]), (int(peak_x), int(peak_y)))
+
     def to_dict(self) -> dict:
         return {
             "name": self.selection.name,
@@ -100,10 +106,7 @@ def heatmap_for_class(
     """Per-pixel probability of ``selection`` (summed over its classes), aligned to the image."""
     probabilities = score_map.probabilities() if probabilities is None else probabilities
     cells = probabilities[list(selection.indices)].sum(dim=0).clamp_(0.0, 1.0)
-    pixels = upsample_to_pixels(cells, score_map.geometry, score_map.image_size).numpy()
-    flat_index = int(np.argmax(pixels))
-    peak_y, peak_x = divmod(flat_index, pixels.shape[1])
-    return ClassHeatmap(selection, pixels, float(pixels[peak_y, peak_x]), (int(peak_x), int(peak_y)))
+    return ClassHeatmap.from_pixels(selection, upsample_to_pixels(cells, score_map.geometry, score_map.image_size).numpy())
 
 
 def class_heatmaps(

@@ -29,6 +29,7 @@ __all__ = [
     "FusedProbabilities",
     "PyramidLevel",
     "fuse_levels",
+    "fuse_maps",
     "parse_scales",
     "resize_image",
     "score_pyramid",
@@ -75,14 +76,17 @@ class PyramidLevel:
 
 
 def score_pyramid(
-    network: FullyConvolutionalNet, image: np.ndarray, scales: Sequence[float] = (1.0,)
+    network: FullyConvolutionalNet, image: np.ndarray, scales: Sequence[float] = (1.0,), **scoring
 ) -> list[PyramidLevel]:
-    """Score ``image`` (``H×W×3`` uint8 RGB) at each scale; every level's geometry refers to the original image."""
+    """Score ``image`` (``H×W×3`` uint8 RGB) at each scale; every level's geometry refers to the original image.
+
+    ``scoring`` (precision, memory budget, progress) is passed to :func:`~fcn_app.scoring.compute_score_map`.
+    """
     height, width = image.shape[:2]
     levels = []
     for scale in parse_scales(scales):
         resized = resize_image(image, scale)
-        score_map = compute_score_map(network, resized)
+        score_map = compute_score_map(network, resized, **scoring)
         # The per-axis factor actually applied (rounding to whole pixels makes it differ slightly from `scale`).
         factor = (resized.shape[0] / height, resized.shape[1] / width)
         geometry = score_map.geometry.scaled(factor)
@@ -123,6 +127,13 @@ def _class_margins(logits: torch.Tensor, indices: Sequence[int]) -> torch.Tensor
     return torch.stack(margins)
 
 
+def fuse_maps(per_level: torch.Tensor, mode: str = "max") -> torch.Tensor:
+    """Fuse per-pixel probabilities stacked over levels (first dimension) by ``max`` or ``mean``."""
+    if mode not in FUSE_MODES:
+        raise OptionError("fuse", f"unknown fuse mode {mode!r}; choose one of {', '.join(FUSE_MODES)}")
+    return per_level.amax(dim=0) if mode == "max" else per_level.mean(dim=0)
+
+
 def fuse_levels(
     levels: Sequence[PyramidLevel], class_indices: Sequence[int] | None = None, mode: str = "max"
 ) -> FusedProbabilities:
@@ -147,7 +158,7 @@ def fuse_levels(
     stacked = torch.stack(per_level)  # L × C × H × W
     # Confident levels saturate at probability 1.0 in float32; the log-odds still tell which level is surest.
     best_level = torch.stack(margins).argmax(dim=0)
-    fused = stacked.amax(dim=0) if mode == "max" else stacked.mean(dim=0)
+    fused = fuse_maps(stacked, mode)
     return FusedProbabilities(
         probabilities=fused.clamp_(0.0, 1.0).numpy(),
         best_level=best_level.numpy(),

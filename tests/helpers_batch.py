@@ -22,6 +22,24 @@ def tiny_fcn():
                                   mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
+def spot_fcn():
+    """An FCN whose answer is known: 8-px windows (8×8 average pool, stride 8), class ``"red spot"`` scores
+    ``40·(R − G) − 20`` per window (pixels in [0, 1]), class ``"other"`` scores 0 — so the heat peaks at the
+    centre of a red square that fills one window."""
+    import torch
+    from torch import nn
+
+    from fcn_app.models.convert import FullyConvolutionalNet
+
+    head = nn.Sequential(nn.Conv2d(3, 2, 1))
+    with torch.no_grad():
+        head[0].weight.zero_()
+        head[0].bias.zero_()
+        head[0].weight[0, 0, 0, 0], head[0].weight[0, 1, 0, 0], head[0].bias[0] = 40.0, -40.0, -20.0
+    return FullyConvolutionalNet(nn.Sequential(nn.AvgPool2d(8, stride=8)), head, input_size=(8, 8), num_classes=2,
+                                 categories=["red spot", "other"])
+
+
 def slow_tiny_fcn():
     """``tiny_fcn`` that sleeps 0.15 s per forward pass, so a test can interrupt a run in the middle."""
     network = tiny_fcn()

@@ -2,14 +2,16 @@
 
 Three stages overlap so the model never waits for files:
 
-- **decode** — a torch ``DataLoader`` with ``num_workers`` processes calls :func:`~fcn_app.io.load_image`; a
-  worker returns ``(position, pixels, None)`` or ``(position, None, reason)``, so a corrupt file is one failed
+- **decode** — a torch ``DataLoader`` with ``num_workers`` processes calls :func:`~fcn_app.io.decode_input` with
+  the task's ``decode_request`` (the network's copy at the task's working size; JPEGs decoded at reduced scale);
+  a worker returns ``(position, input, None)`` or ``(position, None, reason)``, so a corrupt file is one failed
   row, never a dead loader;
 - **score** — the main thread hands decoded images to the task's ``predict`` in groups of up to ``batch_size``
   same-size images (:class:`~fcn_app.tasks.base.ImageTask`: classifier heatmaps, detections or a segmentation
   model); the scoring path scores each image alone, so a group never changes an image's result;
 - **render + write** — a background thread fed by a bounded queue runs the very task methods the single-image
-  command runs (``render``, ``write``), so an image gives byte-identical outputs alone or in a folder.
+  command runs (``render``, ``write``; a task that draws on a full-size picture decodes it there, overlapping
+  the next image's scoring), so an image gives byte-identical outputs alone or in a folder.
 
 Memory stays flat: at most ``num_workers × prefetch`` decoded images, the size groups and the queue are in
 flight at any time, and what is kept per input is one small summary row. Ctrl-C (``KeyboardInterrupt``)
@@ -29,12 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import FcnError, InputImageError, OptionError
-from ..io import ensure_output_dir, load_image, remove_stale_temporaries
+from ..io import DecodeRequest, InputImage, decode_input, ensure_output_dir, remove_stale_temporaries
 from ..tasks.base import ImageTask
 from .inputs import WorkItem
 from .summary import (SUMMARY_NAME, RowSpool, rank_summary_path, read_summary_rows, summary_header,
@@ -65,20 +66,19 @@ def default_num_workers() -> int:
 
 
 class DecodeDataset(Dataset):
-    """Decodes ``items[position]``; never raises, so one bad file cannot stop the loader."""
+    """Decodes ``items[position]`` as ``request`` says; never raises, so one bad file cannot stop the loader."""
 
-    def __init__(self, items: Sequence[WorkItem], max_side: int | None, max_pixels: int) -> None:
+    def __init__(self, items: Sequence[WorkItem], request: DecodeRequest) -> None:
         self.items = list(items)
-        self.max_side = max_side
-        self.max_pixels = max_pixels
+        self.request = request
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, position: int) -> tuple[int, np.ndarray | None, str | None]:
+    def __getitem__(self, position: int) -> tuple[int, InputImage | None, str | None]:
         source = self.items[position].source
         try:
-            return position, load_image(source, max_side=self.max_side, max_pixels=self.max_pixels), None
+            return position, decode_input(source, self.request), None
         except InputImageError as error:
             return position, None, str(error)
         except Exception as error:  # noqa: BLE001 — any decoder bug becomes this file's failure, not the job's
@@ -155,8 +155,8 @@ class _Writer:
         self.thread = threading.Thread(target=self._run, name="fcn-batch-writer", daemon=True)
         self.thread.start()
 
-    def put(self, position: int, item: WorkItem, pixels: np.ndarray, prediction) -> None:
-        self.queue.put((position, item, pixels, prediction))
+    def put(self, position: int, item: WorkItem, image: InputImage, prediction) -> None:
+        self.queue.put((position, item, image, prediction))
 
     def close(self) -> None:
         self.queue.put(self._DONE)
@@ -167,11 +167,12 @@ class _Writer:
             job = self.queue.get()
             if job is self._DONE:
                 return
-            position, item, pixels, prediction = job
+            position, item, image, prediction = job
             try:
-                rendered = self.task.render(pixels, prediction, str(item.source))
+                rendered = self.task.render(image, prediction, str(item.source))
                 written = self.task.write(rendered, self.task.output_paths(item.stem_in(self.out_dir)))
-                row = _row(item, "ok", written, image_size=[int(pixels.shape[1]), int(pixels.shape[0])],
+                height, width = image.picture_size
+                row = _row(item, "ok", written, image_size=[int(width), int(height)],
                            **self.task.row_fields(rendered))
             except FcnError as error:
                 row = _row(item, "failed", reason=str(error))
@@ -249,14 +250,14 @@ def run_batch(
         on_start(len(pending), len(items) - len(pending))
 
     writer = _Writer(out_dir, task, record, depth=2 * batch_size + 2)
-    # Decoded images waiting for a batch of their size: shape → [(position, item, pixels)].
-    groups: dict[tuple[int, ...], list[tuple[int, WorkItem, np.ndarray]]] = {}
+    # Decoded inputs waiting for a batch of their network size: shape → [(position, item, input)].
+    groups: dict[tuple[int, ...], list[tuple[int, WorkItem, InputImage]]] = {}
     max_buffered = max(4 * batch_size, 8)
     interrupted = False
 
-    def score(group: list[tuple[int, WorkItem, np.ndarray]]) -> None:
+    def score(group: list[tuple[int, WorkItem, InputImage]]) -> None:
         try:
-            predictions = task.predict([pixels for _, _, pixels in group])
+            predictions = task.predict([image.network_pixels for _, _, image in group])
         except (RuntimeError, ValueError) as error:
             if len(group) > 1:  # e.g. out of memory for the whole batch: try one by one
                 for single in group:
@@ -266,10 +267,10 @@ def run_batch(
             reason = f"{item.source}: cannot compute score map ({_first_line(error)}); try downscaling it"
             record(position, _row(item, "failed", reason=reason))
             return
-        for (position, item, pixels), prediction in zip(group, predictions):
-            writer.put(position, item, pixels, prediction)
+        for (position, item, image), prediction in zip(group, predictions):
+            writer.put(position, item, image, prediction)
 
-    dataset = DecodeDataset([items[position] for position in pending], task.max_side, task.max_pixels)
+    dataset = DecodeDataset([items[position] for position in pending], task.decode_request)
     loader = DataLoader(
         dataset,
         batch_size=None,
@@ -283,18 +284,19 @@ def run_batch(
     try:
         iterator = iter(loader)
         buffered = 0
-        for local_position, pixels, reason in iterator:
+        for local_position, image, reason in iterator:
             position = pending[local_position]
             item = items[position]
             if reason is not None:
                 record(position, _row(item, "failed", reason=reason))
                 continue
-            group = groups.setdefault(pixels.shape, [])
-            group.append((position, item, pixels))
+            shape = image.network_pixels.shape
+            group = groups.setdefault(shape, [])
+            group.append((position, item, image))
             buffered += 1
             if len(group) >= batch_size:
                 buffered -= len(group)
-                score(groups.pop(pixels.shape))
+                score(groups.pop(shape))
             elif buffered > max_buffered:  # many sizes in flight: score the largest group to bound memory
                 largest = max(groups, key=lambda shape: len(groups[shape]))
                 buffered -= len(groups[largest])

@@ -42,7 +42,8 @@ EXIT_INTERRUPTED = 130
 
 #: Library option names whose flag is not simply ``--`` + the name with dashes (``threshold_mode`` →
 #: ``--threshold-mode``); ``None``: the option is not a flag (the message stands alone).
-_FLAG_NAMES = {"classes": "--class", "write_json": "--json", "environment": None, "inputs": None}
+_FLAG_NAMES = {"classes": "--class", "write_json": "--json", "image_format": "--format", "environment": None,
+               "inputs": None}
 
 EPILOG = """\
 [bold]Examples[/bold]

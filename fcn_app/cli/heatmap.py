@@ -3,7 +3,8 @@
 One image file keeps the single-image behaviour (outputs next to it or in ``--out``, a table of peaks).
 A folder, a glob, several files or ``--list FILE`` run a batch job (:mod:`fcn_app.batch`): outputs mirror the
 input tree in ``--out``, a progress bar, ``OUT/summary.json``, resume, and sharding under torchrun or
-``--shard i/n``. Both paths call the same pipeline functions, so an image's outputs are identical either way.
+``--shard i/n``. Both paths decode with the task's request and call the same task methods, so an image's outputs
+are identical either way.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..dense import densify
 from ..errors import OptionError
-from ..io import DEFAULT_MAX_PIXELS, ensure_output_dir, load_image
+from ..io import DEFAULT_MAX_PIXELS, check_image_path, decode_input, ensure_output_dir
 from ..launcher import local_device
 from ..models import DEFAULT_ARCH
 from ..models.graph import with_window
+from ..pyramid import FUSE_MODES
 from ..render import COLORMAPS, DEFAULT_COLORMAP
+from ..resolution import DEFAULT_WORK_WINDOWS, default_work_size
 from ..scoring import PRECISIONS, ScoringOptions, load_scoring_network
 from ..segmentation.checkpoint import load_segmentation_model
-from ..tasks import HeatmapOptions, HeatmapTask, ImageTask, SegmentationTask, process_image
+from ..tasks import HeatmapOptions, HeatmapTask, ImageTask, SegmentationTask, process_input
+from ..tasks.heatmap import IMAGE_FORMATS
 from .app import (ClassesOption, DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors,
                   error_console, print_report, refuse_classifier_options, setup_logging)
 from .jobs import (
@@ -100,6 +104,18 @@ def heatmap(
     colormap: Annotated[str, typer.Option(help=f"One of: {', '.join(COLORMAPS)}.")] = DEFAULT_COLORMAP,
     alpha: Annotated[float, typer.Option(help="Heatmap opacity over the photo.", min=0.0, max=1.0)] = 0.5,
     grid: Annotated[bool, typer.Option("--grid", help="Also write one panel per class (<name>.grid.png).")] = False,
+    work_size: Annotated[
+        str | None,
+        typer.Option("--work-size", help="Longer side (px) of the image the network sees, or 'native' for the "
+                     f"image as decoded. Default: {DEFAULT_WORK_WINDOWS} model windows "
+                     f"({default_work_size(224)} px for VGG), never enlarged; a checkpoint's segmentation: native. "
+                     "Outputs keep the image's size.", show_default=False),
+    ] = None,
+    scales: Annotated[str, typer.Option(help="Pyramid: score at these multiples of the working size, e.g. 0.5,1,2.")] = "1",
+    fuse: Annotated[str, typer.Option(help=f"Fuse pyramid levels per pixel: {' or '.join(FUSE_MODES)}.")] = "max",
+    image_format: Annotated[
+        str, typer.Option("--format", help=f"Overlay and grid format: {', '.join(IMAGE_FORMATS)} (ICC profile kept).")
+    ] = "png",
     normalize: Annotated[
         bool, typer.Option("--normalize", help="Colours span 0 → each class's own peak (default: probability 0 → 1).")
     ] = False,
@@ -108,7 +124,7 @@ def heatmap(
     stride: Annotated[
         int | None, typer.Option(help="Denser map in one pass: output stride 16 or 8 instead of the native 32.")
     ] = None,
-    max_side: Annotated[int | None, typer.Option(help="Downscale so the longer side is at most this.", min=1)] = None,
+    max_side: Annotated[int | None, typer.Option(help="Downscale the image, and so the outputs, so the longer side is at most this.", min=1)] = None,
     max_pixels: Annotated[int, typer.Option(help="Refuse images declaring more pixels than this.", min=1)] = DEFAULT_MAX_PIXELS,
     list_file: ListOption = None,
     recursive: RecursiveOption = False,
@@ -154,7 +170,8 @@ def heatmap(
         options = HeatmapOptions(
             classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid, save_scores=save_scores,
             write_json=as_json, normalize=normalize, max_side=max_side, max_pixels=max_pixels,
-            font=str(font) if font is not None else None,
+            font=str(font) if font is not None else None, work_size=work_size, scales=scales, fuse=fuse,
+            image_format=image_format,
         )
         scoring = ScoringOptions(precision, max_memory)
         if not inputs and list_file is None:
@@ -164,7 +181,8 @@ def heatmap(
             extra = {"model": str(checkpoint) if checkpoint is not None else model, "options": {
                 "classes": options.classes, "topk": options.topk, "colormap": options.colormap, "grid": options.grid,
                 "save_scores": options.save_scores, "json": options.write_json, "max_side": options.max_side,
-                "normalize": options.normalize,
+                "normalize": options.normalize, "work_size": options.work_size, "scales": list(options.scales),
+                "fuse": options.fuse, "format": options.image_format,
             }}
             code, _ = run_folder_job(
                 lambda: _build_task(options, scoring, model=model, weights=weights, checkpoint=checkpoint,
@@ -172,14 +190,13 @@ def heatmap(
                 inputs, out, folder, description="heatmaps", verbose=verbose, extra_summary=extra,
             )
         else:
-            image = inputs[0]
-            pixels = load_image(image, max_side=options.max_side, max_pixels=options.max_pixels)
+            image = check_image_path(inputs[0])  # a typo fails before the model loads
             out_dir = ensure_output_dir(out) if out is not None else image.parent
             task = _build_task(options, scoring, model=model, weights=weights, checkpoint=checkpoint, device=device,
                                stride=stride, classes_path=class_names_file, window=window)
             task.check()
-            rendered, written = process_image(task, pixels, out_dir / image.stem, source=str(image),
-                                              progress=tile_progress())
+            rendered, written = process_input(task, decode_input(image, task.decode_request), out_dir / image.stem,
+                                              source=str(image), progress=tile_progress())
             if as_json:
                 payload = dict(rendered.summary, outputs={kind: str(path) for kind, path in written.items()})
                 typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))

@@ -29,8 +29,12 @@ from ..errors import InputImageError, OptionError
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_EXTENSIONS",
+    "DecodeRequest",
     "DecodedImage",
+    "InputImage",
+    "check_image_path",
     "decode_image",
+    "decode_input",
     "is_image_path",
     "load_image",
     "to_rgb_array",
@@ -139,6 +143,25 @@ def load_image(
     return decode_image(path, max_side, enlarge=False, max_pixels=max_pixels).pixels
 
 
+def check_image_path(path: str | os.PathLike) -> Path:
+    """``path`` if it names a non-empty file, else :class:`InputImageError` saying what it is instead.
+
+    Cheap (no decoding): a command checks its input with it before loading a model.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputImageError(f"{path}: is a directory, not an image file")
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InputImageError(f"{path}: no such file") from None
+    except OSError as error:
+        raise InputImageError(f"{path}: cannot be read ({error.strerror or error})") from None
+    if size == 0:
+        raise InputImageError(f"{path}: empty file (0 bytes), not an image")
+    return path
+
+
 def decode_image(
     path: str | os.PathLike,
     work_size: int | None = None,
@@ -163,17 +186,7 @@ def decode_image(
     """
     if work_size is not None and work_size < 1:
         raise OptionError("work_size", f"must be a positive number of pixels, got {work_size}")
-    path = Path(path)
-    if path.is_dir():
-        raise InputImageError(f"{path}: is a directory, not an image file")
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise InputImageError(f"{path}: no such file") from None
-    except OSError as error:
-        raise InputImageError(f"{path}: cannot be read ({error.strerror or error})") from None
-    if size == 0:
-        raise InputImageError(f"{path}: empty file (0 bytes), not an image")
+    path = check_image_path(path)
     try:
         with warnings.catch_warnings():
             # Our own limit below replaces Pillow's global one, which would otherwise refuse at 179 MP.
@@ -249,3 +262,73 @@ def _decode_open_image(
     if not rgb.flags.writeable:
         rgb = rgb.copy()
     return DecodedImage(rgb, original_size, decoded_size, icc_profile)
+
+
+@dataclass(frozen=True)
+class DecodeRequest:
+    """How an input is decoded for a task: the *picture* the outputs are drawn on and refer to, and the copy the
+    network sees. Small and picklable: decode worker processes get this, never the task and its model.
+
+    Attributes:
+        max_side: the picture's longer side is reduced to this (never enlarged); ``None``: as stored.
+        max_pixels: refuse files declaring more pixels (decompression bombs).
+        work_size: longer side of the network's copy, decoded from the file directly (JPEG draft);
+            ``None``: the network sees the picture itself.
+        enlarge: whether a picture smaller than ``work_size`` is enlarged to it (else the network sees it as is).
+    """
+
+    max_side: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    work_size: int | None = None
+    enlarge: bool = False
+
+    @property
+    def network_side(self) -> int | None:
+        """Longer side of the network's copy (``None``: as stored), with ``max_side`` applied unless enlarging."""
+        if self.work_size is None:
+            return self.max_side
+        if self.max_side is not None and not self.enlarge:
+            return min(self.work_size, self.max_side)
+        return self.work_size
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """One input decoded for a task (:func:`decode_input`): the network's pixels now, the picture when drawn.
+
+    Attributes:
+        path: the file.
+        network_pixels: ``H×W×3`` uint8 RGB at the working size, upright.
+        picture_size: ``(height, width)`` of the picture outputs refer to (the upright image after ``max_side``).
+        icc_profile: the file's ICC colour profile (bytes) or ``None``; outputs embed it.
+        request: how it was decoded (to decode the picture the same way).
+    """
+
+    path: Path
+    network_pixels: np.ndarray
+    picture_size: tuple[int, int]
+    icc_profile: bytes | None
+    request: DecodeRequest
+
+    @property
+    def is_resized(self) -> bool:
+        """Whether the network sees other pixels than the picture's (then :meth:`picture` decodes the file again)."""
+        return tuple(self.network_pixels.shape[:2]) != tuple(self.picture_size)
+
+    def picture(self) -> np.ndarray:
+        """The picture's pixels: the network's own when they are the same size (the same decode), else the file
+        decoded again at ``max_side`` — only a task that draws calls this."""
+        if not self.is_resized:
+            return self.network_pixels
+        return decode_image(self.path, self.request.max_side, enlarge=False, max_pixels=self.request.max_pixels).pixels
+
+
+def decode_input(path: str | os.PathLike, request: DecodeRequest = DecodeRequest()) -> InputImage:
+    """Decode ``path`` for the network as ``request`` says (see :class:`DecodeRequest`); raises
+    :class:`InputImageError` with a one-line reason for anything that is not a readable image."""
+    decoded = decode_image(path, request.network_side, enlarge=request.enlarge and request.work_size is not None,
+                           max_pixels=request.max_pixels)
+    picture_size = decoded.original_size
+    if request.max_side is not None and max(picture_size) > request.max_side:
+        picture_size = working_size(picture_size, request.max_side)
+    return InputImage(Path(path), decoded.pixels, picture_size, decoded.icc_profile, request)

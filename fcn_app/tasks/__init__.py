@@ -4,7 +4,8 @@ Runners — the single-image commands, :mod:`fcn_app.batch` for folders — spea
 :mod:`fcn_app.tasks.base`; this package's modules implement it.
 """
 
-from .base import DecodeLimitsFromOptions, ImageTask, ProgressCallback, Report, process_image
+from .base import (DecodeLimitsFromOptions, ImageTask, ProgressCallback, Report, picture_of, process_image,
+                   process_input)
 from .detection import DetectionsImage, DetectionTask
 from .heatmap import HeatmapOptions, HeatmapTask, RenderedImage, write_scores
 from .segmentation import SegmentationResult, SegmentationTask
@@ -21,6 +22,8 @@ __all__ = [
     "RenderedImage",
     "SegmentationResult",
     "SegmentationTask",
+    "picture_of",
     "process_image",
+    "process_input",
     "write_scores",
 ]

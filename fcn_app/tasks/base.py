@@ -1,8 +1,11 @@
 """What is done per image, as a protocol: the batch runner and the CLI drive every task the same way.
 
-A task predicts (a group of same-size images; each result independent of the others), renders one image's pictures and summary, names and writes its
-output files, and says what to print and what to put in a folder's summary. Nothing here imports a model: the
-runners that speak this protocol stay independent of what the tasks compute.
+A task says how its inputs are decoded (``decode_request``: the network may see a smaller working-size copy
+than the picture the outputs are drawn on), predicts (a group of same-size network inputs; each result independent of the others), renders one image's
+pictures and summary, names and writes its output files, and says what to print and what to put in a folder's
+summary. Nothing here imports a model: the runners that speak this protocol stay independent of what the tasks
+compute. Runners decode every input with :func:`~fcn_app.io.decode_input` — the single-image commands through
+:func:`process_input`, the batch runner in worker processes — so an image gives the same outputs either way.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["DecodeLimitsFromOptions", "ImageTask", "ProgressCallback", "Report", "process_image", "write_each"]
+from ..io import DecodeRequest, InputImage
+
+__all__ = ["DecodeLimitsFromOptions", "ImageTask", "ProgressCallback", "Report", "picture_of", "process_image",
+           "process_input", "write_each"]
 
 #: Called as ``progress(done, total)`` while one image is computed in parts (tiles).
 ProgressCallback = Callable[[int, int], None]
@@ -35,17 +41,23 @@ class Report:
 class ImageTask(Protocol):
     """What is computed and written per image."""
 
-    max_side: int | None
-    max_pixels: int
+    @property
+    def decode_request(self) -> DecodeRequest:
+        """How runners decode each input: decode limits, and the working size of the network's copy."""
 
     def check(self) -> None:
         """Fail fast on options that would fail for every image (e.g. an unknown class name)."""
 
     def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None) -> list[Any]:
-        """Model outputs for a group of same-size RGB images, one per image, each as if it came alone."""
+        """Model outputs for a group of same-size RGB images (network inputs), one per image, each as if it came alone."""
 
-    def render(self, image: np.ndarray, prediction: Any, source: str | None) -> Any:
-        """Pictures and summary (attribute ``summary``, the ``--json`` payload) of one image; nothing is written."""
+    def render(self, image: np.ndarray | InputImage, prediction: Any, source: str | None) -> Any:
+        """Pictures and summary (attribute ``summary``, the ``--json`` payload) of one image; nothing is written.
+
+        ``image`` is the decoded input (its picture is decoded only if the task draws, see :func:`picture_of`),
+        or an RGB array that is both the network input and the picture. ``prediction`` is ``predict``'s output
+        for the network input; the task places it on the picture's pixels.
+        """
 
     def output_paths(self, stem: str | os.PathLike) -> dict[str, Path]:
         """The files this task writes for an image whose outputs are named ``<stem>.*``."""
@@ -61,7 +73,8 @@ class ImageTask(Protocol):
 
 
 class DecodeLimitsFromOptions:
-    """Mixin for tasks: the decode limits (``max_side``, ``max_pixels``) are those of ``self.options``."""
+    """Mixin for tasks: the decode limits (``max_side``, ``max_pixels``) are those of ``self.options``; the
+    network sees the picture itself unless the task overrides :attr:`decode_request`."""
 
     options: Any
 
@@ -72,6 +85,17 @@ class DecodeLimitsFromOptions:
     @property
     def max_pixels(self) -> int:
         return self.options.max_pixels
+
+    @property
+    def decode_request(self) -> DecodeRequest:
+        return DecodeRequest(max_side=self.max_side, max_pixels=self.max_pixels)
+
+
+def picture_of(image: np.ndarray | InputImage) -> tuple[np.ndarray, bytes | None]:
+    """The pixels to draw on and the colour profile to write with them, for either form ``render`` accepts."""
+    if isinstance(image, InputImage):
+        return image.picture(), image.icc_profile
+    return image, None
 
 
 def write_each(writers: dict[str, Callable[[Path], object]], paths: dict[str, Path]) -> dict[str, Path]:
@@ -85,6 +109,17 @@ def process_image(
     task: ImageTask, image: np.ndarray, stem: str | os.PathLike, source: str | None = None,
     progress: ProgressCallback | None = None,
 ):
-    """Predict, render and write one decoded image; returns ``(rendered, written_paths)``."""
+    """Predict, render and write one image already in memory (network input and picture at once); returns
+    ``(rendered, written_paths)``."""
     rendered = task.render(image, task.predict([image], progress)[0], source)
+    return rendered, task.write(rendered, task.output_paths(stem))
+
+
+def process_input(
+    task: ImageTask, image: InputImage, stem: str | os.PathLike, source: str | None = None,
+    progress: ProgressCallback | None = None,
+):
+    """Predict, render and write one input decoded by :func:`~fcn_app.io.decode_input` with the task's
+    ``decode_request`` — the batch runner's steps for one image; returns ``(rendered, written_paths)``."""
+    rendered = task.render(image, task.predict([image.network_pixels], progress)[0], source)
     return rendered, task.write(rendered, task.output_paths(stem))

@@ -16,10 +16,10 @@ from torch import nn
 from ..detect import Detection, DetectOptions, detect_objects
 from ..errors import OptionError
 from ..heatmaps import resolve_classes
-from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, atomic_write_png
+from ..io import DEFAULT_MAX_PIXELS, DecodeRequest, InputImage, atomic_write_json, atomic_write_png
 from ..pyramid import FUSE_MODES
 from ..render import draw_detections
-from .base import ProgressCallback, Report, write_each
+from .base import ProgressCallback, Report, picture_of, write_each
 
 __all__ = ["DetectionTask", "DetectionsImage"]
 
@@ -58,6 +58,10 @@ class DetectionTask:
         if self.topk < 1:
             raise OptionError("topk", f"must be at least 1, got {self.topk}")
 
+    @property
+    def decode_request(self) -> DecodeRequest:
+        return DecodeRequest(max_side=self.max_side, max_pixels=self.max_pixels)
+
     def check(self) -> None:
         if self.classes:
             resolve_classes(self.classes, self.network.categories)
@@ -69,7 +73,8 @@ class DetectionTask:
             for image in images
         ]
 
-    def render(self, image: np.ndarray, prediction: list[Detection], source: str | None) -> DetectionsImage:
+    def render(self, image: np.ndarray | InputImage, prediction: list[Detection], source: str | None) -> DetectionsImage:
+        image, _ = picture_of(image)
         summary = {
             "image": source,
             "image_size": {"width": int(image.shape[1]), "height": int(image.shape[0])},

@@ -1,33 +1,61 @@
 """Classifier heatmaps as an image task: score map → class heatmaps → overlay, grid, JSON, raw scores.
 
-An image processed alone and the same image inside a folder go through the same methods here, so their
-outputs are the same files.
+The network sees the image at a *working size* (:mod:`fcn_app.resolution`: by default its longer side is
+:data:`~fcn_app.resolution.DEFAULT_WORK_WINDOWS` windows, never enlarged), optionally at several scales of it (a
+pyramid, fused per pixel); the heat is then placed on the pixels of the picture — the image as decoded, at its own
+size — so the overlay, grid, peak pixels and geometry refer to the original image. An image processed alone and
+the same image inside a folder go through the same methods here, so their outputs are the same files.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import OptionError
-from ..heatmaps import ClassHeatmap, class_heatmaps, resolve_classes
-from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, atomic_write_npz, atomic_write_png
+from ..heatmaps import ClassHeatmap, class_heatmaps, heatmap_for_class, resolve_classes, top_classes
+from ..io import (DEFAULT_MAX_PIXELS, DecodeRequest, InputImage, atomic_write_image, atomic_write_json,
+                  atomic_write_npz)
 from ..models.convert import FullyConvolutionalNet
+from ..pyramid import FUSE_MODES, PyramidLevel, fuse_maps, parse_scales, score_pyramid
 from ..render import DEFAULT_COLORMAP, check_colormap, draw_legend, draw_marker, overlay, tile_panels
+from ..resolution import DEFAULT_WORK_WINDOWS, default_work_size, score_map_on_original
 from ..scoring import ScoreMap, ScoringOptions, compute_score_maps
 from ..text import check_font
-from .base import DecodeLimitsFromOptions, ProgressCallback, Report, write_each
+from .base import DecodeLimitsFromOptions, ProgressCallback, Report, picture_of, write_each
 
-__all__ = ["HeatmapOptions", "HeatmapTask", "RenderedImage", "ScoreMapTask", "write_scores"]
+__all__ = ["IMAGE_FORMATS", "NATIVE", "HeatmapOptions", "HeatmapTask", "RenderedImage", "ScoreMapTask", "write_scores"]
 
-OVERLAY_SUFFIX = ".heatmap.png"
-GRID_SUFFIX = ".grid.png"
+OVERLAY_SUFFIX = ".heatmap"
+GRID_SUFFIX = ".grid"
 SCORES_SUFFIX = ".scores.npz"
 JSON_SUFFIX = ".json"
+#: Picture formats for overlays and grids (also their file extensions).
+IMAGE_FORMATS = ("png", "jpg", "webp")
+#: ``work_size`` value for "no resizing: the network sees the image at its own size".
+NATIVE = "native"
+
+
+def _check_work_size(value: int | str | None) -> int | str | None:
+    if value is None or value == NATIVE:
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == NATIVE:
+            return NATIVE
+        if not text.isdigit():
+            raise OptionError("work_size", f"{value!r} is neither a number of pixels (the longer side, e.g. 896) "
+                                           f"nor {NATIVE!r}")
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise OptionError("work_size", f"must be a number of pixels or {NATIVE!r}, got {value!r}")
+    if value < 1:
+        raise OptionError("work_size", f"must be at least 1 pixel, got {value}")
+    return value
 
 
 @dataclass
@@ -39,10 +67,17 @@ class HeatmapOptions:
             ``topk`` classes with the highest peak probability.
         colormap, alpha: heat colours and their opacity over the photo.
         grid: also a picture with one panel per class.
-        save_scores: also the raw score grid with its geometry (``.scores.npz``).
+        save_scores: also the raw score grid with its geometry (``.scores.npz``; one scale only).
         write_json: also the summary as JSON.
         normalize: colours span 0 → each class's own peak (the legend keeps the true peak).
-        max_side, max_pixels: decode limits (downscale longer sides; refuse bigger files).
+        max_side, max_pixels: decode limits (downscale longer sides; refuse bigger files). The outputs have the
+            size of the decoded image.
+        work_size: longer side in pixels of the image the network sees (enlarged if smaller), ``"native"`` (the
+            image as decoded), or ``None``: the task's rule (classifier heatmaps: ``DEFAULT_WORK_WINDOWS``
+            windows, never enlarged; segmentation: native).
+        scales, fuse: score the working-size image at each scale (``"0.5,1,2"`` or numbers) and fuse the
+            per-pixel probabilities by ``max`` or ``mean``.
+        image_format: ``png``, ``jpg`` or ``webp`` for overlays and grids (the input's ICC profile is kept).
         font: TrueType/OpenType file for legends (default: the bundled DejaVu Sans).
     """
 
@@ -57,6 +92,10 @@ class HeatmapOptions:
     max_side: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     font: str | None = None
+    work_size: int | str | None = None
+    scales: tuple[float, ...] | str = (1.0,)
+    fuse: str = "max"
+    image_format: str = "png"
 
     def __post_init__(self) -> None:
         check_colormap(self.colormap)
@@ -69,6 +108,23 @@ class HeatmapOptions:
             raise OptionError("max_side", f"must be at least 1, got {self.max_side}")
         if self.max_pixels < 1:
             raise OptionError("max_pixels", f"must be at least 1, got {self.max_pixels}")
+        self.work_size = _check_work_size(self.work_size)
+        self.scales = parse_scales(self.scales)
+        if self.fuse not in FUSE_MODES:
+            raise OptionError("fuse", f"unknown fuse mode {self.fuse!r}; choose one of {', '.join(FUSE_MODES)}")
+        image_format = str(self.image_format).strip().lower()
+        image_format = "jpg" if image_format == "jpeg" else image_format
+        if image_format not in IMAGE_FORMATS:
+            raise OptionError("image_format", f"unknown picture format {self.image_format!r}; choose one of "
+                                              f"{', '.join(IMAGE_FORMATS)}")
+        self.image_format = image_format
+        if self.save_scores and self.is_pyramid:
+            raise OptionError("save_scores", "raw scores are saved for one scale; a pyramid of several scales "
+                                             "has one score grid per scale")
+
+    @property
+    def is_pyramid(self) -> bool:
+        return self.scales != (1.0,)
 
 
 @dataclass
@@ -77,9 +133,11 @@ class RenderedImage:
 
     overlay: np.ndarray
     heatmaps: list[ClassHeatmap]
-    score_map: ScoreMap
+    score_map: ScoreMap | None  # on the picture's pixels; None for a pyramid (see ``levels``)
     grid: np.ndarray | None = None
     summary: dict = field(default_factory=dict)
+    icc_profile: bytes | None = None  # the input's colour profile, written into the pictures
+    levels: list[PyramidLevel] = field(default_factory=list)
 
 
 def write_scores(path: str | os.PathLike, score_map: ScoreMap) -> Path:
@@ -108,6 +166,29 @@ def heat_panel(image: np.ndarray, heatmap: ClassHeatmap, options: HeatmapOptions
     if marker:
         blended = draw_marker(blended, heatmap.peak_pixel)
     return draw_legend(blended, lines, colormap=options.colormap, font=options.font)
+
+
+def pyramid_heatmaps(levels: list[PyramidLevel], options: HeatmapOptions) -> list[ClassHeatmap]:
+    """Heatmaps of the named classes (or the ``topk`` classes with the highest peak over all levels), each
+    level's per-pixel map fused by ``options.fuse``; every level must already be on the picture's pixels."""
+    probabilities = [level.score_map.probabilities() for level in levels]
+    first = levels[0].score_map
+    if options.classes:
+        selections = resolve_classes(options.classes, first.categories)
+    else:  # a class's peak over the pyramid is its highest cell of any level
+        selections = top_classes(first, options.topk, torch.cat([cells.flatten(1) for cells in probabilities], 1))
+    heatmaps = []
+    for selection in selections:
+        per_level = [torch.from_numpy(heatmap_for_class(level.score_map, selection, cells).heatmap)
+                     for level, cells in zip(levels, probabilities)]
+        heatmaps.append(ClassHeatmap.from_pixels(selection, fuse_maps(torch.stack(per_level), options.fuse).numpy()))
+    return heatmaps
+
+
+def _map_summary(score_map: ScoreMap) -> dict:
+    geometry = score_map.geometry
+    return {"map_size": {"rows": geometry.grid[0], "cols": geometry.grid[1]}, "stride": list(geometry.stride),
+            "geometry": geometry.to_dict()}
 
 
 class ScoreMapTask(DecodeLimitsFromOptions):
@@ -146,44 +227,85 @@ class ScoreMapTask(DecodeLimitsFromOptions):
 class HeatmapTask(ScoreMapTask):
     """Classifier heatmaps of ``network``: overlay of the first class with a legend of all, optional grid/JSON/scores.
 
-    ``scoring`` says how :func:`~fcn_app.scoring.compute_score_maps` runs (precision, memory budget).
+    ``scoring`` says how :func:`~fcn_app.scoring.compute_score_maps` runs (precision, memory budget). The
+    network sees each image at ``options.work_size`` (see :class:`HeatmapOptions`); with several
+    ``options.scales`` the prediction of an image is its pyramid levels rather than one score map.
     """
 
     network: FullyConvolutionalNet
     options: HeatmapOptions = field(default_factory=HeatmapOptions)
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
 
-    def render(self, image: np.ndarray, prediction: ScoreMap, source: str | None) -> RenderedImage:
+    @property
+    def work_size_rule(self) -> str:
+        """How the working size was chosen, as printed: ``"4 windows, never enlarged"``, ``"896 px"``, ``"native"``."""
+        work_size = self.options.work_size
+        if work_size is None:
+            return f"{DEFAULT_WORK_WINDOWS} windows, never enlarged"
+        return NATIVE if work_size == NATIVE else f"{work_size} px"
+
+    @property
+    def decode_request(self) -> DecodeRequest:
+        work_size = self.options.work_size
+        if work_size is None:
+            work_size = default_work_size(self.network.min_input_size)
+        return DecodeRequest(max_side=self.max_side, max_pixels=self.max_pixels,
+                             work_size=None if work_size == NATIVE else work_size,
+                             enlarge=self.options.work_size is not None)
+
+    def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None
+                ) -> list[ScoreMap] | list[list[PyramidLevel]]:
+        if not self.options.is_pyramid:
+            return super().predict(images, progress)
+        return [score_pyramid(self.network, image, self.options.scales, precision=self.scoring.precision,
+                              max_memory=self.scoring.max_memory, progress=progress) for image in images]
+
+    def render(self, image: np.ndarray | InputImage, prediction: ScoreMap | list[PyramidLevel],
+               source: str | None) -> RenderedImage:
         options = self.options
-        heatmaps = class_heatmaps(prediction, options.classes, options.topk)
+        picture, icc_profile = picture_of(image)
+        size = picture.shape[:2]
+        if isinstance(prediction, ScoreMap):
+            work_height, work_width = prediction.image_size
+            score_map, levels = score_map_on_original(prediction, size), []
+            heatmaps = class_heatmaps(score_map, options.classes, options.topk)
+            maps = _map_summary(score_map)
+        else:
+            work_height, work_width = prediction[0].score_map.image_size
+            score_map = None
+            levels = [replace(level, score_map=score_map_on_original(level.score_map, size)) for level in prediction]
+            heatmaps = pyramid_heatmaps(levels, options)
+            maps = {"scales": list(options.scales), "fuse": options.fuse,
+                    "levels": [{"scale": level.scale, **_map_summary(level.score_map)} for level in levels]}
         lines = [f"{rank}. {heat.selection.name}  {heat.peak_probability:.2f}"
                  for rank, heat in enumerate(heatmaps, start=1)]
-        main = heat_panel(image, heatmaps[0], options, lines)
+        main = heat_panel(picture, heatmaps[0], options, lines)
         grid = None
         if options.grid:
-            grid = tile_panels([heat_panel(image, heat, options, [line]) for heat, line in zip(heatmaps, lines)])
-        height, width = prediction.image_size
-        geometry = prediction.geometry
+            grid = tile_panels([heat_panel(picture, heat, options, [line]) for heat, line in zip(heatmaps, lines)])
+        height, width = size
         summary = {
             "image": source,
             "image_size": {"width": int(width), "height": int(height)},
-            "map_size": {"rows": geometry.grid[0], "cols": geometry.grid[1]},
-            "stride": list(geometry.stride),
-            "geometry": geometry.to_dict(),
+            "work_size": {"width": int(work_width), "height": int(work_height), "rule": self.work_size_rule},
+            **maps,
             "classes": [heat.to_dict() for heat in heatmaps],
         }
-        return RenderedImage(main, heatmaps, prediction, grid, summary)
+        return RenderedImage(main, heatmaps, score_map, grid, summary, icc_profile, levels)
 
     def output_paths(self, stem: str | os.PathLike) -> dict[str, Path]:
-        stem = str(stem)
-        paths = {"overlay": Path(stem + OVERLAY_SUFFIX)}
+        stem, extension = str(stem), "." + self.options.image_format
+        paths = {"overlay": Path(stem + OVERLAY_SUFFIX + extension)}
         if self.options.grid:
-            paths["grid"] = Path(stem + GRID_SUFFIX)
+            paths["grid"] = Path(stem + GRID_SUFFIX + extension)
         return {**paths, **self.optional_paths(stem)}
 
     def write(self, rendered: RenderedImage, paths: dict[str, Path]) -> dict[str, Path]:
-        return write_each({"overlay": lambda path: atomic_write_png(path, rendered.overlay),
-                           "grid": lambda path: atomic_write_png(path, rendered.grid),
+        def picture(pixels: np.ndarray):
+            return lambda path: atomic_write_image(path, pixels, format=self.options.image_format,
+                                                   icc_profile=rendered.icc_profile)
+
+        return write_each({"overlay": picture(rendered.overlay), "grid": picture(rendered.grid),
                            **self.optional_writers(rendered)}, paths)
 
     def row_fields(self, rendered: RenderedImage) -> dict:
@@ -194,8 +316,14 @@ class HeatmapTask(ScoreMapTask):
 
     def report(self, rendered: RenderedImage) -> Report:
         summary = rendered.summary
-        title = (f"{summary['image']} · {summary['image_size']['width']}×{summary['image_size']['height']} px · map "
-                 f"{summary['map_size']['rows']}×{summary['map_size']['cols']}")
+        work = summary["work_size"]
+        if "levels" in summary:
+            scales = ", ".join(f"{scale:g}" for scale in summary["scales"])
+            maps = f"scales {scales} ({summary['fuse']})"
+        else:
+            maps = f"map {summary['map_size']['rows']}×{summary['map_size']['cols']}"
+        title = (f"{summary['image']} · {summary['image_size']['width']}×{summary['image_size']['height']} px · "
+                 f"network sees {work['width']}×{work['height']} ({work['rule']}) · {maps}")
         rows = [[str(rank), heat.selection.name, f"{heat.peak_probability:.3f}",
                  f"({heat.peak_pixel[0]}, {heat.peak_pixel[1]})"]
                 for rank, heat in enumerate(rendered.heatmaps, start=1)]

@@ -17,12 +17,12 @@ from torch import nn
 
 from ..errors import OptionError
 from ..heatmaps import heatmap_for_class, resolve_classes
-from ..io import atomic_write_png
+from ..io import InputImage, atomic_write_png
 from ..render import blend, draw_legend, tile_panels
 from ..scoring import ScoreMap, ScoringOptions
 from ..segmentation.datasets import voc_palette
-from .base import Report, write_each
-from .heatmap import HeatmapOptions, ScoreMapTask, heat_panel
+from .base import Report, picture_of, write_each
+from .heatmap import NATIVE, HeatmapOptions, ScoreMapTask, heat_panel
 
 __all__ = ["SegmentationResult", "SegmentationTask"]
 
@@ -44,7 +44,9 @@ class SegmentationTask(ScoreMapTask):
     """A segmentation ``network`` (e.g. a trained FCN) scored by :func:`~fcn_app.scoring.compute_score_maps`.
 
     ``options.classes`` (or the ``options.topk`` largest predicted classes) get a heatmap panel each; a grid
-    option is refused, since the panels are always written.
+    option is refused, since the panels are always written. The model labels the pixels of the image as decoded
+    (working size ``native``: it was trained on the user's own images at their own scale, and the labels are
+    per pixel), so a working size, a pyramid or a lossy picture format are refused.
     """
 
     network: nn.Module
@@ -55,9 +57,19 @@ class SegmentationTask(ScoreMapTask):
         if self.options.grid:
             raise OptionError("grid", "a segmentation model always writes one panel per class (<name>.classes.png); "
                                       "a grid is for classifier heatmaps")
+        if self.options.work_size not in (None, NATIVE):
+            raise OptionError("work_size", "a segmentation model labels the image at its own size (native); "
+                                           "a working size is for classifier heatmaps")
+        if self.options.is_pyramid:
+            raise OptionError("scales", "a segmentation model labels the image at one scale; pyramids are for "
+                                        "classifier heatmaps")
+        if self.options.image_format != "png":
+            raise OptionError("image_format", "a segmentation model writes PNG pictures (its labels must be "
+                                              "lossless)")
         super().check()
 
-    def render(self, image: np.ndarray, prediction: ScoreMap, source: str | None) -> SegmentationResult:
+    def render(self, image: np.ndarray | InputImage, prediction: ScoreMap, source: str | None) -> SegmentationResult:
+        image, _ = picture_of(image)  # native: the network's own pixels, no second decode
         options, class_names = self.options, prediction.categories
         probabilities = prediction.probabilities()
         labels = probabilities.argmax(dim=0).numpy()
