@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from helpers_cli import assert_one_line_error, run_fcn_many
 from helpers import tiny_training_config
 from fcn_app.cli import app
 from fcn_app.errors import TrainingError
@@ -121,11 +122,11 @@ def test_cli_train_evaluate_and_heatmap_checkpoint(shapes, tmp_path):
     summary = json.loads((folder_out / "summary.json").read_text())
     assert summary["counts"]["ok"] == len(list((shapes / "images").iterdir()))
     np.testing.assert_array_equal(np.asarray(Image.open(folder_out / "shape_0035.labels.png")), labels)
-    # bad inputs: one line, exit 2
-    result = runner.invoke(app, ["train", str(tmp_path / "missing.yaml")])
-    assert result.exit_code == 2
-    result = runner.invoke(app, ["train", str(REPO / "configs" / "example_folder.yaml"), "train.lr=abc"])
-    assert result.exit_code == 2 and "train.lr: expected float" in result.output
+    # bad inputs: one line on stderr, exit 2 (the real command in a subprocess)
+    missing, bad_value = run_fcn_many([["train", tmp_path / "missing.yaml"],
+                                       ["train", REPO / "configs" / "example_folder.yaml", "train.lr=abc"]])
+    assert_one_line_error(missing, 2, "missing.yaml")
+    assert_one_line_error(bad_value, 2, "train.lr: expected float")
 
 
 def test_ddp_two_gloo_processes(shapes, tmp_path):

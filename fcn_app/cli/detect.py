@@ -128,9 +128,9 @@ def detect(
         else:
             image = inputs[0]
             pixels = load_image(image, max_side=max_side, max_pixels=max_pixels)
-            out_dir = ensure_output_dir(out) if out is not None else image.parent
             task = make_task()
-            task.check()
+            task.check()  # options that fail for every image fail before any output folder exists
+            out_dir = ensure_output_dir(out) if out is not None else image.parent
             rendered, written = process_image(task, pixels, out_dir / image.stem, source=str(image))
             written["coco"] = atomic_write_json(out_dir / RESULTS_NAME,
                                                 to_coco_results([(1, image.name, rendered.detections)]))

@@ -62,6 +62,8 @@ class FullyConvolutionalNet(nn.Module):
         self.features = features
         self.head = head
         self.input_size = (int(input_size[0]), int(input_size[1]))
+        #: the size the classifier was trained on; stays when the window changes (objects keep their scale)
+        self.training_size = self.input_size
         self.num_classes = int(num_classes)
         self.categories = list(categories) if categories is not None else [str(i) for i in range(num_classes)]
         self.arch = arch
