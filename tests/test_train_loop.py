@@ -48,6 +48,7 @@ def config_for(shapes: Path, out: Path, *overrides: str):
                                 "train.weight_decay=0.0", "train.log_interval=5", *overrides)
 
 
+@pytest.mark.slow
 def test_cpu_proof_mean_iu_well_above_chance_and_loss_falls(shapes, tmp_path):
     config = config_for(shapes, tmp_path / "run", "train.iterations=60", "train.val_interval=60")
     result = train(config)
@@ -61,6 +62,7 @@ def test_cpu_proof_mean_iu_well_above_chance_and_loss_falls(shapes, tmp_path):
           f"val mean IU {result.last_scores['mean_iu']:.3f}")
 
 
+@pytest.mark.slow
 def test_overfits_one_batch(shapes, tmp_path):
     config = config_for(shapes, tmp_path / "run", "data.train_split=one_batch.txt", "data.val_split=one_batch.txt",
                         "data.crop_size=null", "data.flip=false", "train.batch_size=4", "train.iterations=300",
@@ -92,6 +94,7 @@ def test_nan_loss_fails_loudly(shapes, tmp_path):
         train(config)
 
 
+@pytest.mark.slow
 def test_cli_train_evaluate_and_heatmap_checkpoint(shapes, tmp_path):
     runner = CliRunner()
     out = tmp_path / "run"
@@ -129,6 +132,7 @@ def test_cli_train_evaluate_and_heatmap_checkpoint(shapes, tmp_path):
     assert_one_line_error(bad_value, 2, "train.lr: expected float")
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes(shapes, tmp_path):
     out = tmp_path / "ddp"
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")

@@ -213,6 +213,7 @@ def write_voc_and_sbd(root: Path) -> tuple[Path, Path, dict[str, np.ndarray]]:
     return voc, sbd, labels_by_id
 
 
+@pytest.mark.slow
 def test_sbd_merging_reads_mat_masks_and_leaves_out_voc_ids(tmp_path):
     voc, sbd, labels_by_id = write_voc_and_sbd(tmp_path)
     dataset = VOCSegmentation(voc, "train", sbd_root=sbd, exclude_split="val")
