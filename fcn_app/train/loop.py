@@ -227,7 +227,8 @@ def _train(config: TrainingConfig, context: DistributedContext, *, resume: bool,
     checkpoint = None
     if resume:
         if not (run_dir / "last.pt").is_file():
-            raise TrainingError(f"{run_dir / 'last.pt'}: nothing to resume; run without --resume to start")
+            raise TrainingError(f"{run_dir / 'last.pt'}: nothing to resume; start the run without resuming",
+                                option="resume")
         checkpoint = load_checkpoint(run_dir / "last.pt")
 
     torch.manual_seed(config.train.seed)
