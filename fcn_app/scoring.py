@@ -141,7 +141,12 @@ def _normalized_region(
     if pad_top or pad_bottom or pad_left or pad_right:
         # the mean colour, i.e. zero after normalisation, so the padding carries no signal
         batch = F.pad(batch, (pad_left, pad_right, pad_top, pad_bottom), value=0.0)
-    return batch.contiguous(memory_format=torch.channels_last)
+    return batch.contiguous(memory_format=_memory_format(network))
+
+
+def _memory_format(network: torch.nn.Module) -> torch.memory_format:
+    """Channels-last unless the network asks for NCHW (``channels_last = False``)."""
+    return torch.channels_last if getattr(network, "channels_last", True) else torch.contiguous_format
 
 
 def _stack(images: Sequence[np.ndarray]) -> np.ndarray:
@@ -171,13 +176,14 @@ def prepare_batch(
 
 
 def prepare_network(network: torch.nn.Module) -> torch.nn.Module:
-    """Put ``network``'s convolution weights in channels-last format (in place, values unchanged); returns it.
+    """Put ``network``'s convolution weights in channels-last format (in place, values unchanged) unless it asks for
+    NCHW (``channels_last = False``); returns it.
 
     Cheap when already done, so :func:`compute_score_maps` calls it on every network it is given.
     """
     weight = next((parameter for parameter in network.parameters() if parameter.dim() == 4), None)
-    if weight is not None and not weight.is_contiguous(memory_format=torch.channels_last):
-        network.to(memory_format=torch.channels_last)
+    if weight is not None and not weight.is_contiguous(memory_format=_memory_format(network)):
+        network.to(memory_format=_memory_format(network))
     return network
 
 

@@ -81,6 +81,10 @@ def build_backbone(arch: str, *, pretrained: bool = True, weights_path: str | os
 class SegmentationFCN(nn.Module):
     """FCN-32s/16s/8s: ``forward(images N×3×H×W normalised) → logits N×C×H×W`` aligned to the input pixels."""
 
+    #: scored in NCHW: the transposed convolutions and crops of the decoder, and the scores it gave before the
+    #: shared inference path, stay as they were (``scripts/bench.py`` measures channels-last for classifiers)
+    channels_last = False
+
     def __init__(
         self,
         backbone: FullyConvolutionalNet,
