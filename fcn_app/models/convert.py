@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..device import module_device
 from ..errors import ConversionError
 from ..layers import ELEMENTWISE_LAYERS, pair
 
@@ -170,7 +171,7 @@ def _fold_average_pool(linear: nn.Linear, channels: int, pooled: tuple[int, int]
 @torch.no_grad()
 def _feature_grid(features: nn.Module, in_channels: int, input_size: tuple[int, int]) -> tuple[int, int, int]:
     parameter = next(iter(features.parameters()), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
+    device = module_device(features)
     dtype = parameter.dtype if parameter is not None else torch.float32
     was_training = features.training
     features.eval()

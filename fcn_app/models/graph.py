@@ -36,6 +36,7 @@ from torchvision.models.convnext import LayerNorm2d
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 from torchvision.ops.misc import SqueezeExcitation
 
+from ..device import module_device
 from ..errors import ConversionError
 from .convert import FullyConvolutionalNet, linear_to_conv, to_fully_convolutional
 
@@ -341,8 +342,8 @@ def convert_graph_classifier(
     pool_input, kind, head_nodes = _split_at_global_pool(graph_module)
     body = _cut_body(graph_module, pool_input).eval()
 
+    device = module_device(body)
     parameter = next(iter(body.parameters()), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
     try:
         if device.type == "meta":
             probe = body(torch.empty(1, in_channels, *input_size, device="meta"))
@@ -420,8 +421,7 @@ class _AxisProbe:
     """NaN rows (or columns) on thin images: which feature cells along ``axis`` each probed row reaches."""
 
     def __init__(self, body: nn.Module, in_channels: int, axis: int, thin: int) -> None:
-        parameter = next(iter(body.parameters()), None)
-        self.device = parameter.device if parameter is not None else torch.device("cpu")
+        self.device = module_device(body)
         self.body, self.in_channels, self.axis, self.thin = body, in_channels, axis, thin
 
     @torch.no_grad()
