@@ -60,6 +60,13 @@ _REDUCED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 ProgressCallback = Callable[[int, int], None]
 
 
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else :class:`~fcn_app.errors.OptionError`."""
+    if precision not in PRECISIONS:
+        raise OptionError("precision", f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return precision
+
+
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device``, or ``None`` for plain fp32.
 
@@ -68,8 +75,7 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> tor
     channels-last, and its top-1 agreement can only be checked against real weights — so fp32 stays the CPU
     default and bf16 is opt-in (``--precision bf16``).
     """
-    if precision not in PRECISIONS:
-        raise OptionError("precision", f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    check_precision(precision)
     device = torch.device(device)
     if precision == "fp32":
         return None
@@ -92,8 +98,7 @@ class ScoringOptions:
     max_memory: int | str | None = None
 
     def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise OptionError("precision", f"unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        check_precision(self.precision)
         if self.max_memory is not None:
             parse_memory_size(self.max_memory)
 

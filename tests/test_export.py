@@ -57,7 +57,7 @@ def test_batch_axis_is_dynamic_and_metadata_describes_the_geometry(tiny_network,
 
 
 def test_export_command_writes_the_file(tiny_network, tmp_path, monkeypatch):
-    monkeypatch.setattr(export_command, "load_scoring_network", lambda *args, **kwargs: tiny_network)
+    monkeypatch.setattr(export_command, "load_command_network", lambda *args, **kwargs: tiny_network)
     out = tmp_path / "model.onnx"
     result = CliRunner().invoke(app, ["export", "--format", "onnx", "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -14,7 +14,12 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from ..errors import FcnError, OptionError
+from ..dense import densify
+from ..launcher import local_device
 from ..models import DEFAULT_ARCH
+from ..models.graph import with_window
+from ..scoring import load_scoring_network
+from ..segmentation.checkpoint import load_segmentation_model
 
 __all__ = [
     "ClassesOption",
@@ -31,6 +36,7 @@ __all__ = [
     "console",
     "error_console",
     "print_metrics",
+    "load_command_network",
     "print_report",
     "refuse_classifier_options",
     "setup_logging",
@@ -98,6 +104,19 @@ CheckpointOption = Annotated[
     typer.Option("--checkpoint", help="A trained segmentation checkpoint (fcn-heatmap train) instead of a classifier.",
                  dir_okay=False),
 ]
+
+
+def load_command_network(*, model: str, weights: Path | None, checkpoint: Path | None, device: str,
+                         classes_path: Path | None = None, stride: int | None = None, window: int | None = None):
+    """The network a command runs: a checkpoint's segmentation model, or the classifier named by ``model`` (with
+    its window and output stride changed when asked; :func:`refuse_classifier_options` keeps those apart)."""
+    target = local_device(device)
+    if checkpoint is not None:
+        return load_segmentation_model(checkpoint, target)[0]
+    network = load_scoring_network(model, weights_path=weights, device=target, classes_path=classes_path)
+    if window is not None:
+        network = with_window(network, window)
+    return densify(network, stride) if stride is not None else network
 
 
 def refuse_classifier_options(checkpoint: Path | None, *, model: str, weights: Path | None,

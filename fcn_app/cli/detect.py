@@ -9,19 +9,16 @@ from typing import Annotated
 import typer
 
 from ..coco import coco_results_from_summary, evaluate_detections, to_coco_results
-from ..dense import densify
 from ..detect import DetectOptions
 from ..errors import OptionError
 from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, ensure_output_dir, load_image
-from ..launcher import local_device
 from ..models import DEFAULT_ARCH
 from ..pyramid import parse_scales
-from ..scoring import load_scoring_network
-from ..segmentation.checkpoint import load_segmentation_model
 from ..tasks import DetectionTask, process_image
 from ..text import check_font
-from .app import (DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors, console, print_metrics,
-                  print_report, refuse_classifier_options, setup_logging, CheckpointOption, ClassesOption)
+from .app import (CheckpointOption, ClassesOption, DeviceOption, ModelOption, VerboseOption, WeightsOption, app,
+                  cli_errors, console, load_command_network, print_metrics, print_report,
+                  refuse_classifier_options, setup_logging)
 from .jobs import (
     BatchSizeOption,
     ExcludeOption,
@@ -105,13 +102,9 @@ def detect(
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
 
         def make_task() -> DetectionTask:
-            if checkpoint is not None:  # region boxes from the segmentation (box mode auto → region)
-                network = load_segmentation_model(checkpoint, local_device(device))[0]
-            else:
-                network = load_scoring_network(model, weights_path=weights, device=local_device(device),
-                                               classes_path=class_names_file)
-            if stride is not None:
-                network = densify(network, stride)
+            # with a checkpoint: region boxes from the segmentation (box mode auto → region)
+            network = load_command_network(model=model, weights=weights, checkpoint=checkpoint, device=device,
+                                           classes_path=class_names_file, stride=stride)
             return DetectionTask(
                 network, options, scales=pyramid_scales,
                 classes=classes or None, fuse=fuse, topk=topk, max_side=max_side, max_pixels=max_pixels,

@@ -10,10 +10,8 @@ import typer
 from ..errors import OptionError
 from ..export import DEFAULT_OPSET, EXPORT_FORMATS, export_onnx
 from ..models import DEFAULT_ARCH
-from ..scoring import load_scoring_network
-from ..segmentation.checkpoint import load_segmentation_model
 from .app import (CheckpointOption, ClassesOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors,
-                  console, refuse_classifier_options, setup_logging)
+                  console, load_command_network, refuse_classifier_options, setup_logging)
 
 __all__ = ["export"]
 
@@ -45,10 +43,8 @@ def export(
         if export_format not in EXPORT_FORMATS:
             raise OptionError("format", f"unknown format {export_format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
         refuse_classifier_options(checkpoint, model=model, weights=weights, classes=class_names_file)
-        if checkpoint is not None:
-            network = load_segmentation_model(checkpoint, "cpu")[0]
-        else:
-            network = load_scoring_network(model, weights_path=weights, device="cpu", classes_path=class_names_file)
+        network = load_command_network(model=model, weights=weights, checkpoint=checkpoint, device="cpu",
+                                       classes_path=class_names_file)
         written = export_onnx(network, out, opset=opset, input_size=input_size)
         console.print(f"wrote {export_format}: {written} (inputs: images N×3×H×W normalised; outputs: scores)",
                       highlight=False)

@@ -16,21 +16,17 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..dense import densify
 from ..errors import OptionError
 from ..io import DEFAULT_MAX_PIXELS, check_image_path, decode_input, ensure_output_dir
-from ..launcher import local_device
 from ..models import DEFAULT_ARCH
-from ..models.graph import with_window
 from ..pyramid import FUSE_MODES
 from ..render import COLORMAPS, DEFAULT_COLORMAP
 from ..resolution import DEFAULT_WORK_WINDOWS, default_work_size
-from ..scoring import PRECISIONS, ScoringOptions, load_scoring_network
-from ..segmentation.checkpoint import load_segmentation_model
+from ..scoring import PRECISIONS, ScoringOptions
 from ..tasks import HeatmapOptions, HeatmapTask, ImageTask, SegmentationTask, process_input
 from ..tasks.heatmap import IMAGE_FORMATS
 from .app import (ClassesOption, DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors,
-                  error_console, print_report, refuse_classifier_options, setup_logging)
+                  error_console, load_command_network, print_report, refuse_classifier_options, setup_logging)
 from .jobs import (
     BatchSizeOption,
     ExcludeOption,
@@ -72,16 +68,9 @@ def _build_task(options: HeatmapOptions, scoring: ScoringOptions, *, model: str,
                 checkpoint: Path | None, device: str, stride: int | None = None, classes_path: Path | None = None,
                 window: int | None = None) -> ImageTask:
     """Classifier heatmaps, or with ``--checkpoint`` the segmentation of a trained FCN (same outputs machinery)."""
-    target = local_device(device)
-    if checkpoint is None:
-        network = load_scoring_network(model, weights_path=weights, device=target, classes_path=classes_path)
-        if window is not None:
-            network = with_window(network, window)
-        if stride is not None:
-            network = densify(network, stride)
-        return HeatmapTask(network, options, scoring)
-    segmentation_model, _, _ = load_segmentation_model(checkpoint, target)
-    return SegmentationTask(segmentation_model, options, scoring)
+    network = load_command_network(model=model, weights=weights, checkpoint=checkpoint, device=device,
+                                   classes_path=classes_path, stride=stride, window=window)
+    return (HeatmapTask if checkpoint is None else SegmentationTask)(network, options, scoring)
 
 
 @app.command(epilog="Examples: fcn-heatmap examples/chelsea.jpg --class cat --grid --out results/ · "
