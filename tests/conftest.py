@@ -43,3 +43,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole session (tests/helpers_browser.py); skips loudly if none can start."""
+    from helpers_browser import chromium_path, launch_browser
+
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as error:  # pragma: no cover - the test extra installs it
+        pytest.skip(f"BROWSER TESTS SKIPPED: playwright is not installed ({error}); pip install -e '.[test]'")
+    if chromium_path() is None:
+        pytest.skip("BROWSER TESTS SKIPPED: no Chromium on PATH; apt-get install -y chromium")
+    with sync_playwright() as playwright:
+        try:
+            instance = launch_browser(playwright)
+        except Exception as error:  # noqa: BLE001 - any launch failure means: no browser here
+            pytest.skip(f"BROWSER TESTS SKIPPED: Chromium would not start: {error}")
+        yield instance
+        instance.close()
