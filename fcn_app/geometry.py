@@ -54,6 +54,7 @@ __all__ = [
     "network_geometry",
     "output_grid_size",
     "plan_axis",
+    "plan_context_axis",
     "plan_skip_axis",
     "score_layout",
     "spatial_layers",
@@ -457,3 +458,50 @@ def plan_skip_axis(
             break
         after += 1
     return SkipAxisPlan((before, after), coarse, fusions, int(round(before - span.first)))
+
+
+def _upsampled_whole(first: float, stride: float, length: int, factor: int) -> tuple[float, float, int]:
+    """``(first centre, stride, cells)`` of a whole ``ConvTranspose2d(2f, stride f)`` output, partial rims kept:
+    input cell ``i`` lands at output index ``f·i + f − ½``, and ``(n + 1)·f`` indices come out of ``n`` cells."""
+    step = stride / factor
+    return first - (factor - 0.5) * step, step, (length + 1) * factor
+
+
+@functools.lru_cache(maxsize=1024)
+def plan_context_axis(
+    score: tuple[AxisLayer, ...], skips: tuple[tuple[AxisLayer, ...], ...], factors: tuple[int, ...], length: int,
+    context: int,
+) -> SkipAxisPlan:
+    """Plan one axis the way the reference FCNs (Caffe) run: the input gets ``context`` pixels of mean colour on
+    both sides, every upsampled map is kept whole (its partial-weight rim included), and each skip map and the
+    final map are cropped where their cells line up with it — the offsets Caffe's ``Crop`` layer derives from
+    the layers' coordinate maps (for VGG16 with 100 px of context: 19 for FCN-32s; 5 and 27 for 16s; 5, 9 and
+    31 for 8s). Unlike :func:`plan_skip_axis`, pixels near the border may read a single coarse cell, as they did
+    in training; the context is the model's, so the plan never adds padding of its own.
+    """
+    padded = length + 2 * context
+    stride, first, _ = _axis_geometry(score)
+    first, stride, cells = _upsampled_whole(first, stride, _axis_length(score, padded), factors[0])
+    fusions = []
+    for skip, factor in zip(skips, factors[1:]):
+        skip_stride, skip_first, _ = _axis_geometry(skip)
+        skip_cells = _axis_length(skip, padded)
+        offset = (first - skip_first) / skip_stride
+        if abs(stride - skip_stride) > 1e-9 or abs(offset - round(offset)) > 1e-6 or round(offset) < 0 \
+                or round(offset) + cells > skip_cells:
+            raise ConversionError(
+                f"with {context} px of context, the skip map ({skip_cells} cells, stride {skip_stride}) does not "
+                f"cover the upsampled scores ({cells} cells, stride {stride:g}, {offset:g} cells in) for a "
+                f"{length}-pixel input"
+            )
+        offset = int(round(offset))
+        fusions.append((slice(None), slice(offset, offset + cells), slice(None)))
+        first, stride, cells = _upsampled_whole(first, stride, cells, factor)
+    start = (context - first) / stride  # input pixel 0 sits at padded coordinate `context`
+    if abs(stride - 1) > 1e-9 or abs(start - round(start)) > 1e-6 or round(start) < 0 \
+            or round(start) + length > cells:
+        raise ConversionError(
+            f"with {context} px of context, the final map ({cells} cells, stride {stride:g}, first at "
+            f"{first:g}) does not cover a {length}-pixel input"
+        )
+    return SkipAxisPlan((context, context), slice(None), tuple(fusions), int(round(start)))

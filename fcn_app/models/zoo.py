@@ -204,6 +204,9 @@ def safe_torch_load(path: str | os.PathLike, what: str = "weights file") -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         reason = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0][:160]
+        # torch ≥ 2.6 words a blocked module ("unsupported GLOBAL posix.system whose module posix is blocked")
+        # on a line of its own, without the WeightsUnpickler prefix
+        reason = next((line.strip()[:160] for line in str(error).splitlines() if "GLOBAL" in line), reason)
         if "global" in reason.lower():
             raise WeightsError(
                 f"{path}: refused to load: it holds Python objects or code ({reason}), not only tensors; "

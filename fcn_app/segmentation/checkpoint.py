@@ -55,7 +55,8 @@ def load_segmentation_model(
             model = build_segmentation_model(
                 config["variant"], int(config["num_classes"]), backbone=config["backbone"], pretrained=False,
                 learnable_upsampling=bool(config.get("learnable_upsampling", False)),
-                class_names=payload["class_names"],
+                class_names=payload["class_names"], context_padding=config.get("context_padding"),
+                ceil_mode_pooling=bool(config.get("ceil_mode_pooling", False)),
             )
         model.load_state_dict(payload["model"], assign=True)
         model.mean = tuple(config.get("mean", model.mean))

@@ -19,6 +19,11 @@ first cell centre and its stride, from :func:`fcn_app.geometry.network_geometry`
 
 With fixed bilinear upsampling, FCN-32s's output equals :func:`fcn_app.geometry.upsample_to_pixels` of its
 stride-32 score grid — the same interpolation the heatmap command uses (tested).
+
+A model imported from the reference (:mod:`fcn_app.segmentation.reference`) instead runs as the reference does:
+``context_padding`` pixels of mean colour around every input (the context it was trained with), Caffe's ceil-mode
+pooling (``ceil_mode_pooling``), upsampled maps kept whole and cropped at the offsets their geometry gives
+(:func:`fcn_app.geometry.plan_context_axis`).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, ConversionError
-from ..geometry import LayerGeometry, ScoreLayout, SkipAxisPlan, axis_layers, network_geometry, plan_skip_axis
+from ..geometry import (LayerGeometry, ScoreLayout, SkipAxisPlan, axis_layers, network_geometry, plan_context_axis,
+                        plan_skip_axis)
 from ..models import SUPPORTED_ARCHS, TINY_ARCH, FullyConvolutionalNet, build_fcn
 from ..tiling import activation_values
 
@@ -93,6 +99,8 @@ class SegmentationFCN(nn.Module):
         variant: str = "fcn8s",
         learnable_upsampling: bool = False,
         class_names: Sequence[str] | None = None,
+        context_padding: int | None = None,
+        ceil_mode_pooling: bool = False,
     ) -> None:
         super().__init__()
         if variant not in FCN_VARIANTS:
@@ -107,8 +115,17 @@ class SegmentationFCN(nn.Module):
         self.learnable_upsampling = bool(learnable_upsampling)
         spec = FCN_VARIANTS[variant]
         self.skip_scales = tuple(spec["scales"])
+        if context_padding is not None and context_padding < 0:
+            raise ConfigError(f"context padding must be ≥ 0 pixels, got {context_padding}")
+        #: pixels of mean colour around every input, with the reference's alignment; None: just enough padding
+        #: that the final map covers the input, with partial-weight rims cropped (see the module docstring)
+        self.context_padding = None if context_padding is None else int(context_padding)
+        self.ceil_mode_pooling = bool(ceil_mode_pooling)
 
         features = list(copy.deepcopy(backbone.features))
+        for layer in features:
+            if isinstance(layer, nn.MaxPool2d):
+                layer.ceil_mode = self.ceil_mode_pooling
         pools = [index for index, layer in enumerate(features) if isinstance(layer, nn.MaxPool2d)]
         if len(pools) < 3:
             raise ConversionError(
@@ -191,12 +208,16 @@ class SegmentationFCN(nn.Module):
     def activation_values(self, input_size: tuple[int, int]) -> int:
         """The backbone's peak (see :func:`fcn_app.tiling.activation_values`) or the full-resolution score maps
         (an upsampled map, a skip map and their sum alive at once), whichever is larger."""
-        backbone = activation_values(self._score_chain(), input_size)
+        context = 2 * (self.context_padding or 0)
+        backbone = activation_values(self._score_chain(), (int(input_size[0]) + context, int(input_size[1]) + context))
         return max(backbone, 3 * self.num_classes * int(input_size[0]) * int(input_size[1]))
 
     # ---- forward ---------------------------------------------------------------------------------------------
     def plan(self, size: tuple[int, int]) -> tuple[SkipAxisPlan, SkipAxisPlan]:
         """How an input of ``size = (height, width)`` is padded, fused and cropped, per axis (cached)."""
+        if self.context_padding is not None:
+            return (plan_context_axis(*self._axes[0], int(size[0]), self.context_padding),
+                    plan_context_axis(*self._axes[1], int(size[1]), self.context_padding))
         return plan_skip_axis(*self._axes[0], int(size[0])), plan_skip_axis(*self._axes[1], int(size[1]))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -226,6 +247,8 @@ class SegmentationFCN(nn.Module):
             "learnable_upsampling": self.learnable_upsampling,
             "mean": list(self.mean),
             "std": list(self.std),
+            "context_padding": self.context_padding,
+            "ceil_mode_pooling": self.ceil_mode_pooling,
         }
 
 
@@ -238,8 +261,11 @@ def build_segmentation_model(
     weights_path: str | os.PathLike | None = None,
     learnable_upsampling: bool = False,
     class_names: Sequence[str] | None = None,
+    context_padding: int | None = None,
+    ceil_mode_pooling: bool = False,
 ) -> SegmentationFCN:
     """An FCN of ``variant`` for ``num_classes`` classes on ``backbone`` (ImageNet-initialised when ``pretrained``)."""
     network = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
     return SegmentationFCN(network, num_classes, variant=variant, learnable_upsampling=learnable_upsampling,
-                           class_names=class_names)
+                           class_names=class_names, context_padding=context_padding,
+                           ceil_mode_pooling=ceil_mode_pooling)

@@ -1,0 +1,284 @@
+"""Imported reference FCN-32s/16s/8s weights compute what the reference network computes.
+
+The second path is an independent re-implementation of the reference architecture written here from the paper's
+prototxts (as republished for PyTorch): conv1_1 padded by 100, Caffe's ceil-mode pooling, fixed crop offsets 19 /
+5, 27 / 5, 9, 31, BGR input in 0–255 minus the mean. It is filled with seeded random weights (random upsampling
+kernels too, so nothing relies on them being bilinear), imported, and compared on every output pixel.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fcn_app.geometry import plan_context_axis
+from fcn_app.models.preprocess import normalize_pixels
+from fcn_app.segmentation.reference import import_reference_fcn, reference_model
+
+from helpers import random_rgb
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+MEAN_BGR = (104.00699, 116.66877, 122.67892)
+VARIANTS = ("fcn32s", "fcn16s", "fcn8s", "fcn8s-atonce")
+#: odd and even, below and above one stride (the reference sees ≥ 200 px of each, its padding included); two
+#: per variant, each size for several variants — every forward pass of VGG16 costs about a second
+SIZES = {"fcn32s": ((33, 47), (64, 64)), "fcn16s": ((64, 64), (1, 2)), "fcn8s": ((1, 2), (33, 47)),
+         "fcn8s-atonce": ((33, 47), (64, 64))}
+
+
+class ReferenceFCN(nn.Module):
+    """The reference FCN-32s/16s/8s(-at-once) for 21 classes, written out layer by layer."""
+
+    def __init__(self, variant: str, classes: int = 21) -> None:
+        super().__init__()
+        self.variant = variant
+        widths = [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256), (256, 512),
+                  (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]
+        for (cin, cout), name in zip(widths, CONV_NAMES):
+            setattr(self, f"conv{name}", nn.Conv2d(cin, cout, 3, padding=100 if name == "1_1" else 1))
+        self.fc6 = nn.Conv2d(512, 4096, 7)
+        self.fc7 = nn.Conv2d(4096, 4096, 1)
+        self.score_fr = nn.Conv2d(4096, classes, 1)
+        if variant == "fcn32s":
+            self.upscore = nn.ConvTranspose2d(classes, classes, 64, stride=32, bias=False)
+        else:
+            self.score_pool4 = nn.Conv2d(512, classes, 1)
+            self.upscore2 = nn.ConvTranspose2d(classes, classes, 4, stride=2, bias=False)
+        if variant == "fcn16s":
+            self.upscore16 = nn.ConvTranspose2d(classes, classes, 32, stride=16, bias=False)
+        if variant.startswith("fcn8s"):
+            self.score_pool3 = nn.Conv2d(256, classes, 1)
+            self.upscore_pool4 = nn.ConvTranspose2d(classes, classes, 4, stride=2, bias=False)
+            self.upscore8 = nn.ConvTranspose2d(classes, classes, 16, stride=8, bias=False)
+
+    def features(self, x):
+        """pool3, pool4 and fc7 (the part all variants share)."""
+        pools = []
+        for block in ((0, 2), (2, 4), (4, 7), (7, 10), (10, 13)):
+            for name in CONV_NAMES[block[0]:block[1]]:
+                x = F.relu(getattr(self, f"conv{name}")(x))
+            x = F.max_pool2d(x, 2, stride=2, ceil_mode=True)
+            pools.append(x)
+        return pools[2], pools[3], F.relu(self.fc7(F.relu(self.fc6(pools[4]))))
+
+    def head(self, features, height: int, width: int):
+        pool3, pool4, fc7 = features
+        score = self.score_fr(fc7)
+        if self.variant == "fcn32s":
+            return self.upscore(score)[:, :, 19:19 + height, 19:19 + width]
+        up2 = self.upscore2(score)
+        scale4, scale3 = (0.01, 0.0001) if self.variant == "fcn8s-atonce" else (1.0, 1.0)
+        pool4_score = self.score_pool4(pool4 * scale4)[:, :, 5:5 + up2.shape[2], 5:5 + up2.shape[3]]
+        fused = up2 + pool4_score
+        if self.variant == "fcn16s":
+            return self.upscore16(fused)[:, :, 27:27 + height, 27:27 + width]
+        up4 = self.upscore_pool4(fused)
+        pool3_score = self.score_pool3(pool3 * scale3)[:, :, 9:9 + up4.shape[2], 9:9 + up4.shape[3]]
+        return self.upscore8(up4 + pool3_score)[:, :, 31:31 + height, 31:31 + width]
+
+    def forward(self, x):
+        return self.head(self.features(x), *x.shape[-2:])
+
+
+CONV_NAMES = ["1_1", "1_2", "2_1", "2_2", "3_1", "3_2", "3_3", "4_1", "4_2", "4_3", "5_1", "5_2", "5_3"]
+
+
+def reference_input(image: np.ndarray) -> torch.Tensor:
+    """The reference's preprocessing: BGR, 0–255, minus the mean, no std."""
+    bgr = torch.from_numpy(image[..., ::-1].astype(np.float32).copy()).permute(2, 0, 1)[None]
+    return bgr - torch.tensor(MEAN_BGR, dtype=torch.float32).view(1, 3, 1, 1)
+
+
+def seeded_references() -> dict[str, ReferenceFCN]:
+    """Random reference weights, He-scaled so activations stay in range: one backbone shared by all variants
+    (it is most of the cost), score layers and upsampling kernels (not bilinear) per variant."""
+    generator = torch.Generator().manual_seed(0)
+    networks, shared = {}, {}
+    for variant in VARIANTS:
+        with torch.device("meta"):
+            network = ReferenceFCN(variant)
+        state = {}
+        for key, tensor in network.state_dict().items():
+            if key.startswith(("conv", "fc")) and key in shared:
+                state[key] = shared[key]
+                continue
+            fan_in = 4 if key.startswith("upscore") else tensor[0].numel()
+            scale = 0.01 if key.endswith("bias") else (2.0 / fan_in) ** 0.5
+            state[key] = torch.randn(tensor.shape, generator=generator) * scale
+            if key.startswith(("conv", "fc")):
+                shared[key] = state[key]
+        network.load_state_dict(state, assign=True)
+        networks[variant] = network.eval()
+    return networks
+
+
+def import_from_memory(state: dict[str, torch.Tensor], variant: str) -> dict:
+    """:func:`import_reference_fcn` on an in-memory state dict (reading files is covered by the CLI tests)."""
+    import fcn_app.segmentation.reference as reference
+
+    original = reference.read_state_dict
+    reference.read_state_dict = lambda path: state
+    try:
+        return import_reference_fcn(f"memory-{variant}.pth", variant)
+    finally:
+        reference.read_state_dict = original
+
+
+def model_from_payload(payload: dict):
+    """The imported model as the checkpoint loader rebuilds it (file I/O aside)."""
+    with torch.device("meta"):
+        model = reference_model(payload["model_config"]["variant"])
+    model.load_state_dict(payload["model"], assign=True)
+    model.mean, model.std = tuple(payload["model_config"]["mean"]), tuple(payload["model_config"]["std"])
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def compared():
+    """{variant: {size: (max |Δ|, max |reference logit|)}}, asserting closeness on every pixel as it goes."""
+    networks = seeded_references()
+    images = {size: random_rgb(*size, seed=sum(size)) for sizes in SIZES.values() for size in sizes}
+    results = {variant: {} for variant in VARIANTS}
+    with torch.no_grad():
+        for size, image in images.items():
+            features = networks["fcn32s"].features(reference_input(image))  # the shared backbone, once per size
+            for variant, network in networks.items():
+                if size not in SIZES[variant]:
+                    continue
+                expected = network.head(features, *size)
+                model = model_from_payload(import_from_memory(network.state_dict(), variant))
+                actual = model(normalize_pixels(image[None], model.mean, model.std))
+                assert actual.shape == expected.shape == (1, 21, *size)
+                peak = float(expected.abs().max())
+                torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * peak)
+                results[variant][size] = (float((actual - expected).abs().max()), peak)
+    print("\nmax |Δ| imported model vs reference re-implementation (max |reference logit|):")
+    for variant, deltas in results.items():
+        print(f"  {variant:13s} " + "  ".join(f"{h}×{w}: {delta:.2e} ({peak:.3g})"
+                                                for (h, w), (delta, peak) in deltas.items()))
+    return results
+
+
+@pytest.mark.slow
+def test_imported_models_compute_the_reference_on_every_pixel(compared):
+    assert {variant: set(deltas) for variant, deltas in compared.items()} == {variant: set(SIZES[variant]) for variant in VARIANTS}
+
+
+def test_the_derived_crops_are_the_references_for_every_length():
+    """Caffe's offsets for every length 1…160 and both fusions: the geometry alone, without running."""
+    with torch.device("meta"):
+        models = {variant: reference_model(variant) for variant in ("fcn32s", "fcn16s", "fcn8s")}
+    expected = {"fcn32s": ((), 19), "fcn16s": ((5,), 27), "fcn8s": ((5, 9), 31)}
+    for length in range(1, 161):
+        for variant, model in models.items():
+            plan = plan_context_axis(*model._axes[0], length, model.context_padding)
+            assert plan.padding == (99, 99)
+            assert (tuple(fusion[1].start for fusion in plan.fusions), plan.start) == expected[variant], length
+
+
+# ---- the command: import-weights, its one-line errors, and the checkpoint it writes in use ----------------------
+
+def reference_file(path, variant: str, *, drop: str | None = None, extra: str | None = None,
+                   reshape: tuple[str, tuple[int, ...]] | None = None):
+    """A reference state dict of ``variant`` at ``path`` whose tensors are broadcast views of small random ones,
+    so the file (and the checkpoint made from it) stay small; optionally a key dropped, added or reshaped."""
+    with torch.device("meta"):
+        shapes = {key: tensor.shape for key, tensor in ReferenceFCN(variant).state_dict().items()}
+    generator = torch.Generator().manual_seed(1)
+    state = {key: (0.01 * torch.randn(shape[1:], generator=generator)).expand(shape) if len(shape) > 1
+             else 0.01 * torch.randn(shape, generator=generator) for key, shape in shapes.items()}
+    if drop:
+        del state[drop]
+    if extra:
+        state[extra] = torch.zeros(3)
+    if reshape:
+        state[reshape[0]] = torch.zeros(()).expand(reshape[1])
+    torch.save(state, path)
+    return path
+
+
+def run_in_process(capsys, *args) -> tuple[int, str, str]:
+    from fcn_app.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(arg) for arg in args])
+        code = 0
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.slow
+def test_import_weights_writes_a_checkpoint_the_heatmap_command_runs(tmp_path, capsys):
+    from PIL import Image
+
+    from fcn_app.segmentation.checkpoint import load_checkpoint
+    from fcn_app.segmentation.datasets import VOC_CLASSES
+
+    source = reference_file(tmp_path / "fcn16s.pth", "fcn16s")
+    code, out, err = run_in_process(capsys, "import-weights", source, "--variant", "fcn16s", "--out",
+                                    tmp_path / "fcn16s-voc.pt")
+    assert code == 0, err
+    payload = load_checkpoint(tmp_path / "fcn16s-voc.pt")
+    assert payload["class_names"] == list(VOC_CLASSES)
+    assert payload["model_config"]["context_padding"] == 99 and payload["model_config"]["ceil_mode_pooling"]
+    Image.fromarray(random_rgb(21, 30, seed=3)).save(tmp_path / "photo.png")
+    code, out, err = run_in_process(capsys, tmp_path / "photo.png", "--checkpoint", tmp_path / "fcn16s-voc.pt",
+                                    "--out", tmp_path / "out", "--json")
+    assert code == 0, err
+    labels = np.asarray(Image.open(tmp_path / "out" / "photo.labels.png"))
+    assert labels.shape == (21, 30) and labels.max() < 21
+    assert (tmp_path / "out" / "photo.segmentation.png").is_file()
+
+
+BAD_FILES = {
+    "missing": (dict(drop="conv1_2.weight"), "fcn32s", "missing conv1_2.weight (expected 64×64×3×3)"),
+    "wrong shape": (dict(reshape=("fc6.weight", (4096, 25088))), "fcn32s",
+                    "fc6.weight is 4096×25088, expected 4096×512×7×7"),
+    "extra": (dict(extra="score_pool5.weight"), "fcn32s", "unexpected score_pool5.weight (3)"),
+    "wrong variant": ({}, "fcn8s", "missing upscore.weight (expected 21×21×64×64); its keys are those of fcn8s or "
+                                   "fcn8s-atonce"),
+}
+
+
+@pytest.mark.parametrize("case", [case if case == "missing" else pytest.param(case, marks=pytest.mark.slow)
+                                  for case in BAD_FILES])
+def test_a_state_dict_that_does_not_fit_gets_one_line_and_nothing_is_written(tmp_path, capsys, case):
+    changes, file_variant, message = BAD_FILES[case]
+    source = reference_file(tmp_path / "src.pth", file_variant, **changes)
+    code, out, err = run_in_process(capsys, "import-weights", source, "--variant", "fcn32s", "--out",
+                                    tmp_path / "out.pt")
+    assert (code, out) == (2, ""), err
+    assert len(err.splitlines()) == 1 and message in err and "Traceback" not in err, err
+    assert not (tmp_path / "out.pt").exists() and list(tmp_path.iterdir()) == [source]
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return os.system, ("echo this should never run",)
+
+
+@pytest.mark.parametrize("case", ["code", "not a checkpoint", "no file",
+                                  pytest.param("unknown variant", marks=pytest.mark.slow)])
+def test_unreadable_or_unsafe_sources_get_one_line(tmp_path, capsys, case):
+    source, variant = tmp_path / "src.pth", "fcn8s"
+    if case == "code":
+        torch.save({"conv1_1.weight": _RunsCode()}, source)
+    elif case == "not a checkpoint":
+        source.write_bytes(b"\x00garbage" * 10)
+    elif case == "unknown variant":
+        source, variant = reference_file(source, "fcn8s"), "fcn4s"
+    expected = {"code": "refused to load", "not a checkpoint": "not a PyTorch checkpoint",
+                "no file": "not found", "unknown variant": "--variant: unknown variant 'fcn4s'"}[case]
+    code, out, err = run_in_process(capsys, "import-weights", source, "--variant", variant, "--out", tmp_path / "o.pt")
+    assert (code, out) == (2, ""), err
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "o.pt").exists()
