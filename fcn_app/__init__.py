@@ -26,6 +26,7 @@ from .io import load_image
 from .models import FullyConvolutionalNet, load_classifier, load_fcn, load_network, to_fully_convolutional
 from .render import colorize, overlay, tile_panels
 from .scoring import ScoreMap, ScoringOptions, compute_score_map, compute_score_maps, load_scoring_network
+from .segmentation.checkpoint import load_segmentation_model
 from .tasks import DetectionTask, HeatmapOptions, HeatmapTask, SegmentationTask, process_image
 
 __version__ = "0.1.0"
@@ -58,6 +59,7 @@ __all__ = [
     "load_fcn",
     "load_image",
     "load_network",
+    "load_segmentation_model",
     "load_scoring_network",
     "network_geometry",
     "overlay",

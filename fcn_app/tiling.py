@@ -106,6 +106,8 @@ def plan_tiles(
 ) -> list[Tile] | None:
     """Tiles covering an input of ``input_size`` (already padded to the network's window), or ``None`` if the
     whole input fits ``max_memory`` bytes of activations in one pass."""
+    if getattr(network, "tileable", True) is False:  # no tile computes what the whole input does
+        return None
     if activation_bytes(network, input_size, batch, bytes_per_value) <= max_memory:
         return None
     layout = score_layout(network, input_size)

@@ -101,8 +101,9 @@ ClassesOption = Annotated[
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 CheckpointOption = Annotated[
     Path | None,
-    typer.Option("--checkpoint", help="A trained segmentation checkpoint (fcn-heatmap train) instead of a classifier.",
-                 dir_okay=False),
+    typer.Option("--checkpoint", help="A segmentation checkpoint (fcn-heatmap train or import-weights), or "
+                                      "torchvision:NAME (fcn_resnet50, deeplabv3_resnet101, lraspp_mobilenet_v3_large, "
+                                      "…), instead of a classifier.", dir_okay=False),
 ]
 
 

@@ -43,7 +43,8 @@ def train(
 
 @app.command(epilog="Example: fcn-heatmap evaluate runs/fcn8s/best.pt data/VOCdevkit/VOC2012 --split val")
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `fcn-heatmap train`.", dir_okay=False)],
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `fcn-heatmap train` or import-weights, "
+                                                    "or torchvision:NAME.", dir_okay=False)],
     dataset: Annotated[Path, typer.Argument(help="VOC2012 folder or folder dataset (images/, masks/).", file_okay=False)],
     split: Annotated[str | None, typer.Option(help="VOC split name, or list file of a folder dataset.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass (padded with ignore).")] = 1,
@@ -64,5 +65,9 @@ def evaluate(
             typer.echo(json.dumps(scores, indent=2))
             return
         rows = [(key, f"{scores[key]:.4f}") for key in ("pixel_accuracy", "mean_class_accuracy", "mean_iu", "fw_iu")]
+        published = scores.get("published")
+        if published:  # the authors' figure, next to the measured one (published, not reproduced here)
+            rows += [(f"{key}, published on {published['on']}", f"{value:.4f}") for key, value in published.items()
+                     if key != "on"]
         rows += [(f"IU {name}", "—" if value is None else f"{value:.4f}") for name, value in scores["per_class_iu"].items()]
         print_metrics(f"{checkpoint} on {dataset} ({scores['pixels']} pixels)", rows)

@@ -47,6 +47,7 @@ __all__ = [
     "cached_weights_path",
     "default_weights",
     "fetch_default_weights",
+    "fetch_weights",
     "load_classifier",
     "load_fcn",
     "load_network",
@@ -169,7 +170,12 @@ def _unavailable_message(weights: WeightsEnum, destination: Path, reason: str) -
 
 def fetch_default_weights(arch: str = DEFAULT_ARCH, *, progress: bool = True) -> Path:
     """Path of the cached default weights for ``arch``, downloading them once (with a progress bar) if needed."""
-    weights = default_weights(arch)
+    return fetch_weights(default_weights(arch), progress=progress)
+
+
+def fetch_weights(weights: WeightsEnum, *, progress: bool = True) -> Path:
+    """Path of ``weights`` in the torch hub cache, downloaded once (with a progress bar) if missing; with
+    ``$FCN_HEATMAP_OFFLINE`` set, or no route to the server, one line saying where to put the file."""
     destination = cached_weights_path(weights)
     if destination.is_file():
         return destination

@@ -19,6 +19,7 @@ from ..errors import WeightsError
 from ..io import atomic_write_bytes
 from ..models.zoo import safe_torch_load
 from .models import SegmentationFCN, build_segmentation_model
+from .pretrained import TORCHVISION_PREFIX, load_torchvision_segmentation
 
 __all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "load_segmentation_model", "save_checkpoint"]
 
@@ -47,7 +48,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 def load_segmentation_model(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[SegmentationFCN, list[str], dict[str, Any]]:
-    """Rebuild the trained model of a checkpoint: ``(model in eval mode on device, class names, checkpoint)``."""
+    """Rebuild the trained model of a checkpoint: ``(model in eval mode on device, class names, checkpoint)``.
+
+    ``torchvision:NAME`` instead loads torchvision's pretrained segmentation model NAME
+    (:mod:`fcn_app.segmentation.pretrained`)."""
+    if str(path).startswith(TORCHVISION_PREFIX):
+        return load_torchvision_segmentation(str(path), device)
     payload = load_checkpoint(path)
     try:
         config = payload["model_config"]

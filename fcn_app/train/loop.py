@@ -25,6 +25,7 @@ from ..segmentation.checkpoint import load_checkpoint, load_segmentation_model, 
 from ..segmentation.datasets import IGNORE_INDEX, FolderSegmentation, SegmentationDataset, VOCSegmentation
 from ..segmentation.metrics import confusion_matrix, segmentation_scores
 from ..segmentation.models import SegmentationFCN, build_segmentation_model
+from ..segmentation.published import published_scores
 from ..segmentation.transforms import Augmentation, SegmentationTorchDataset, collate_padded
 from .config import TrainingConfig, config_to_dict
 from .curve import draw_training_curve
@@ -360,13 +361,15 @@ def evaluate_checkpoint(
     """Scores of a trained checkpoint on a dataset folder (runs under torchrun too: ranks split the images)."""
     context = init_distributed(device)
     try:
-        model, class_names, _ = load_segmentation_model(checkpoint, context.device)
+        model, class_names, description = load_segmentation_model(checkpoint, context.device)
         dataset = open_eval_dataset(dataset_path, split, class_names)
         if dataset.class_names != class_names:
             raise DatasetError(
                 f"{dataset_path}: classes {dataset.class_names[:4]}… differ from the checkpoint's {class_names[:4]}…"
             )
         with _progress(context.is_main and progress) as bar:
-            return evaluate(model, dataset, context, batch_size=batch_size, progress=bar)
+            scores = evaluate(model, dataset, context, batch_size=batch_size, progress=bar)
+        published = published_scores(description, split)
+        return scores if published is None else {**scores, "published": published}
     finally:
         shutdown_distributed(context)
