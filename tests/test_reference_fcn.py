@@ -8,6 +8,8 @@ kernels too, so nothing relies on them being bilinear), imported, and compared o
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -220,6 +222,7 @@ def test_import_weights_writes_a_checkpoint_the_heatmap_command_runs(tmp_path, c
 
     from fcn_app.segmentation.checkpoint import load_checkpoint
     from fcn_app.segmentation.datasets import VOC_CLASSES
+    from fcn_app.segmentation.published import published_scores
 
     source = reference_file(tmp_path / "fcn16s.pth", "fcn16s")
     code, out, err = run_in_process(capsys, "import-weights", source, "--variant", "fcn16s", "--out",
@@ -235,6 +238,19 @@ def test_import_weights_writes_a_checkpoint_the_heatmap_command_runs(tmp_path, c
     labels = np.asarray(Image.open(tmp_path / "out" / "photo.labels.png"))
     assert labels.shape == (21, 30) and labels.max() < 21
     assert (tmp_path / "out" / "photo.segmentation.png").is_file()
+    dataset = tmp_path / "voc2011"
+    (dataset / "images").mkdir(parents=True)
+    (dataset / "masks").mkdir()
+    Image.fromarray(random_rgb(20, 20, seed=4)).save(dataset / "images" / "2007_000033.png")
+    Image.fromarray(np.full((20, 20), 15, np.uint8)).save(dataset / "masks" / "2007_000033.png")
+    (dataset / "seg11valid.txt").write_text("2007_000033\n")
+    code, out, err = run_in_process(capsys, "evaluate", tmp_path / "fcn16s-voc.pt", dataset, "--split",
+                                    "seg11valid.txt", "--json", "--device", "cpu")
+    assert code == 0, err
+    assert json.loads(out)["published"] == {
+        "mean_iu": pytest.approx(0.65), "on": "PASCAL VOC 2011 seg11valid (Shelhamer, Long & Darrell, PAMI 2017)"}
+    payload = load_checkpoint(tmp_path / "fcn16s-voc.pt")
+    assert published_scores(payload, "val.txt") is None  # another split: nothing comparable was published
 
 
 BAD_FILES = {
