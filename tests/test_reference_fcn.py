@@ -298,3 +298,43 @@ def test_unreadable_or_unsafe_sources_get_one_line(tmp_path, capsys, case):
     assert (code, out) == (2, ""), err
     assert len(err.splitlines()) == 1 and expected in err, err
     assert not (tmp_path / "o.pt").exists()
+
+
+@pytest.mark.slow
+def test_training_from_an_imported_model_keeps_its_layout_and_gives_new_classes_new_score_layers(tmp_path):
+    """model.init_from with a checkpoint laid out like an imported one (context, ceil-mode pooling, 0–255
+    normalisation, 21 VOC classes) fine-tuned on other classes. On tiny_vgg, so a few steps take a second; as
+    FCN-32s, since tiny_vgg's 1×1 "fc6" puts its upsampled scores before the first pool4 cell, where the
+    reference's crops cannot align a skip (VGG16's 7×7 fc6 with 100 px of context can, see above)."""
+    from fcn_app.segmentation.checkpoint import load_checkpoint, save_checkpoint
+    from fcn_app.segmentation.datasets import VOC_CLASSES
+    from fcn_app.segmentation.models import build_segmentation_model
+    from fcn_app.segmentation.synthetic import SHAPE_CLASSES, write_shapes_dataset
+    from fcn_app.train import loop
+
+    from helpers import tiny_training_config
+
+    torch.manual_seed(0)
+    source = build_segmentation_model("fcn32s", len(VOC_CLASSES), backbone="tiny_vgg", pretrained=False,
+                                      class_names=VOC_CLASSES, context_padding=15, ceil_mode_pooling=True,
+                                      learnable_upsampling=True)
+    with torch.no_grad():
+        for parameter in source.parameters():
+            parameter.normal_(0, 0.05)
+    config = source.model_config() | {"mean": [0.48, 0.46, 0.41], "std": [1 / 255] * 3}
+    save_checkpoint(tmp_path / "imported.pt", {"model_config": config, "class_names": list(VOC_CLASSES),
+                                               "model": source.state_dict(), "imported_from": {"reference": "fcn32s"}})
+    shapes = write_shapes_dataset(tmp_path / "shapes", train=4, val=0, size_range=(30, 36), seed=1)
+    loop.train(tiny_training_config(shapes, tmp_path / "run", "model.variant=fcn32s", f"model.init_from={tmp_path / 'imported.pt'}",
+                                    "data.val_split=null", "data.crop_size=[32, 32]", "train.batch_size=2",
+                                    "train.iterations=2", "train.lr=1e-30", "train.device=cpu"))
+    tuned = load_checkpoint(tmp_path / "run" / "best.pt")
+    layout = tuned["model_config"]
+    assert (layout["context_padding"], layout["ceil_mode_pooling"], layout["mean"], layout["std"]) == (
+        15, True, config["mean"], config["std"])
+    weights, original = tuned["model"], source.state_dict()
+    backbone = [key for key in original if key.startswith(("to_pool", "head.")) and "running_" not in key
+                and "num_batches" not in key]  # batch-norm statistics move with every training step
+    assert backbone and all(torch.equal(weights[key], original[key]) for key in backbone)
+    assert weights["score_fr.weight"].shape[0] == len(SHAPE_CLASSES) != len(VOC_CLASSES)
+    assert weights["score_fr.weight"].abs().max() < 1e-20  # a new score layer starts from zero (lr 1e-30 since)

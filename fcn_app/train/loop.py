@@ -189,9 +189,10 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _initialise_from(model: SegmentationFCN, path: str) -> None:
-    """Copy every weight of an earlier stage's checkpoint whose name and shape match (FCN-32s → 16s → 8s)."""
-    source = load_checkpoint(path).get("model")
+def _initialise_from(model: SegmentationFCN, path: str, payload: dict) -> None:
+    """Copy every weight of an earlier stage's checkpoint (``payload``, read from ``path``) whose name and shape
+    match (FCN-32s → 16s → 8s; an imported reference model): score layers for other classes stay new."""
+    source = payload.get("model")
     if not isinstance(source, dict):
         raise ConfigError(f"model.init_from {path}: the checkpoint holds no model weights (damaged?)")
     own = model.state_dict()
@@ -236,17 +237,24 @@ def _train(config: TrainingConfig, context: DistributedContext, *, resume: bool,
     train_set, val_set = open_datasets(config)
     class_names = train_set.class_names
     model_config = config.model
+    initial = load_checkpoint(model_config.init_from) if checkpoint is None and model_config.init_from else None
+    # a model continues with the context, pooling and normalisation its weights were trained with (an imported
+    # reference FCN has 99 px of context, ceil-mode pooling and 0–255 pixels minus the mean)
+    layout = (checkpoint or initial or {}).get("model_config") or {}
     model = build_segmentation_model(
         model_config.variant, len(class_names), backbone=model_config.backbone,
         pretrained=model_config.pretrained and checkpoint is None, weights_path=model_config.weights,
         learnable_upsampling=model_config.learnable_upsampling, class_names=class_names,
+        context_padding=layout.get("context_padding"), ceil_mode_pooling=bool(layout.get("ceil_mode_pooling", False)),
     )
+    if "mean" in layout and "std" in layout:
+        model.mean, model.std = tuple(layout["mean"]), tuple(layout["std"])
     if checkpoint is not None:
         if checkpoint["class_names"] != class_names or checkpoint["model_config"]["variant"] != model_config.variant:
             raise TrainingError(f"{run_dir / 'last.pt'}: was trained with another model or classes; use a new run.output_dir")
         model.load_state_dict(checkpoint["model"])
-    elif model_config.init_from:
-        _initialise_from(model, model_config.init_from)
+    elif initial is not None:
+        _initialise_from(model, model_config.init_from, initial)
     model.to(context.device)
 
     weights = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith("bias")]
