@@ -338,3 +338,31 @@ def test_training_from_an_imported_model_keeps_its_layout_and_gives_new_classes_
     assert backbone and all(torch.equal(weights[key], original[key]) for key in backbone)
     assert weights["score_fr.weight"].shape[0] == len(SHAPE_CLASSES) != len(VOC_CLASSES)
     assert weights["score_fr.weight"].abs().max() < 1e-20  # a new score layer starts from zero (lr 1e-30 since)
+
+
+@pytest.mark.slow
+def test_a_dilated_resnet50_backbone_trains_from_imagenet_weights_of_the_zoo(torch_home, tmp_path):
+    """model.backbone resnet50: ImageNet weights through the zoo (here: seeded random ones under torchvision's file
+    name in TORCH_HOME), output stride 8 by dilation, a few training steps, and a checkpoint that loads back."""
+    from fcn_app.segmentation.checkpoint import load_segmentation_model
+    from fcn_app.segmentation.synthetic import SHAPE_CLASSES, write_shapes_dataset
+    from fcn_app.train import loop
+
+    from helpers import tiny_training_config, write_default_weights
+
+    weights_file = write_default_weights(torch_home, "resnet50", seed=5)
+    shapes = write_shapes_dataset(tmp_path / "shapes", train=2, val=0, size_range=(30, 36), seed=2)
+    result = loop.train(tiny_training_config(shapes, tmp_path / "run", "model.backbone=resnet50",
+                                             "model.pretrained=true", "data.val_split=null", "data.crop_size=[32, 32]",
+                                             "train.batch_size=2", "train.iterations=1", "train.lr=1e-30",
+                                             "train.momentum=0", "train.weight_decay=0", "train.device=cpu"))
+    assert len(result.losses) == 1 and np.isfinite(result.losses[0])
+    model, class_names, _ = load_segmentation_model(tmp_path / "run" / "best.pt")
+    assert class_names == list(SHAPE_CLASSES)
+    imagenet = torch.load(weights_file, mmap=True, weights_only=True)
+    torch.testing.assert_close(model.body[0].weight, imagenet["conv1.weight"], rtol=0, atol=1e-20)  # the zoo's file
+    layer4 = model.body[7]
+    assert layer4[0].conv2.stride == (1, 1) and layer4[0].conv2.dilation == (2, 2)  # stride traded for dilation
+    with torch.no_grad():
+        assert model.body(torch.zeros(1, 3, 64, 48)).shape[-2:] == (8, 6)  # output stride 8
+        assert model(torch.zeros(1, 3, 37, 29)).shape == (1, len(SHAPE_CLASSES), 37, 29)

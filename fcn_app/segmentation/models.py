@@ -41,6 +41,7 @@ from ..geometry import (LayerGeometry, ScoreLayout, SkipAxisPlan, axis_layers, n
                         plan_skip_axis)
 from ..models import SUPPORTED_ARCHS, TINY_ARCH, FullyConvolutionalNet, build_fcn
 from ..tiling import activation_values
+from .resnet import DILATED_RESNETS, DilatedResNetFCN
 
 __all__ = [
     "BACKBONES",
@@ -78,7 +79,8 @@ def build_backbone(arch: str, *, pretrained: bool = True, weights_path: str | os
     """The converted classifier an FCN starts from (:func:`fcn_app.models.build_fcn`: ImageNet weights when
     ``pretrained``, random otherwise; normalisation from the weights' metadata)."""
     if arch not in BACKBONES:
-        raise ConfigError(f"model.backbone {arch!r} is not supported; choose one of {', '.join(BACKBONES)}")
+        raise ConfigError(f"model.backbone {arch!r} is not supported; choose one of "
+                          f"{', '.join(BACKBONES + DILATED_RESNETS)}")
     if arch == TINY_ARCH and pretrained and weights_path is None:
         raise ConfigError(f"model.backbone {TINY_ARCH} has no pretrained weights; set model.pretrained: false")
     return build_fcn(arch, pretrained=pretrained, weights_path=weights_path)
@@ -264,7 +266,15 @@ def build_segmentation_model(
     context_padding: int | None = None,
     ceil_mode_pooling: bool = False,
 ) -> SegmentationFCN:
-    """An FCN of ``variant`` for ``num_classes`` classes on ``backbone`` (ImageNet-initialised when ``pretrained``)."""
+    """An FCN of ``variant`` for ``num_classes`` classes on ``backbone`` (ImageNet-initialised when ``pretrained``);
+    ``resnet50``/``resnet101``: torchvision's FCN-ResNet (:class:`~fcn_app.segmentation.resnet.DilatedResNetFCN`)."""
+    if backbone in DILATED_RESNETS:
+        if context_padding is not None or ceil_mode_pooling:
+            raise ConfigError(f"context padding and ceil-mode pooling are the reference VGG16 FCN's; a {backbone} "
+                              "backbone has neither")
+        return DilatedResNetFCN(backbone, num_classes, variant=variant, pretrained=pretrained,
+                                weights_path=weights_path, class_names=class_names,
+                                learnable_upsampling=learnable_upsampling)
     network = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
     return SegmentationFCN(network, num_classes, variant=variant, learnable_upsampling=learnable_upsampling,
                            class_names=class_names, context_padding=context_padding,

@@ -28,7 +28,8 @@ __all__ = ["DataConfig", "ModelConfig", "RunConfig", "TrainConfig", "TrainingCon
 @dataclass
 class ModelConfig:
     variant: str = "fcn8s"  # fcn32s | fcn16s | fcn8s | fcn8s-atonce
-    backbone: str = "vgg16"  # torchvision VGG (ImageNet weights) or tiny_vgg (random, for smoke runs)
+    backbone: str = "vgg16"  # torchvision VGG (ImageNet weights), resnet50/resnet101 (dilated, stride 8; variant
+    # fcn8s), or tiny_vgg (random, for smoke runs)
     pretrained: bool = True
     weights: str | None = None  # local backbone state dict (default: torch hub cache / download)
     init_from: str | None = None  # checkpoint of an earlier stage (FCN-32s → 16s → 8s), matching weights copied
