@@ -70,11 +70,12 @@ def reference_model(variant: str) -> SegmentationFCN:
     ceil-mode pooling, learnable upsampling weights). Build it under ``torch.device("meta")`` for shapes only."""
     if variant not in FCN_VARIANTS:
         raise OptionError("variant", f"unknown variant {variant!r}; choose one of {', '.join(FCN_VARIANTS)}")
-    probe = nn.Conv2d(3, 64, 3, padding=1)  # torchvision VGG16's conv1_1, whose own padding is part of the context
-    return build_segmentation_model(
-        variant, len(VOC_CLASSES), backbone="vgg16", pretrained=False, learnable_upsampling=True,
-        class_names=VOC_CLASSES, context_padding=REFERENCE_CONV1_PADDING - probe.padding[0], ceil_mode_pooling=True,
-    )
+    model = build_segmentation_model(variant, len(VOC_CLASSES), backbone="vgg16", pretrained=False,
+                                     learnable_upsampling=True, class_names=VOC_CLASSES, ceil_mode_pooling=True)
+    # the reference's conv1_1 pads by 100; this conv1_1 pads by its own amount, the rest is context around the input
+    conv1_1 = next(layer for layer in model.to_pool3 if isinstance(layer, nn.Conv2d))
+    model.context_padding = REFERENCE_CONV1_PADDING - conv1_1.padding[0]
+    return model
 
 
 def reference_key_names(model: SegmentationFCN) -> dict[str, str]:
