@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torchvision.models import get_model, get_model_weights
 
-from fcn_app.errors import OptionError, WeightsUnavailableError
+from fcn_app.errors import WeightsError, WeightsUnavailableError
 from fcn_app.models.preprocess import normalize_pixels
 from fcn_app.scoring import compute_score_map
 from fcn_app.segmentation.checkpoint import load_segmentation_model
@@ -98,7 +98,7 @@ def test_every_name_resolves_to_pretrained_voc_weights_of_the_right_shapes(name)
 
 
 def test_unknown_names_and_missing_weights_are_one_line():
-    with pytest.raises(OptionError, match="did you mean fcn_resnet50"):
+    with pytest.raises(WeightsError, match="did you mean fcn_resnet50"):
         load_segmentation_model("torchvision:fcn_resnet5")
     with pytest.raises(WeightsUnavailableError, match="fcn_resnet101_coco-7ecb50ca.pth"):
         load_segmentation_model("torchvision:fcn_resnet101")

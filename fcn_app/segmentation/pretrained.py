@@ -25,7 +25,7 @@ import torchvision
 from torch import nn
 from torchvision.models import WeightsEnum, get_model, get_model_weights
 
-from ..errors import OptionError, WeightsError
+from ..errors import WeightsError
 from ..geometry import LayerGeometry, ScoreLayout
 from ..models.zoo import fetch_weights, read_state_dict
 
@@ -46,7 +46,8 @@ def torchvision_weights(name: str) -> WeightsEnum:
     if name not in TORCHVISION_MODELS:
         nearest = difflib.get_close_matches(name, TORCHVISION_MODELS, n=3, cutoff=0.4)
         hint = f"did you mean {', '.join(nearest)}?" if nearest else f"choose one of {', '.join(TORCHVISION_MODELS)}"
-        raise OptionError("checkpoint", f"unknown torchvision segmentation model {name!r}; {hint}")
+        # no flag named: the name arrives as --checkpoint or as evaluate's argument
+        raise WeightsError(f"unknown torchvision segmentation model {name!r}; {hint}")
     return get_model_weights(name).DEFAULT
 
 
