@@ -220,7 +220,7 @@ def run_in_process(capsys, *args) -> tuple[int, str, str]:
 def test_import_weights_writes_a_checkpoint_the_heatmap_command_runs(tmp_path, capsys):
     from PIL import Image
 
-    from fcn_app.segmentation.checkpoint import load_checkpoint
+    from fcn_app.segmentation.checkpoint import load_checkpoint, load_segmentation_model
     from fcn_app.segmentation.datasets import VOC_CLASSES
     from fcn_app.segmentation.published import published_scores
 
@@ -231,6 +231,10 @@ def test_import_weights_writes_a_checkpoint_the_heatmap_command_runs(tmp_path, c
     payload = load_checkpoint(tmp_path / "fcn16s-voc.pt")
     assert payload["class_names"] == list(VOC_CLASSES)
     assert payload["model_config"]["context_padding"] == 99 and payload["model_config"]["ceil_mode_pooling"]
+    loaded = load_segmentation_model(tmp_path / "fcn16s-voc.pt")[0]  # what --checkpoint, evaluate and export run
+    assert loaded.context_padding == 99 and all(layer.ceil_mode for layer in loaded.modules()
+                                                if isinstance(layer, nn.MaxPool2d))
+    assert loaded.mean == pytest.approx(tuple(value / 255 for value in reversed(MEAN_BGR)))
     Image.fromarray(random_rgb(21, 30, seed=3)).save(tmp_path / "photo.png")
     code, out, err = run_in_process(capsys, tmp_path / "photo.png", "--checkpoint", tmp_path / "fcn16s-voc.pt",
                                     "--out", tmp_path / "out", "--json")

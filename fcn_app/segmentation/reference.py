@@ -152,9 +152,11 @@ def import_reference_fcn(source: str | os.PathLike, variant: str) -> dict[str, A
     """The checkpoint payload (see :mod:`fcn_app.segmentation.checkpoint`) of the reference ``variant`` whose
     parameters are in the state dict file ``source`` (read with ``weights_only=True``); nothing is written."""
     source = Path(source)
+    if variant not in FCN_VARIANTS:  # a mistyped option fails before the file is read
+        reference_model(variant)
+    state = read_state_dict(source)
     with torch.device("meta"):
         model = reference_model(variant)
-    state = read_state_dict(source)
     names = reference_key_names(model)
     own = model.state_dict()
     expected = {names[key]: own[key] for key in own}
