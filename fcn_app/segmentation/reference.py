@@ -65,11 +65,15 @@ REFERENCE_SPLIT = "seg11valid"
 PUBLISHED_MEAN_IU = {"fcn32s": 63.6, "fcn16s": 65.0, "fcn8s": 65.5, "fcn8s-atonce": 65.4}
 
 
+def _check_variant(variant: str) -> None:
+    if variant not in FCN_VARIANTS:
+        raise OptionError("variant", f"unknown variant {variant!r}; choose one of {', '.join(FCN_VARIANTS)}")
+
+
 def reference_model(variant: str) -> SegmentationFCN:
     """A randomly initialised FCN of ``variant`` laid out like the reference (21 VOC classes, VGG16, its context,
     ceil-mode pooling, learnable upsampling weights). Build it under ``torch.device("meta")`` for shapes only."""
-    if variant not in FCN_VARIANTS:
-        raise OptionError("variant", f"unknown variant {variant!r}; choose one of {', '.join(FCN_VARIANTS)}")
+    _check_variant(variant)
     model = build_segmentation_model(variant, len(VOC_CLASSES), backbone="vgg16", pretrained=False,
                                      learnable_upsampling=True, class_names=VOC_CLASSES, ceil_mode_pooling=True)
     # the reference's conv1_1 pads by 100; this conv1_1 pads by its own amount, the rest is context around the input
@@ -152,8 +156,7 @@ def import_reference_fcn(source: str | os.PathLike, variant: str) -> dict[str, A
     """The checkpoint payload (see :mod:`fcn_app.segmentation.checkpoint`) of the reference ``variant`` whose
     parameters are in the state dict file ``source`` (read with ``weights_only=True``); nothing is written."""
     source = Path(source)
-    if variant not in FCN_VARIANTS:  # a mistyped option fails before the file is read
-        reference_model(variant)
+    _check_variant(variant)  # a mistyped option fails before the file is read
     state = read_state_dict(source)
     with torch.device("meta"):
         model = reference_model(variant)
