@@ -68,10 +68,19 @@ def main_picture(outputs: dict) -> Path | None:
     return None
 
 
+def _relative(out_dir: str, path: str | os.PathLike) -> str:
+    """``path`` relative to the absolute ``out_dir``, POSIX form (string work: this runs for every output of a run)."""
+    absolute = os.path.abspath(path)
+    if absolute.startswith(out_dir + os.sep):
+        relative = absolute[len(out_dir) + 1:]
+    else:
+        relative = os.path.relpath(absolute, out_dir)
+    return relative.replace(os.sep, "/")
+
+
 def thumbnail_path(out_dir: str | os.PathLike, picture: str | os.PathLike) -> Path:
     """Where the thumbnail of output ``picture`` (a path below ``out_dir``) goes."""
-    relative = Path(os.path.relpath(picture, out_dir))
-    return Path(out_dir) / THUMBNAILS_DIR / f"{relative.as_posix()}.jpg"
+    return Path(out_dir) / THUMBNAILS_DIR / f"{_relative(os.path.abspath(out_dir), picture)}.jpg"
 
 
 def _thumbnail_bytes(picture: Image.Image) -> bytes:
@@ -85,30 +94,28 @@ def write_thumbnail(picture_rgb: np.ndarray, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, _thumbnail_bytes(Image.fromarray(np.ascontiguousarray(picture_rgb))))
 
 
-def _fresh_thumbnail(out_dir: Path, picture: Path) -> Path | None:
-    """The thumbnail of ``picture``, made from the file if it is missing or older; ``None`` if impossible."""
-    thumbnail = thumbnail_path(out_dir, picture)
+def _fresh_thumbnail(out_dir: str, picture: str) -> str | None:
+    """The link to the thumbnail of ``picture``, made from the file if missing or older; ``None`` if impossible."""
+    relative = f"{THUMBNAILS_DIR}/{_relative(out_dir, picture)}.jpg"
+    thumbnail = os.path.join(out_dir, relative)
     try:
-        picture_time = picture.stat().st_mtime_ns
+        picture_time = os.stat(picture).st_mtime_ns
     except OSError:
         return None
     try:
-        if thumbnail.stat().st_mtime_ns >= picture_time:
-            return thumbnail
+        if os.stat(thumbnail).st_mtime_ns >= picture_time:
+            return relative
     except OSError:
         pass
     try:
         with Image.open(picture) as opened:
             opened.draft("RGB", (THUMBNAIL_SIDE, THUMBNAIL_SIDE))  # JPEGs decode at a reduced scale
             data = _thumbnail_bytes(opened)
-        return atomic_write_bytes(thumbnail, data)
+        atomic_write_bytes(thumbnail, data)
+        return relative
     except (OSError, ValueError, FcnError) as error:
         logger.warning("no thumbnail for %s (%s); the gallery shows the picture itself", picture, error)
         return None
-
-
-def _href(out_dir: Path, path: str | os.PathLike) -> str:
-    return Path(os.path.relpath(path, out_dir)).as_posix()
 
 
 def _class_values(top_classes: list[dict]) -> tuple[dict[str, float], str | None]:
@@ -134,7 +141,7 @@ def gallery_records(out_dir: str | os.PathLike, rows: list[dict], *, thumbnails:
     [width, height]]``; links are relative to ``out_dir``. With ``thumbnails`` missing or stale thumbnails are
     made from the pictures on disk.
     """
-    out_dir = Path(out_dir)
+    out_dir = os.path.abspath(out_dir)
     finished, problems, metrics = [], [], []
     problem_count = 0
     for row in rows:
@@ -142,6 +149,7 @@ def gallery_records(out_dir: str | os.PathLike, rows: list[dict], *, thumbnails:
         if status in ("ok", "skipped"):
             outputs = row.get("outputs") or {}
             picture = main_picture(outputs)
+            picture = str(picture) if picture is not None else None
             thumbnail = _fresh_thumbnail(out_dir, picture) if thumbnails and picture is not None else None
             values, metric = _class_values(row.get("top_classes"))
             if metric is not None:
@@ -159,10 +167,10 @@ def gallery_records(out_dir: str | os.PathLike, rows: list[dict], *, thumbnails:
                          key=lambda pair: (-pair[1], pair[0]))
         images.append([
             str(row.get("path")),
-            _href(out_dir, thumbnail) if thumbnail is not None else None,
-            _href(out_dir, picture) if picture is not None else None,
+            thumbnail,
+            _relative(out_dir, picture) if picture is not None else None,
             classes,
-            [[kind, _href(out_dir, path)] for kind, path in outputs.items()],
+            [[kind, _relative(out_dir, path)] for kind, path in outputs.items()],
             row.get("image_size"),
         ])
     metric = max(set(metrics), key=metrics.count) if metrics else "peak_probability"

@@ -214,7 +214,7 @@ def run_batch(
     on_row: ProgressCallback | None = None,
     on_start: Callable[[int, int], None] | None = None,
     extra_summary: dict | None = None,
-    thumbnails: bool = True,
+    thumbnails: bool = False,
 ) -> BatchResult:
     """Process ``items`` (this rank's shard) into ``out_dir``; see the module docstring for how.
 
@@ -223,7 +223,7 @@ def run_batch(
     ``world_size > 1`` the summary goes to ``summary.rank<rank>.json``; merging is the caller's business
     (:func:`~fcn_app.batch.summary.merge_summaries`), because only the caller knows whether a process group can
     wait for the other ranks. ``thumbnails`` writes each picture's gallery thumbnail as it is written
-    (:mod:`~fcn_app.batch.gallery`).
+    (:mod:`~fcn_app.batch.gallery`; :func:`~fcn_app.batch.run_job` asks for them when it writes a gallery).
     """
     if batch_size < 1:
         raise OptionError("batch_size", f"must be at least 1, got {batch_size}")
