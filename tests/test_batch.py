@@ -32,7 +32,7 @@ from fcn_app.cli import main
 from fcn_app.io import load_image
 from fcn_app.models import load_network
 from fcn_app.tasks import HeatmapOptions, HeatmapTask
-from helpers_batch import make_image_folder
+from helpers_batch import is_gallery_file, make_image_folder
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = "helpers_batch:tiny_fcn"
@@ -48,12 +48,13 @@ def run_cli(*args: str) -> int:
     return 0
 
 
-def output_files(out_dir: Path) -> dict[str, bytes]:
-    """Every output below ``out_dir`` (not summaries) by relative path → bytes."""
+def output_files(out_dir: Path, gallery: bool = False) -> dict[str, bytes]:
+    """Every output below ``out_dir`` (not summaries; the gallery's files only with ``gallery``) by relative path →
+    bytes."""
     return {
         path.relative_to(out_dir).as_posix(): path.read_bytes()
         for path in sorted(out_dir.rglob("*"))
-        if path.is_file() and not path.name.startswith("summary")
+        if path.is_file() and not path.name.startswith("summary") and (gallery or not is_gallery_file(path, out_dir))
     }
 
 
@@ -235,7 +236,7 @@ def test_ctrl_c_and_kill_then_rerun_match_an_uninterrupted_run(image_folder, ref
     assert finished.returncode == 1, finished.stderr.decode()  # the three bad files
     counts = json.loads((tmp_path / SUMMARY_NAME).read_text())["counts"]
     assert counts["skipped"] >= 1 and counts["ok"] + counts["skipped"] == len(files["good"])
-    assert output_files(tmp_path) == output_files(reference[0])
+    assert output_files(tmp_path, gallery=True) == output_files(reference[0], gallery=True)  # the gallery too
     assert not list(tmp_path.rglob("*.tmp"))
 
 
@@ -251,7 +252,7 @@ def test_shard_job_array_union_equals_single_run(image_folder, reference, tmp_pa
     merged = json.loads((tmp_path / SUMMARY_NAME).read_text())
     assert merged["counts"] == json.loads((reference[0] / SUMMARY_NAME).read_text())["counts"]
     assert merged["world_size"] == 2 and merged["ranks"] == [0, 1]
-    assert output_files(tmp_path) == output_files(reference[0])
+    assert output_files(tmp_path, gallery=True) == output_files(reference[0], gallery=True)  # the gallery too
     rank0 = rank_summary_path(tmp_path, 0)
     rank0.write_text(rank_summary_path(tmp_path, 1).read_text().replace('"ranks": [\n    1', '"ranks": [\n    0'))
     with pytest.raises(ValueError, match="two shard summaries"):
