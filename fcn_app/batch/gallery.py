@@ -11,7 +11,9 @@ run, from the finished ``summary.json``, and makes only the thumbnails that are 
 picture (outputs written before the gallery existed, or with it turned off).
 
 The gallery is a function of the outputs on disk: a run resumed after an interruption writes the same bytes as
-an uninterrupted one (``ok`` and ``skipped`` rows are both simply "done"; no times or counts of this run).
+an uninterrupted one (``ok`` and ``skipped`` rows are both simply "done"; no times or counts of this run). One
+exception: a thumbnail remade from a JPEG/WebP output (lost in a kill between the picture and its thumbnail) is
+made from the lossy file, not the pixels, and may differ slightly.
 """
 
 from __future__ import annotations
@@ -143,7 +145,7 @@ def gallery_records(out_dir: str | os.PathLike, rows: list[dict], *, thumbnails:
     """
     out_dir = os.path.abspath(out_dir)
     finished, problems, metrics = [], [], []
-    problem_count = 0
+    problem_counts = {"failed": 0, "pending": 0}
     for row in rows:
         status = row.get("status")
         if status in ("ok", "skipped"):
@@ -156,7 +158,7 @@ def gallery_records(out_dir: str | os.PathLike, rows: list[dict], *, thumbnails:
                 metrics.append(metric)
             finished.append((row, picture, thumbnail, values, outputs))
         else:
-            problem_count += 1
+            problem_counts["pending" if status == "pending" else "failed"] += 1
             if len(problems) < MAX_LISTED_PROBLEMS:
                 problems.append([str(row.get("path")), str(status), str(row.get("reason") or "")])
     names = sorted({name for _, _, _, values, _ in finished for name in values})
@@ -174,7 +176,7 @@ def gallery_records(out_dir: str | os.PathLike, rows: list[dict], *, thumbnails:
             row.get("image_size"),
         ])
     metric = max(set(metrics), key=metrics.count) if metrics else "peak_probability"
-    return {"images": images, "classes": names, "problems": problems, "problem_count": problem_count,
+    return {"images": images, "classes": names, "problems": problems, "problem_counts": problem_counts,
             "metric": metric, "metric_label": METRICS[metric]}
 
 
@@ -193,7 +195,7 @@ def write_gallery(out_dir: str | os.PathLike, rows: list[dict], *, model: str | 
         "metric": records["metric"],
         "metric_label": records["metric_label"],
         "classes": records["classes"],
-        "counts": {"images": len(records["images"]), "problems": records["problem_count"]},
+        "counts": {"images": len(records["images"]), **records["problem_counts"]},
         "problems": records["problems"],
     }
 

@@ -193,7 +193,7 @@ class _Writer:
             return
         try:
             write_thumbnail(preview, thumbnail_path(self.out_dir, picture))
-        except (FcnError, ValueError) as error:  # the image is done; the gallery remakes its thumbnail from the file
+        except Exception as error:  # noqa: BLE001 — the image is done; the gallery remakes its thumbnail from the file
             logger.warning("no thumbnail for %s: %s", picture, error)
 
 
