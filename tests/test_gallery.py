@@ -21,7 +21,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fcn_app.batch import GALLERY_NAME, SUMMARY_NAME, collect_inputs, run_job
-from fcn_app.batch.gallery import GALLERY_DATA_NAME, THUMBNAIL_SIDE, THUMBNAILS_DIR, write_gallery
+from fcn_app.batch.gallery import GALLERY_DATA_NAME, THUMBNAIL_SIDE, THUMBNAILS_DIR, gallery_records, write_gallery
 from fcn_app.cli import app
 from fcn_app.tasks import HeatmapOptions, HeatmapTask
 from helpers import random_rgb
@@ -125,6 +125,18 @@ def test_no_gallery_writes_neither_page_nor_thumbnails(folder_run, tmp_path):
     assert result.exit_code == 1, result.output  # broken.jpg
     assert (tmp_path / SUMMARY_NAME).is_file() and "gallery:" not in result.output
     assert not (tmp_path / GALLERY_NAME).exists() and not (tmp_path / THUMBNAILS_DIR).exists()
+
+
+def test_detection_rows_give_each_class_its_best_box_and_segmentation_rows_their_peak(tmp_path):
+    detect = {"path": "street.jpg", "status": "ok", "outputs": {}, "image_size": [8, 8], "reason": None,
+              "top_classes": [{"name": "dog", "score": 0.4}, {"name": "cat", "score": 0.5}, {"name": "dog", "score": 0.9}]}
+    records = gallery_records(tmp_path, [detect])
+    assert records["metric_label"] == "detection score" and records["classes"] == ["cat", "dog"]
+    assert records["images"][0][3] == [[1, 0.9], [0, 0.5]]  # dog's best box first
+    segment = {**detect, "top_classes": [{"name": "road", "pixel_fraction": 0.7, "peak_probability": 0.6},
+                                         {"name": "car", "pixel_fraction": 0.1, "peak_probability": 0.95}]}
+    records = gallery_records(tmp_path, [segment])
+    assert records["metric_label"] == "peak probability" and records["images"][0][3] == [[0, 0.95], [1, 0.6]]
 
 
 def synthetic_rows(count: int) -> list[dict]:
