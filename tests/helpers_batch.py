@@ -87,6 +87,13 @@ def make_image_folder(root: Path) -> dict[str, list[str]]:
     return {"good": sorted(good), "bad": sorted(bad), "ignored": ignored}
 
 
+def is_gallery_file(path: Path, out_dir: Path) -> bool:
+    """Part of a folder run's gallery (``index.html``, ``gallery-index.js``, ``.thumbs/``), not an image's output."""
+    from fcn_app.batch.gallery import GALLERY_DATA_NAME, GALLERY_NAME, THUMBNAILS_DIR
+
+    return path.relative_to(out_dir).parts[0] in (GALLERY_NAME, GALLERY_DATA_NAME, THUMBNAILS_DIR)
+
+
 def broken_factory():
     """A ``--model`` factory with a bug in it: the CLI must call it an internal error, not the user's mistake."""
     return {}["no such key"]

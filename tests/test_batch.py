@@ -26,13 +26,14 @@ from fcn_app.batch import (
     parse_shard,
     rank_summary_path,
     run_batch,
+    run_job,
     shard_items,
 )
 from fcn_app.cli import main
 from fcn_app.io import load_image
 from fcn_app.models import load_network
 from fcn_app.tasks import HeatmapOptions, HeatmapTask
-from helpers_batch import make_image_folder
+from helpers_batch import is_gallery_file, make_image_folder
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = "helpers_batch:tiny_fcn"
@@ -48,13 +49,21 @@ def run_cli(*args: str) -> int:
     return 0
 
 
-def output_files(out_dir: Path) -> dict[str, bytes]:
-    """Every output below ``out_dir`` (not summaries) by relative path → bytes."""
+def output_files(out_dir: Path, gallery: bool = False) -> dict[str, bytes]:
+    """Every output below ``out_dir`` (not summaries; the gallery's files only with ``gallery``) by relative path →
+    bytes."""
     return {
         path.relative_to(out_dir).as_posix(): path.read_bytes()
         for path in sorted(out_dir.rglob("*"))
-        if path.is_file() and not path.name.startswith("summary")
+        if path.is_file() and not path.name.startswith("summary") and (gallery or not is_gallery_file(path, out_dir))
     }
+
+
+def gallery_images(index_script: bytes) -> list[list]:
+    """The image records of a gallery-index.js, with class names in place of class indices."""
+    gallery = json.loads(index_script.decode()[len("window.FCN_GALLERY = "):-2])
+    return [[*image[:3], [[gallery["classes"][index], value] for index, value in image[3]], *image[4:]]
+            for image in gallery["images"]]
 
 
 def summary_rows(path: Path) -> dict[str, dict]:
@@ -179,7 +188,8 @@ def test_all_good_exits_zero_and_rerun_skips(image_folder, tmp_path):
 
 
 def test_interrupted_run_resumes_to_the_same_outputs(image_folder, reference, tmp_path):
-    """Ctrl-C arriving in the middle of scoring: summary written, nothing half-written, rerun completes."""
+    """Ctrl-C arriving in the middle of scoring: summary written, nothing half-written, rerun completes (and writes
+    the gallery of an uninterrupted run, byte for byte)."""
     root, files = image_folder
     items, _ = collect_inputs([root], recursive=True)
     options = HeatmapOptions(write_json=True)
@@ -194,17 +204,18 @@ def test_interrupted_run_resumes_to_the_same_outputs(image_folder, reference, tm
     hook = network.features.register_forward_pre_hook(interrupt_in_the_third_batch)
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / ".nested_0.heatmap.png.abc123.tmp").write_bytes(b"half")  # a kill -9 leftover
-    result = run_batch(HeatmapTask(network, options), items, tmp_path, batch_size=4, num_workers=1)
+    job_arguments = {"batch_size": 4, "num_workers": 1, "extra_summary": {"model": TINY}}  # (the CLI's summary)
+    result = run_job(HeatmapTask(network, options), items, tmp_path, **job_arguments).result
     hook.remove()
     assert result.interrupted
     statuses = {row["path"]: row["status"] for row in json.loads((tmp_path / SUMMARY_NAME).read_text())["inputs"]}
     assert "pending" in statuses.values() and "ok" in statuses.values()
     assert not list(tmp_path.rglob("*.tmp"))
     done = sum(status == "ok" for status in statuses.values())
-    resumed = run_batch(HeatmapTask(network, options), items, tmp_path, batch_size=4, num_workers=1)
+    resumed = run_job(HeatmapTask(network, options), items, tmp_path, **job_arguments).result
     assert not resumed.interrupted
     assert resumed.counts == {"ok": len(files["good"]) - done, "skipped": done, "failed": 3, "pending": 0}
-    assert output_files(tmp_path) == output_files(reference[0])
+    assert output_files(tmp_path, gallery=True) == output_files(reference[0], gallery=True)
 
 
 @pytest.mark.slow
@@ -236,6 +247,14 @@ def test_ctrl_c_and_kill_then_rerun_match_an_uninterrupted_run(image_folder, ref
     counts = json.loads((tmp_path / SUMMARY_NAME).read_text())["counts"]
     assert counts["skipped"] >= 1 and counts["ok"] + counts["skipped"] == len(files["good"])
     assert output_files(tmp_path) == output_files(reference[0])
+    ours, clean = output_files(tmp_path, gallery=True), output_files(reference[0], gallery=True)
+    ours_index, clean_index = gallery_images(ours.pop("gallery-index.js")), gallery_images(clean.pop("gallery-index.js"))
+    assert ours == clean  # the page and every thumbnail
+    # Images finished by the killed run have no classes or size in summary.json (no summary of theirs survived), so
+    # none in the gallery either; their thumbnails and links, and all of every other image, are the clean run's.
+    assert [image[:3] + image[4:5] for image in ours_index] == [image[:3] + image[4:5] for image in clean_index]
+    for mine, theirs in zip(ours_index, clean_index):
+        assert mine == theirs or (mine[3] == [] and mine[5] is None), (mine, theirs)
     assert not list(tmp_path.rglob("*.tmp"))
 
 
@@ -251,7 +270,7 @@ def test_shard_job_array_union_equals_single_run(image_folder, reference, tmp_pa
     merged = json.loads((tmp_path / SUMMARY_NAME).read_text())
     assert merged["counts"] == json.loads((reference[0] / SUMMARY_NAME).read_text())["counts"]
     assert merged["world_size"] == 2 and merged["ranks"] == [0, 1]
-    assert output_files(tmp_path) == output_files(reference[0])
+    assert output_files(tmp_path, gallery=True) == output_files(reference[0], gallery=True)  # the gallery too
     rank0 = rank_summary_path(tmp_path, 0)
     rank0.write_text(rank_summary_path(tmp_path, 1).read_text().replace('"ranks": [\n    1', '"ranks": [\n    0'))
     with pytest.raises(ValueError, match="two shard summaries"):

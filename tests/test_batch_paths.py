@@ -17,7 +17,7 @@ from fcn_app.tasks import HeatmapOptions, HeatmapTask, picture_of
 from fcn_app.scoring import load_scoring_network
 
 from helpers import random_state_dict
-from helpers_batch import make_image_folder, tiny_fcn
+from helpers_batch import is_gallery_file, make_image_folder, tiny_fcn
 from helpers_cli import assert_one_line_error, run_fcn_many
 
 SAME_SIZE = ["rgb_00.png", "rgb_01.png", "rgb_02.png"]  # 40×40 each: one batch at --batch-size 3
@@ -123,7 +123,8 @@ def test_folder_exit_codes_and_list_file_through_the_real_command(folder, refere
     rows = rows_by_path(out)
     assert sorted(rows) == ["missing.png", "rgb_03.png", "sub/nested_1.jpeg"]
     assert rows["missing.png"]["status"] == "failed" and "no such file" in rows["missing.png"]["reason"]
-    written = sorted(path.relative_to(out).as_posix() for path in out.rglob("*") if path.name != SUMMARY_NAME)
+    written = sorted(path.relative_to(out).as_posix() for path in out.rglob("*")
+                     if path.name != SUMMARY_NAME and not is_gallery_file(path, out))
     assert written == ["rgb_03.heatmap.png", "rgb_03.json", "sub", "sub/nested_1.heatmap.png", "sub/nested_1.json"]
     for name in written:
         if (out / name).is_file():

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fcn_app.batch import SUMMARY_NAME, collect_inputs, run_batch
+from fcn_app.batch import GALLERY_NAME, SUMMARY_NAME, collect_inputs, run_batch
 from fcn_app.tasks import HeatmapOptions, HeatmapTask
 
-from helpers_batch import make_image_folder, tiny_fcn
+from helpers_batch import is_gallery_file, make_image_folder, tiny_fcn
 from hostile_corpus import build_corpus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,11 +29,11 @@ ENV = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}", OMP_NUM_THREADS=
 
 
 def output_bytes(out: Path) -> dict[str, bytes]:
-    """Every output file below ``out`` (summaries aside) by relative path."""
+    """Every output file below ``out`` (summaries and the gallery aside) by relative path."""
     return {
         str(path.relative_to(out)): path.read_bytes()
         for path in sorted(out.rglob("*"))
-        if path.is_file() and not path.name.startswith("summary")
+        if path.is_file() and not path.name.startswith("summary") and not is_gallery_file(path, out)
     }
 
 
@@ -47,9 +47,9 @@ def kill_group(process: subprocess.Popen) -> None:
 
 
 def final_outputs(out: Path) -> list[Path]:
-    """Outputs under their final names (no temporaries, no summaries) below ``out``."""
+    """Outputs under their final names (no temporaries, no summaries, no gallery) below ``out``."""
     return [path for path in out.rglob("*") if path.is_file() and not path.name.endswith(".tmp")
-            and not path.name.startswith("summary")]
+            and not path.name.startswith("summary") and not is_gallery_file(path, out)]
 
 
 def assert_nothing_partial(out: Path, allow_temporaries: bool = False) -> None:
@@ -152,6 +152,7 @@ def test_kill_9_after_k_of_n_outputs_then_rerun_gives_the_clean_outputs(folder_a
     assert finished.returncode == 1, finished.stderr  # the folder's three bad files
     assert output_bytes(tmp_path) == expected
     assert_nothing_partial(tmp_path)  # not one temporary file left in the whole tree
+    assert (tmp_path / GALLERY_NAME).is_file()  # the rerun wrote the gallery of the whole folder
     counts = json.loads((tmp_path / SUMMARY_NAME).read_text())["counts"]
     assert counts == {"ok": n // 2 - complete, "skipped": complete, "failed": 3, "pending": 0}  # resumed, not redone
 

@@ -267,8 +267,8 @@ def test_cli_detect_folder_writes_overlays_and_coco_results(image_folder, alexne
     ])
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in out.iterdir()) == [
-        "detections.coco.json", "first.detections.json", "first.detections.png",
-        "second.detections.json", "second.detections.png", "summary.json",
+        ".thumbs", "detections.coco.json", "first.detections.json", "first.detections.png", "gallery-index.js",
+        "index.html", "second.detections.json", "second.detections.png", "summary.json",
     ]
     per_image = json.loads((out / "first.detections.json").read_text())
     assert per_image["stride"] == 16 and per_image["scales"] == [1.0, 1.25]

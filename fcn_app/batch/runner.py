@@ -36,7 +36,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import FcnError, InputImageError, OptionError
 from ..io import DecodeRequest, InputImage, decode_input, ensure_output_dir, remove_stale_temporaries
-from ..tasks.base import ImageTask
+from ..tasks.base import ImageTask, preview_picture
+from .gallery import main_picture, thumbnail_path, write_thumbnail
 from .inputs import WorkItem
 from .summary import (SUMMARY_NAME, RowSpool, rank_summary_path, read_summary_rows, summary_header,
                       write_summary)
@@ -147,9 +148,11 @@ class _Writer:
 
     _DONE = object()
 
-    def __init__(self, out_dir: Path, task: ImageTask, record: Callable[[int, dict], None], depth: int) -> None:
+    def __init__(self, out_dir: Path, task: ImageTask, record: Callable[[int, dict], None], depth: int,
+                 thumbnails: bool = True) -> None:
         self.out_dir = out_dir
         self.task = task
+        self.thumbnails = thumbnails
         self.record = record
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.thread = threading.Thread(target=self._run, name="fcn-batch-writer", daemon=True)
@@ -171,6 +174,8 @@ class _Writer:
             try:
                 rendered = self.task.render(image, prediction, str(item.source))
                 written = self.task.write(rendered, self.task.output_paths(item.stem_in(self.out_dir)))
+                if self.thumbnails:
+                    self._write_thumbnail(rendered, written)
                 height, width = image.picture_size
                 row = _row(item, "ok", written, image_size=[int(width), int(height)],
                            **self.task.row_fields(rendered))
@@ -180,6 +185,16 @@ class _Writer:
                 logger.debug("rendering %s failed", item.source, exc_info=True)
                 row = _row(item, "failed", reason=f"{item.source}: cannot render: {error}".splitlines()[0])
             self.record(position, row)
+
+    def _write_thumbnail(self, rendered, written: dict[str, Path]) -> None:
+        """The gallery's thumbnail, from the pixels still in memory (no decoding of the file just written)."""
+        picture, preview = main_picture(written), preview_picture(rendered)
+        if picture is None or preview is None:
+            return
+        try:
+            write_thumbnail(preview, thumbnail_path(self.out_dir, picture))
+        except Exception as error:  # noqa: BLE001 — the image is done; the gallery remakes its thumbnail from the file
+            logger.warning("no thumbnail for %s: %s", picture, error)
 
 
 def _first_line(error: BaseException) -> str:
@@ -199,6 +214,7 @@ def run_batch(
     on_row: ProgressCallback | None = None,
     on_start: Callable[[int, int], None] | None = None,
     extra_summary: dict | None = None,
+    thumbnails: bool = False,
 ) -> BatchResult:
     """Process ``items`` (this rank's shard) into ``out_dir``; see the module docstring for how.
 
@@ -206,7 +222,8 @@ def run_batch(
     processed or failed input (from the writer thread or the main thread; calls are serialised). With
     ``world_size > 1`` the summary goes to ``summary.rank<rank>.json``; merging is the caller's business
     (:func:`~fcn_app.batch.summary.merge_summaries`), because only the caller knows whether a process group can
-    wait for the other ranks.
+    wait for the other ranks. ``thumbnails`` writes each picture's gallery thumbnail as it is written
+    (:mod:`~fcn_app.batch.gallery`; :func:`~fcn_app.batch.run_job` asks for them when it writes a gallery).
     """
     if batch_size < 1:
         raise OptionError("batch_size", f"must be at least 1, got {batch_size}")
@@ -249,7 +266,7 @@ def run_batch(
     if on_start is not None:
         on_start(len(pending), len(items) - len(pending))
 
-    writer = _Writer(out_dir, task, record, depth=2 * batch_size + 2)
+    writer = _Writer(out_dir, task, record, depth=2 * batch_size + 2, thumbnails=thumbnails)
     # Decoded inputs waiting for a batch of their network size: shape → [(position, item, input)].
     groups: dict[tuple[int, ...], list[tuple[int, WorkItem, InputImage]]] = {}
     max_buffered = max(4 * batch_size, 8)

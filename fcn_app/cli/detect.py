@@ -23,6 +23,7 @@ from .jobs import (
     BatchSizeOption,
     ExcludeOption,
     FolderOptions,
+    GalleryOption,
     IncludeOption,
     ListOption,
     NumWorkersOption,
@@ -74,6 +75,7 @@ def detect(
     num_workers: NumWorkersOption = None,
     overwrite: OverwriteOption = False,
     shard: ShardOption = None,
+    gallery: GalleryOption = True,
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
     checkpoint: CheckpointOption = None,
@@ -112,7 +114,8 @@ def detect(
             )
 
         if is_batch_input(inputs, list_file):
-            folder = FolderOptions(list_file, recursive, include, exclude, batch_size, num_workers, overwrite, shard)
+            folder = FolderOptions(list_file, recursive, include, exclude, batch_size, num_workers, overwrite, shard,
+                                   gallery)
             code, job = run_folder_job(make_task, inputs, out, folder, description="detecting", verbose=verbose,
                                        extra_summary={"model": model, "stride": stride, "scales": list(pyramid_scales)})
             if job.summary_path is not None:

@@ -31,6 +31,7 @@ from .jobs import (
     BatchSizeOption,
     ExcludeOption,
     FolderOptions,
+    GalleryOption,
     IncludeOption,
     ListOption,
     NumWorkersOption,
@@ -123,6 +124,7 @@ def heatmap(
     num_workers: NumWorkersOption = None,
     overwrite: OverwriteOption = False,
     shard: ShardOption = None,
+    gallery: GalleryOption = True,
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
     class_names_file: ClassesOption = None,
@@ -166,7 +168,8 @@ def heatmap(
         if not inputs and list_file is None:
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
         if is_batch_input(inputs, list_file):
-            folder = FolderOptions(list_file, recursive, include, exclude, batch_size, num_workers, overwrite, shard)
+            folder = FolderOptions(list_file, recursive, include, exclude, batch_size, num_workers, overwrite, shard,
+                                   gallery)
             extra = {"model": str(checkpoint) if checkpoint is not None else model, "options": {
                 "classes": options.classes, "topk": options.topk, "colormap": options.colormap, "grid": options.grid,
                 "save_scores": options.save_scores, "json": options.write_json, "max_side": options.max_side,

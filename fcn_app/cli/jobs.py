@@ -27,6 +27,7 @@ __all__ = [
     "BatchSizeOption",
     "ExcludeOption",
     "FolderOptions",
+    "GalleryOption",
     "IncludeOption",
     "ListOption",
     "NumWorkersOption",
@@ -53,6 +54,10 @@ NumWorkersOption = Annotated[
     int | None, typer.Option(help=f"Decoding processes (default: one per two CPUs, at most 2; here {default_num_workers()}).", min=0)
 ]
 OverwriteOption = Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs are already complete.")]
+GalleryOption = Annotated[bool, typer.Option(
+    "--gallery/--no-gallery",
+    help="Write OUT/index.html, a gallery of thumbnails to browse from disk (filter by class, sort by peak), and "
+         "the thumbnails in OUT/.thumbs/.")]
 ShardOption = Annotated[
     str | None, typer.Option(help="Process only shard I of N (I/N, from 0) of the sorted inputs, e.g. for job arrays.")
 ]
@@ -70,6 +75,7 @@ class FolderOptions:
     num_workers: int | None = None
     overwrite: bool = False
     shard: str | None = None
+    gallery: bool = True
 
 
 class _ImagesPerSecondColumn(ProgressColumn):
@@ -136,6 +142,7 @@ def run_folder_job(
         job = run_job(
             task, items, out_dir, shard=shard_spec, batch_size=folder.batch_size, num_workers=folder.num_workers,
             overwrite=folder.overwrite, on_row=on_row, on_start=on_start, extra_summary=extra_summary,
+            gallery=folder.gallery,
         )
     result = job.result
     counts = result.counts
@@ -152,6 +159,8 @@ def run_folder_job(
             f"shard summary: {escape(str(result.summary_path))} (summary.json follows when every shard has run)",
             highlight=False,
         )
+    if job.gallery_path is not None:
+        error_console.print(f"gallery: {escape(str(job.gallery_path))}", highlight=False)
     if result.interrupted:
         error_console.print("interrupted; rerun the same command to finish the rest")
         return EXIT_INTERRUPTED, job

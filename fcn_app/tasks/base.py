@@ -20,8 +20,8 @@ import numpy as np
 
 from ..io import DecodeRequest, InputImage
 
-__all__ = ["DecodeLimitsFromOptions", "ImageTask", "ProgressCallback", "Report", "picture_of", "process_image",
-           "process_input", "write_each"]
+__all__ = ["DecodeLimitsFromOptions", "ImageTask", "ProgressCallback", "Report", "picture_of", "preview_picture",
+           "process_image", "process_input", "write_each"]
 
 #: Called as ``progress(done, total)`` while one image is computed in parts (tiles).
 ProgressCallback = Callable[[int, int], None]
@@ -96,6 +96,13 @@ def picture_of(image: np.ndarray | InputImage) -> tuple[np.ndarray, bytes | None
     if isinstance(image, InputImage):
         return image.picture(), image.icc_profile
     return image, None
+
+
+def preview_picture(rendered: Any) -> np.ndarray | None:
+    """The picture a person looks at first for one rendered image (a gallery's thumbnail is made of it): by
+    convention every task's rendered result keeps it as ``overlay`` and writes it as its first output."""
+    picture = getattr(rendered, "overlay", None)
+    return picture if isinstance(picture, np.ndarray) else None
 
 
 def write_each(writers: dict[str, Callable[[Path], object]], paths: dict[str, Path]) -> dict[str, Path]:

@@ -116,7 +116,8 @@ class SegmentationTask(ScoreMapTask):
 
     def row_fields(self, rendered: SegmentationResult) -> dict:
         return {"top_classes": [
-            {"name": entry["name"], "pixel_fraction": round(entry["pixel_fraction"], 6)}
+            {"name": entry["name"], "pixel_fraction": round(entry["pixel_fraction"], 6),
+             "peak_probability": round(entry["peak_probability"], 6)}
             for entry in rendered.summary["classes"]
         ]}
 
