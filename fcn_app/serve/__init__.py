@@ -30,7 +30,7 @@ def require_extra() -> None:
     """Import the web stack, or :class:`ExtraMissingError` naming the extra to install."""
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401  (python-multipart: uploads)
+        import python_multipart  # noqa: F401  (uploads)
         import uvicorn  # noqa: F401
     except ImportError as error:
         raise ExtraMissingError(f"the web app needs the 'serve' extra ({error.name or error} is missing): "
