@@ -193,25 +193,30 @@ def test_root_lists_only_its_images_and_serves_them(client):
 
 
 @pytest.mark.slow
-def test_full_queue_is_429_with_retry_after_and_slow_requests_time_out(network):
+def test_full_queue_is_429_with_retry_after_progress_and_timeout(network):
     from helpers_batch import tiny_fcn
-    from fcn_app.scoring import prepare_network
+    from fcn_app.scoring import ScoringOptions, prepare_network
 
     gated = prepare_network(tiny_fcn())
-    entered, release = threading.Event(), threading.Event()
+    entered, release, calls = threading.Event(), threading.Event(), []
 
-    def hold(module, args):  # every forward pass waits until released, so the test can fill the queue
-        entered.set()
-        release.wait(30)
+    def hold(module, args):  # the second tile's pass waits until released, so the test can fill the queue
+        calls.append(1)
+        if len(calls) == 2:
+            entered.set()
+            release.wait(30)
 
     gated.features.register_forward_pre_hook(hold)
-    app = create_app(ServeSettings(gated, model=TINY, queue_size=1, timeout_s=0.5))
+    app = create_app(ServeSettings(gated, model=TINY, queue_size=1, timeout_s=0.5,
+                                   scoring=ScoringOptions(max_memory="800K")))  # a 120×128 image → many tiles
     with threaded_server(app) as url:
         first = {}
         sender = threading.Thread(target=lambda: first.update(answer=httpx.post(
-            url + "/api/heatmap", files={"image": ("a.png", png_bytes())}, timeout=30)))
+            url + "/api/heatmap", files={"image": ("a.png", png_bytes(120, 128))}, timeout=30)))
         sender.start()
         assert entered.wait(10), first
+        health = httpx.get(url + "/healthz").json()
+        assert health["queued"] == 1 and health["progress"]["done"] == 1 and health["progress"]["total"] > 1
         busy = httpx.post(url + "/api/heatmap", files={"image": ("b.png", png_bytes())}, timeout=30)
         _assert_one_line(busy, 429, "the server is busy")
         assert int(busy.headers["Retry-After"]) >= 1
@@ -240,3 +245,30 @@ def test_serve_warns_when_other_machines_can_reach_it(monkeypatch):
     assert "warning: listening on 0.0.0.0" in result.stderr
     quiet = CliRunner().invoke(cli_app, ["serve", "--model", TINY])
     assert quiet.exit_code == 0 and "warning" not in quiet.stderr
+
+
+@pytest.mark.slow
+def test_segment_answers_the_cli_json_and_legend(tmp_path):
+    from helpers_batch import tiny_segmentation_checkpoint
+
+    checkpoint = tiny_segmentation_checkpoint(tmp_path / "tiny.pt")
+    image = tmp_path / "photo.png"
+    image.write_bytes(png_bytes(48, 64, seed=6))
+    expected = _cli_json("heatmap", image, "--checkpoint", checkpoint, "--json", "--out", tmp_path / "cli",
+                         "--topk", "2")
+    network = load_command_network(model=TINY, weights=None, checkpoint=checkpoint, device="cpu")
+    app = create_app(ServeSettings(network, segmentation=True, model=str(checkpoint)))
+    with TestClient(app) as client:
+        answer = client.post("/api/segment", files={"image": ("photo.png", image.read_bytes())}, data={"topk": "2"})
+        _assert_one_line(client.post("/api/heatmap", files={"image": ("photo.png", image.read_bytes())}), 409,
+                         "POST /api/segment")
+        assert client.get("/api/info").json()["mode"] == "segmentation"
+    assert answer.status_code == 200, answer.text
+    payload = answer.json()
+    pictures, legend, outputs = payload.pop("pictures"), payload.pop("legend"), expected.pop("outputs")
+    assert payload.pop("image") == "photo.png" and expected.pop("image") == str(image)
+    assert payload == expected
+    labels = np.asarray(Image.open(outputs["labels"]))
+    np.testing.assert_array_equal(_pixels(pictures["segmentation"]), np.asarray(Image.open(outputs["segmentation"])))
+    assert {entry["index"]: entry["pixel_fraction"] for entry in legend} == pytest.approx(
+        {int(label): float(np.mean(labels == label)) for label in np.unique(labels)}, abs=1e-6)

@@ -260,9 +260,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.get("/healthz", summary="Liveness and queue length")
+    @app.get("/healthz", summary="Liveness, queue length, and the tiles done of the image being scored")
     def healthz(server: ServerDependency) -> dict:
-        return {"status": "ok", "queued": server.queue.pending, "capacity": server.queue.capacity}
+        progress = server.queue.progress
+        return {"status": "ok", "queued": server.queue.pending, "capacity": server.queue.capacity,
+                "progress": None if progress is None else {"done": progress[0], "total": progress[1]}}
 
     @app.get("/api/info", summary="What this server runs: model, mode, limits, colormaps")
     def info(server: ServerDependency) -> dict:
@@ -322,7 +324,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
             options = HeatmapOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid,
                                      normalize=normalize, max_side=max_side, max_pixels=limit, work_size=work_size,
                                      scales=scales, fuse=fuse, image_format=image_format)
-            return heatmap_job(server.settings.network, options, server.settings.scoring, source, folder, pixels)
+            return heatmap_job(server.settings.network, options, server.settings.scoring, source, folder, pixels,
+                               server.queue.report_progress)
 
         if server.settings.segmentation:
             return JSONResponse({"detail": "this server runs a segmentation checkpoint: POST /api/segment"}, 409)
@@ -339,7 +342,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         def job(source: Source, folder: Path, limit: int) -> dict:
             options = HeatmapOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha,
                                      normalize=normalize, max_side=max_side, max_pixels=limit)
-            return segment_job(server.settings.network, options, server.settings.scoring, source, folder)
+            return segment_job(server.settings.network, options, server.settings.scoring, source, folder,
+                               server.queue.report_progress)
 
         if not server.settings.segmentation:
             return JSONResponse({"detail": "this server runs a classifier; start it with --checkpoint to segment"},

@@ -34,7 +34,8 @@ from ..io import decode_input, load_image
 from ..render import COLORMAPS, colorize
 from ..scoring import ScoreMap, ScoringOptions
 from ..segmentation.datasets import voc_palette
-from ..tasks import DetectionTask, HeatmapOptions, HeatmapTask, SegmentationTask, process_image, process_input
+from ..tasks import (DetectionTask, HeatmapOptions, HeatmapTask, ProgressCallback, SegmentationTask, process_image,
+                     process_input)
 
 __all__ = ["ModelQueue", "QueueFull", "RequestTimeout", "colormap_tables", "detect_job", "heatmap_job",
            "pixel_probabilities", "segment_job"]
@@ -66,6 +67,11 @@ class ModelQueue:
         self._lock = threading.Lock()
         self._pending = 0
         self._durations: deque[float] = deque(maxlen=32)
+        self.progress: tuple[int, int] | None = None  # (done, total) tiles of the image being scored
+
+    def report_progress(self, done: int, total: int) -> None:
+        """A :data:`~fcn_app.tasks.base.ProgressCallback` for the running job (shown by ``/healthz``)."""
+        self.progress = (done, total)
 
     @property
     def pending(self) -> int:
@@ -78,10 +84,11 @@ class ModelQueue:
 
     def _timed(self, job: Callable[[], Any]) -> Callable[[], Any]:
         def run():
-            start = time.perf_counter()
+            start, self.progress = time.perf_counter(), None
             try:
                 return job()
             finally:
+                self.progress = None
                 self._durations.append(time.perf_counter() - start)
         return run
 
@@ -162,12 +169,12 @@ class Source:
 
 
 def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: ScoringOptions, source: Source,
-                out_dir: Path, with_pixels: bool = False) -> dict:
+                out_dir: Path, with_pixels: bool = False, progress: ProgressCallback | None = None) -> dict:
     """``fcn-heatmap IMAGE --json`` for one image: its summary, the pictures, and optionally the page's data."""
     task = HeatmapTask(network, options, scoring)
     task.check()
     rendered, written = process_input(task, decode_input(source.path, task.decode_request), out_dir / "image",
-                                      source=source.name)
+                                      source=source.name, progress=progress)
     payload = dict(rendered.summary, pictures=_pictures(written))
     if with_pixels and rendered.score_map is not None:
         payload["pixels"] = pixel_probabilities(rendered.score_map)
@@ -175,12 +182,12 @@ def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
 
 
 def segment_job(network: torch.nn.Module, options: HeatmapOptions, scoring: ScoringOptions, source: Source,
-                out_dir: Path) -> dict:
+                out_dir: Path, progress: ProgressCallback | None = None) -> dict:
     """``fcn-heatmap IMAGE --checkpoint … --json``: the summary, the pictures, and the palette's legend."""
     task = SegmentationTask(network, options, scoring)
     task.check()
     rendered, written = process_input(task, decode_input(source.path, task.decode_request), out_dir / "image",
-                                      source=source.name)
+                                      source=source.name, progress=progress)
     names = rendered.score_map.categories
     counts = np.bincount(rendered.labels.reshape(-1).astype(np.int64), minlength=len(names))
     palette = voc_palette(max(256, len(names)))

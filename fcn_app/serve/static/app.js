@@ -159,14 +159,22 @@ async function analyse(source) {
   $("canvas").dataset.state = "busy";
   showError("");
   const started = performance.now();
-  const tick = setInterval(() => showProgress(`scoring… ${((performance.now() - started) / 1000).toFixed(0)} s`), 500);
+  let uploaded = false;
+  const tick = setInterval(async () => {  // while the server works: its queue and the tiles of a large image
+    if (!uploaded) return;
+    const seconds = `${((performance.now() - started) / 1000).toFixed(0)} s`;
+    const health = await getJSON("/healthz").catch(() => null);
+    const tiles = health && health.progress;
+    if (tiles && tiles.total > 1) showProgress(`scoring tiles ${tiles.done}/${tiles.total} · ${seconds}`, tiles.done / tiles.total);
+    else showProgress(`scoring… ${health && health.queued > 1 ? `(${health.queued - 1} other requests queued) ` : ""}${seconds}`);
+  }, 500);
   showProgress("uploading…", 0);
   const segmentation = state.info.mode === "segmentation";
   const fields = source.file ? { image: source.file } : { path: source.path };
   try {
     const result = await post(segmentation ? "/api/segment" : "/api/heatmap",
       segmentation ? fields : { ...fields, topk: 5, pixels: "true" },
-      (fraction) => showProgress(fraction < 1 ? "uploading…" : "scoring…", fraction < 1 ? fraction : null));
+      (fraction) => { uploaded = fraction >= 1; showProgress(uploaded ? "scoring…" : "uploading…", uploaded ? null : fraction); });
     state.result = result;
     const size = result.image_size;
     if (segmentation) {
