@@ -1,11 +1,8 @@
 """The web page of `fcn-heatmap serve` in a real headless Chromium (Debian's, driven by Playwright): an upload
 shows the overlay, the pointer reads the pixel's classes (checked against the CLI's per-pixel map computed in
-torch), and the sliders repaint without asking the server. ``FCN_SERVE_SCREENSHOT=path`` also saves a
-screenshot (docs/images/serve.png is made that way)."""
+torch), and the sliders repaint without asking the server. docs/images/serve.png: scripts/make_serve_screenshot.py."""
 
 from __future__ import annotations
-
-import os
 
 import pytest
 import torch
@@ -84,7 +81,10 @@ def test_upload_hover_and_sliders(browser, server_url, network, tmp_path):
     after_opacity = page.evaluate(CANVAS_SUM)
     page.select_option("#colormap", "jet")
     after_colormap = page.evaluate(CANVAS_SUM)
-    assert len({before, after_opacity, after_colormap}) == 3
+    page.check("#normalize")
+    after_normalize = page.evaluate(CANVAS_SUM)
+    page.uncheck("#normalize")
+    assert len({before, after_opacity, after_colormap, after_normalize}) == 4
     assert len(requests) == asked
 
     page.fill("#query", "cat")  # a class by the CLI's rules (summed tabby + tiger cat)
@@ -96,9 +96,6 @@ def test_upload_hover_and_sliders(browser, server_url, network, tmp_path):
     page.locator("#opacity").fill("50")
     page.select_option("#colormap", "turbo")
     page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.35)
-    if os.environ.get("FCN_SERVE_SCREENSHOT"):
-        page.screenshot(path=os.environ["FCN_SERVE_SCREENSHOT"], full_page=True)
-
     (tmp_path / "notes.png").write_text("not an image")  # errors: one readable line
     page.set_input_files("#file", str(tmp_path / "notes.png"))
     page.wait_for_selector("#canvas[data-state='error']")

@@ -109,8 +109,9 @@ function render() {
   const alpha = Number($("opacity").value) / 100, table = state.info.colormaps[$("colormap").value];
   const source = state.base.data, output = context.createImageData(state.base.width, state.base.height);
   const target = output.data, heat = state.heat;
+  const scale = $("normalize").checked && state.peak > 0 ? 1 / state.peak : 1;  // as the CLI's --normalize
   for (let i = 0, p = 0; i < heat.length; i++, p += 4) {
-    const colour = table[Math.round(Math.min(1, Math.max(0, heat[i])) * 255)];
+    const colour = table[Math.round(Math.min(1, Math.max(0, heat[i] * scale)) * 255)];
     target[p] = Math.round((1 - alpha) * source[p] + alpha * colour[0]);
     target[p + 1] = Math.round((1 - alpha) * source[p + 1] + alpha * colour[1]);
     target[p + 2] = Math.round((1 - alpha) * source[p + 2] + alpha * colour[2]);
@@ -123,6 +124,7 @@ function render() {
 function select(entry) {
   state.selection = entry;
   state.heat = heatFor(entry.indices);
+  state.peak = state.heat.reduce((a, b) => Math.max(a, b), 0);
   for (const item of $("classes").children) item.classList.toggle("selected", item.dataset.name === entry.name);
   render();
 }
@@ -228,7 +230,9 @@ function drawMarks(window) {
     state.detections.forEach((detection, index) => {
       const [x, y, w, h] = detection.box, colour = BOX_COLOURS[index % BOX_COLOURS.length];
       marks.append(svg("rect", { class: "box", x, y, width: w, height: h, stroke: colour }));
-      marks.append(svg("text", { x: x + 4, y: y + 16 }, `${detection.class_name} ${detection.score.toFixed(2)}`));
+      const size = Math.max(6, Math.round($("canvas").width / 45));  // image units: the SVG scales with the canvas
+      marks.append(svg("text", { x: x + size / 4, y: y + size, "font-size": size },
+                       `${detection.class_name} ${detection.score.toFixed(2)}`));
     });
   }
   if (window) {
@@ -341,6 +345,7 @@ async function start() {
   };
   $("opacity").oninput = render;
   $("colormap").onchange = render;
+  $("normalize").onchange = render;
   $("detections").onchange = toggleDetections;
   $("search").onsubmit = search;
   $("canvas").onmousemove = onHover;
