@@ -14,7 +14,6 @@ import time
 import httpx
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")

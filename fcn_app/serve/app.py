@@ -13,7 +13,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
@@ -129,8 +129,7 @@ def _field_of(option: str | None) -> str | None:
 
 def _refusal_of(error: FcnError, private: Path, source_name: str) -> _Refusal:
     """The status and the line for one of the program's own errors (the private upload path never shown)."""
-    text = str(error).replace(str(private), "").replace("/request-", "")
-    text = re.sub(r"[^\s:]*/upload(\.\w+)?", source_name, text)
+    text = re.sub(re.escape(str(private)) + r"/request-[^/\s]+/upload(\.\w+)?", lambda _: source_name, str(error))
     field_name = _field_of(error.option)
     if isinstance(error, RootPathError):
         status = 404 if "no such" in text else 415 if "not an image" in text else 403
