@@ -24,7 +24,7 @@ STAGES = {
     "fcn_app.heatmaps": 6, "fcn_app.pyramid": 6, "fcn_app.dense": 6, "fcn_app.export": 6, "fcn_app.resolution": 6,
     "fcn_app.render": 7, "fcn_app.coco": 7, "fcn_app.detect": 7,
     "fcn_app.tasks": 8,
-    "fcn_app.batch": 9, "fcn_app.batch.gallery": 9, "fcn_app.train": 9,
+    "fcn_app.batch": 9, "fcn_app.batch.gallery": 9, "fcn_app.train": 9, "fcn_app.serve": 9,
     "fcn_app.cli": 10, "fcn_app.__main__": 10,
 }
 

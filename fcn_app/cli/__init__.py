@@ -18,6 +18,7 @@ from . import detect  # noqa: F401  (registers detect and evaluate-detections)
 from . import export  # noqa: F401  (registers the command)
 from . import models  # noqa: F401  (registers the command)
 from . import weights  # noqa: F401  (registers import-weights)
+from . import serve  # noqa: F401  (registers the command)
 
 __all__ = ["app", "main"]
 

@@ -1,0 +1,375 @@
+"""The ASGI application: one static page and the HTTP API behind it (FastAPI; OpenAPI at ``/docs``).
+
+Requests never reach the model directly: each becomes a job on :class:`~fcn_app.serve.service.ModelQueue`
+(one model, one image at a time, a bounded queue → 429 with ``Retry-After``, a per-request timeout). Every
+refusal is one readable line in ``{"detail": …}`` with a 4xx status; an unexpected error is a 500 with one line
+and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+import torch
+from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..detect import DetectOptions
+from ..errors import ClassSelectionError, FcnError, InputImageError, OptionError
+from ..heatmaps import resolve_classes
+from ..io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
+from ..pyramid import parse_scales
+from ..render import DEFAULT_COLORMAP
+from ..scoring import ScoringOptions
+from ..tasks import HeatmapOptions
+from .files import ImageRoot, PrivateFolder, RootPathError
+from .service import (ModelQueue, QueueFull, RequestTimeout, Source, colormap_tables, detect_job, heatmap_job,
+                      segment_job)
+
+__all__ = ["BodySizeLimit", "ServeSettings", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+DEFAULT_MAX_UPLOAD_BYTES = 32 * 1024 * 1024
+
+#: Library option names whose request field is named otherwise (the CLI's flag without dashes).
+_FIELD_NAMES = {"classes": "class", "image_format": "format", "write_json": "json", "inputs": "image"}
+
+
+@dataclass
+class ServeSettings:
+    """What one server runs: ``network`` (loaded once), and its limits.
+
+    ``segmentation``: the network is a segmentation checkpoint's (``/api/segment``; ``/api/heatmap`` refuses);
+    ``model`` and ``stride`` are reported in detection JSON as ``fcn-heatmap detect`` reports them.
+    """
+
+    network: torch.nn.Module
+    segmentation: bool = False
+    model: str = "vgg16"
+    stride: int | None = None
+    scoring: ScoringOptions = field(default_factory=ScoringOptions)
+    root: Path | None = None
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    queue_size: int = 8
+    timeout_s: float = 120.0
+
+
+class BodySizeLimit:
+    """ASGI middleware: refuse request bodies above ``limit`` bytes with 413 before they are parsed or spooled
+    (a declared Content-Length at once; a chunked body as soon as it crosses the limit)."""
+
+    class _TooLarge(Exception):
+        pass
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        message = (f"the upload is larger than this server's limit of {self.limit / 2**20:g} MiB; send a smaller "
+                   "file (or restart the server with a larger --max-upload-mb)")
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await _send_json(send, 413, {"detail": message})
+        received, started = 0, False
+
+        async def counting_receive():
+            nonlocal received
+            event = await receive()
+            if event["type"] == "http.request":
+                received += len(event.get("body", b""))
+                if received > self.limit:
+                    raise self._TooLarge
+            return event
+
+        async def tracking_send(event):
+            nonlocal started
+            started = started or event["type"] == "http.response.start"
+            await send(event)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except self._TooLarge:
+            if not started:
+                await _send_json(send, 413, {"detail": message})
+
+
+async def _send_json(send, status: int, payload: dict) -> None:
+    response = JSONResponse(payload, status_code=status)
+    await send({"type": "http.response.start", "status": status, "headers": response.raw_headers})
+    await send({"type": "http.response.body", "body": response.body})
+
+
+class _Refusal(Exception):
+    def __init__(self, status: int, detail: str, headers: dict | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())[:500]
+
+
+def _field_of(option: str | None) -> str | None:
+    return _FIELD_NAMES.get(option, option) if option else None
+
+
+def _refusal_of(error: FcnError, private: Path, source_name: str) -> _Refusal:
+    """The status and the line for one of the program's own errors (the private upload path never shown)."""
+    text = re.sub(re.escape(str(private)) + r"/request-[^/\s]+/upload(\.\w+)?", lambda _: source_name, str(error))
+    field_name = _field_of(error.option)
+    if isinstance(error, RootPathError):
+        status = 404 if "no such" in text else 415 if "not an image" in text else 403
+    elif isinstance(error, (OptionError, ClassSelectionError)):
+        status = 422
+    elif isinstance(error, InputImageError):
+        status = 413 if error.option == "max_pixels" else 415
+    else:
+        status = 400
+    if field_name and isinstance(error, OptionError):
+        text = f"{field_name}: {text}"
+    return _Refusal(status, _one_line(text))
+
+
+class _Server:
+    """Per-app state shared by the routes (the one network, its queue, the private folder)."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.queue = ModelQueue(settings.queue_size, settings.timeout_s)
+        self.private = PrivateFolder()
+        self.root = ImageRoot(settings.root) if settings.root is not None else None
+        self.colormaps = colormap_tables()
+
+    def max_pixels(self, requested: int | None) -> int:
+        if requested is None:
+            return self.settings.max_pixels
+        if requested > self.settings.max_pixels:
+            raise _Refusal(422, f"max_pixels: at most {self.settings.max_pixels:,} on this server")
+        return requested
+
+    async def answer(self, image: UploadFile | None, path: str | None, max_pixels: int | None, job) -> JSONResponse:
+        """Save the input in a private request folder, run ``job(source, folder, max_pixels)`` on the queue
+        (``max_pixels``: the request's decoded-pixel limit, never above the server's), answer."""
+        folder, source_name = None, "image"
+        try:
+            limit = self.max_pixels(max_pixels)
+            if (image is None) == (path is None or path == ""):
+                raise _Refusal(422, "give either an uploaded image (field 'image') or a path below --root "
+                                    "(field 'path')")
+            if image is not None:
+                source_name = _upload_name(image.filename)
+                folder = self.private.request_folder()
+                suffix = Path(source_name).suffix.lower()
+                target = folder / ("upload" + (suffix if suffix in IMAGE_EXTENSIONS else ""))
+                with open(target, "wb") as handle:
+                    while chunk := await image.read(1 << 20):
+                        handle.write(chunk)
+            else:
+                if self.root is None:
+                    raise _Refusal(404, "this server has no --root; upload the image instead")
+                source_name = path
+                target = self.root.image(path)
+                folder = self.private.request_folder()
+            cleanup = (lambda kept=folder: self.private.remove(kept))
+            folder_for_job, folder = folder, None  # the queue removes it once the job is over
+            payload = await self.queue.run(lambda: job(Source(target, source_name), folder_for_job, limit), cleanup)
+            return JSONResponse(payload)
+        except _Refusal as refusal:
+            return JSONResponse({"detail": refusal.detail}, refusal.status, headers=refusal.headers)
+        except QueueFull as busy:
+            return JSONResponse({"detail": str(busy)}, 429, headers={"Retry-After": str(busy.retry_after)})
+        except RequestTimeout as timeout:
+            return JSONResponse({"detail": str(timeout)}, 503, headers={"Retry-After": "5"})
+        except FcnError as error:
+            refusal = _refusal_of(error, self.private.path, source_name)
+            return JSONResponse({"detail": refusal.detail}, refusal.status)
+        except Exception as error:  # noqa: BLE001 — one line to the client, the traceback to the log, keep serving
+            logger.exception("internal error on %s", source_name)
+            return JSONResponse({"detail": _one_line(f"internal error ({type(error).__name__}: {error}); this is a "
+                                                     "bug — the server log has the traceback")}, 500)
+        finally:
+            if folder is not None:
+                self.private.remove(folder)
+
+
+def _upload_name(filename: str | None) -> str:
+    name = Path((filename or "image").replace("\\", "/")).name
+    name = "".join(character for character in name if character.isprintable())[:200]
+    return name or "image"
+
+
+def _server(request: Request) -> _Server:
+    return request.app.state.server
+
+
+ServerDependency = Annotated[_Server, Depends(_server)]
+ImageField = Annotated[UploadFile | None, File(description="The image (jpg, png, bmp, webp, tif, gif).")]
+PathField = Annotated[str | None, Form(description="Instead of an upload: an image path relative to --root.")]
+ClassField = Annotated[list[str] | None, Form(alias="class", description="Class name, word or index (repeatable); "
+                                               "the CLI's --class rules.")]
+MaxSideField = Annotated[int | None, Form(ge=1, description="Downscale so the longer side is at most this.")]
+MaxPixelsField = Annotated[int | None, Form(ge=1, description="Refuse images declaring more pixels (at most the "
+                                                              "server's limit, which is the default).")]
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """The web app and API for ``settings.network``."""
+    server = _Server(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        server.queue.close()
+        server.private.close()
+
+    app = FastAPI(lifespan=lifespan, title="fcn-heatmap", version=__version__,
+                  description="Class heatmaps, detections and segmentation of a fully convolutional network. "
+                              "Every POST takes a multipart image (or a path below --root) and the CLI's options, "
+                              "and answers the command's --json summary plus its pictures as data URLs.")
+    app.state.server = server
+    app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError):
+        problem = error.errors()[0] if error.errors() else {}
+        where = [str(part) for part in problem.get("loc", ()) if part not in ("body", "query")]
+        line = f"{'.'.join(where) + ': ' if where else ''}{problem.get('msg', 'invalid request')}"
+        return JSONResponse({"detail": _one_line(line)}, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, error: StarletteHTTPException):
+        return JSONResponse({"detail": _one_line(error.detail)}, error.status_code, headers=error.headers)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/healthz", summary="Liveness, queue length, and the tiles done of the image being scored")
+    def healthz(server: ServerDependency) -> dict:
+        progress = server.queue.progress
+        return {"status": "ok", "queued": server.queue.pending, "capacity": server.queue.capacity,
+                "progress": None if progress is None else {"done": progress[0], "total": progress[1]}}
+
+    @app.get("/api/info", summary="What this server runs: model, mode, limits, colormaps")
+    def info(server: ServerDependency) -> dict:
+        settings = server.settings
+        return {"model": settings.model, "mode": "segmentation" if settings.segmentation else "classifier",
+                "classes": len(settings.network.categories), "root": server.root is not None,
+                "max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels,
+                "default_colormap": DEFAULT_COLORMAP, "colormaps": server.colormaps}
+
+    @app.get("/api/classes", summary="The model's class names, or what a --class value selects")
+    def classes(server: ServerDependency, query: Annotated[str | None, Query(
+            description="A class name, word or index: answers the classes it selects (summed per pixel).")] = None
+    ) -> JSONResponse:
+        categories = list(server.settings.network.categories)
+        if query is None:
+            return JSONResponse({"classes": categories})
+        try:
+            selection = resolve_classes([query], categories)[0]
+        except FcnError as error:
+            return JSONResponse({"detail": _one_line(str(error))}, 422)
+        return JSONResponse({"name": selection.name, "indices": list(selection.indices),
+                             "names": [categories[index] for index in selection.indices]})
+
+    @app.get("/api/files", summary="Sub-folders and images of a folder below --root")
+    def files(server: ServerDependency, folder: str = "") -> JSONResponse:
+        if server.root is None:
+            return JSONResponse({"detail": "this server has no --root"}, 404)
+        try:
+            return JSONResponse(server.root.listing(folder))
+        except RootPathError as error:
+            refusal = _refusal_of(error, server.private.path, folder)
+            return JSONResponse({"detail": refusal.detail}, refusal.status)
+
+    @app.get("/api/file", summary="An image below --root, as stored")
+    def file(server: ServerDependency, path: str):
+        if server.root is None:
+            return JSONResponse({"detail": "this server has no --root"}, 404)
+        try:
+            return FileResponse(server.root.image(path))
+        except RootPathError as error:
+            refusal = _refusal_of(error, server.private.path, path)
+            return JSONResponse({"detail": refusal.detail}, refusal.status)
+
+    @app.post("/api/heatmap", summary="Class heatmaps: the JSON of `fcn-heatmap IMAGE --json` plus the pictures")
+    async def heatmap(
+        server: ServerDependency, image: ImageField = None, path: PathField = None, classes: ClassField = None,
+        topk: Annotated[int, Form(ge=1)] = 3, colormap: Annotated[str, Form()] = DEFAULT_COLORMAP,
+        alpha: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5, grid: Annotated[bool, Form()] = False,
+        normalize: Annotated[bool, Form()] = False, work_size: Annotated[str | None, Form()] = None,
+        scales: Annotated[str, Form()] = "1", fuse: Annotated[str, Form()] = "max",
+        image_format: Annotated[str, Form(alias="format")] = "png", max_side: MaxSideField = None,
+        max_pixels: MaxPixelsField = None,
+        pixels: Annotated[bool, Form(description="Also the per-cell probabilities and interpolation matrices the "
+                                                 "page reads any pixel's classes from.")] = False,
+    ) -> JSONResponse:
+        def job(source: Source, folder: Path, limit: int) -> dict:
+            options = HeatmapOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid,
+                                     normalize=normalize, max_side=max_side, max_pixels=limit, work_size=work_size,
+                                     scales=scales, fuse=fuse, image_format=image_format)
+            return heatmap_job(server.settings.network, options, server.settings.scoring, source, folder, pixels,
+                               server.queue.report_progress)
+
+        if server.settings.segmentation:
+            return JSONResponse({"detail": "this server runs a segmentation checkpoint: POST /api/segment"}, 409)
+        return await server.answer(image, path, max_pixels, job)
+
+    @app.post("/api/segment", summary="Segmentation (--checkpoint): the JSON of `fcn-heatmap IMAGE --checkpoint C "
+                                      "--json` plus the pictures and the palette's legend")
+    async def segment(
+        server: ServerDependency, image: ImageField = None, path: PathField = None, classes: ClassField = None,
+        topk: Annotated[int, Form(ge=1)] = 3, colormap: Annotated[str, Form()] = DEFAULT_COLORMAP,
+        alpha: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5, normalize: Annotated[bool, Form()] = False,
+        max_side: MaxSideField = None, max_pixels: MaxPixelsField = None,
+    ) -> JSONResponse:
+        def job(source: Source, folder: Path, limit: int) -> dict:
+            options = HeatmapOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha,
+                                     normalize=normalize, max_side=max_side, max_pixels=limit)
+            return segment_job(server.settings.network, options, server.settings.scoring, source, folder,
+                               server.queue.report_progress)
+
+        if not server.settings.segmentation:
+            return JSONResponse({"detail": "this server runs a classifier; start it with --checkpoint to segment"},
+                                409)
+        return await server.answer(image, path, max_pixels, job)
+
+    @app.post("/api/detect", summary="Detections: the `<name>.detections.json` of `fcn-heatmap detect IMAGE` plus "
+                                     "the boxes' picture")
+    async def detect(
+        server: ServerDependency, image: ImageField = None, path: PathField = None, classes: ClassField = None,
+        topk: Annotated[int, Form(ge=1)] = 5, scales: Annotated[str, Form()] = "1",
+        fuse: Annotated[str, Form()] = "max", threshold_mode: Annotated[str, Form()] = "relative",
+        threshold: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5,
+        min_score: Annotated[float, Form(ge=0.0, le=1.0)] = 0.3, box_mode: Annotated[str, Form()] = "auto",
+        window_fill: Annotated[float, Form()] = 1.0, center: Annotated[str, Form()] = "peak",
+        nms_iou: Annotated[float, Form(ge=0.0, le=1.0)] = 0.3, classwise_nms: Annotated[bool, Form()] = False,
+        masks: Annotated[bool, Form()] = False, max_side: MaxSideField = None, max_pixels: MaxPixelsField = None,
+    ) -> JSONResponse:
+        def job(source: Source, folder: Path, limit: int) -> dict:
+            options = DetectOptions(threshold_mode=threshold_mode, threshold=threshold, min_score=min_score,
+                                    box_mode=box_mode, window_fill=window_fill, center=center, nms_iou=nms_iou,
+                                    classwise_nms=classwise_nms, masks=masks)
+            settings = {"scales": parse_scales(scales), "classes": classes or None, "fuse": fuse, "topk": topk,
+                        "max_side": max_side, "max_pixels": limit,
+                        "description": {"model": server.settings.model, "stride": server.settings.stride}}
+            return detect_job(server.settings.network, options, settings, source, folder)
+
+        return await server.answer(image, path, max_pixels, job)
+
+    return app

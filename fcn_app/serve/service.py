@@ -1,0 +1,209 @@
+"""What the server computes, without HTTP: the CLI's tasks run on one model, one request at a time.
+
+Each job calls exactly what the command line calls for one image (``fcn-heatmap IMAGE`` →
+:func:`~fcn_app.tasks.process_input` with the task's decode request; ``fcn-heatmap detect IMAGE`` →
+:func:`~fcn_app.io.load_image` + :func:`~fcn_app.tasks.process_image`), writes the task's files into a private
+request folder, and returns the command's ``--json`` summary plus the pictures as data URLs. No second scoring
+path: the numbers are the CLI's.
+
+:class:`ModelQueue` serialises the jobs on one worker thread (one model in memory, one image being scored) and
+bounds how many may wait: a full queue is refused at once (:class:`QueueFull`, the caller answers 429) rather
+than letting latency and memory grow without limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..detect import DetectOptions
+from ..geometry import interpolation_matrix
+from ..io import decode_input, load_image
+from ..render import COLORMAPS, colorize
+from ..scoring import ScoreMap, ScoringOptions
+from ..segmentation.datasets import voc_palette
+from ..tasks import (DetectionTask, HeatmapOptions, HeatmapTask, ProgressCallback, SegmentationTask, process_image,
+                     process_input)
+
+__all__ = ["ModelQueue", "QueueFull", "RequestTimeout", "colormap_tables", "detect_job", "heatmap_job",
+           "pixel_probabilities", "segment_job"]
+
+_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}
+_PICTURES = ("overlay", "grid", "segmentation", "classes")
+
+
+class QueueFull(Exception):
+    """Every slot of the queue is taken; ``retry_after`` (seconds) is when one is likely free."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"the server is busy ({retry_after} s until a slot is likely free); retry later")
+        self.retry_after = retry_after
+
+
+class RequestTimeout(Exception):
+    """A job took longer than the per-request timeout (its result is dropped)."""
+
+
+class ModelQueue:
+    """One worker thread runs the jobs in order; at most ``capacity`` jobs are queued or running."""
+
+    def __init__(self, capacity: int = 8, timeout_s: float = 120.0) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity, self.timeout_s = capacity, timeout_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fcn-serve-model")
+        self._lock = threading.Lock()
+        self._pending = 0
+        self._durations: deque[float] = deque(maxlen=32)
+        self.progress: tuple[int, int] | None = None  # (done, total) tiles of the image being scored
+
+    def report_progress(self, done: int, total: int) -> None:
+        """A :data:`~fcn_app.tasks.base.ProgressCallback` for the running job (shown by ``/healthz``)."""
+        self.progress = (done, total)
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free: the recent mean job time × the jobs ahead (at least 1)."""
+        mean = sum(self._durations) / len(self._durations) if self._durations else 1.0
+        return max(1, math.ceil(mean * max(1, self._pending)))
+
+    def _timed(self, job: Callable[[], Any]) -> Callable[[], Any]:
+        def run():
+            start, self.progress = time.perf_counter(), None
+            try:
+                return job()
+            finally:
+                self.progress = None
+                self._durations.append(time.perf_counter() - start)
+        return run
+
+    async def run(self, job: Callable[[], Any], cleanup: Callable[[], None] | None = None) -> Any:
+        """``job()`` on the worker thread; ``cleanup()`` once it has finished or was dropped before starting.
+
+        Raises :class:`QueueFull` at once when ``capacity`` jobs are already queued or running, and
+        :class:`RequestTimeout` after ``timeout_s`` (a running job cannot be interrupted: it keeps its slot until
+        it ends, so the bound stays true, and its result is thrown away)."""
+        with self._lock:
+            if self._pending >= self.capacity:
+                raise QueueFull(self.retry_after())
+            self._pending += 1
+        try:
+            future: Future = self._executor.submit(self._timed(job))
+        except BaseException:
+            self._release(cleanup)
+            raise
+        future.add_done_callback(lambda _: self._release(cleanup))
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.timeout_s)
+        except asyncio.TimeoutError:
+            future.cancel()  # succeeds only if it has not started
+            raise RequestTimeout(f"the image took longer than the server's limit of {self.timeout_s:g} s; "
+                                 "send a smaller image (max_side) or restart the server with a longer timeout") from None
+
+    def _release(self, cleanup: Callable[[], None] | None) -> None:
+        with self._lock:
+            self._pending -= 1
+        if cleanup is not None:
+            cleanup()
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _data_url(path: Path) -> str:
+    return f"data:{_MIME[path.suffix]};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _pictures(written: dict[str, Path]) -> dict[str, str]:
+    return {kind: _data_url(path) for kind, path in written.items() if kind in _PICTURES}
+
+
+def _float32_base64(values: torch.Tensor | np.ndarray) -> str:
+    array = np.ascontiguousarray(np.asarray(values, dtype="<f4"))
+    return base64.b64encode(array.tobytes()).decode("ascii")
+
+
+def pixel_probabilities(score_map: ScoreMap) -> dict:
+    """What the page needs to read any class's probability at any pixel without asking again: the per-cell
+    probabilities (``K×rows×cols``) and the two interpolation matrices (``H×rows``, ``W×cols``) that
+    :func:`~fcn_app.geometry.upsample_to_pixels` uses, so that ``p(y, x) = Y[y] · P[k] · X[x]ᵀ`` is the CLI's
+    per-pixel map; and each cell's window ``(x, y, w, h)`` to outline. Arrays are little-endian float32 base64."""
+    geometry, (height, width) = score_map.geometry, score_map.image_size
+    rows, cols = geometry.grid
+    along_y = interpolation_matrix(height, rows, geometry.first_center[0], geometry.stride[0])
+    along_x = interpolation_matrix(width, cols, geometry.first_center[1], geometry.stride[1])
+    windows = [[round(value, 3) for value in geometry.window_box(row, col)]
+               for row in range(rows) for col in range(cols)]
+    return {"classes": len(score_map.categories), "rows": rows, "cols": cols, "height": height, "width": width,
+            "cells": _float32_base64(score_map.probabilities()), "along_y": _float32_base64(along_y),
+            "along_x": _float32_base64(along_x), "windows": windows}
+
+
+def colormap_tables() -> dict[str, list[list[int]]]:
+    """Each colormap's 256 colours, as :func:`~fcn_app.render.colorize` maps heat levels 0…255."""
+    levels = (np.arange(256, dtype=np.float32) / np.float32(255.0)).reshape(1, 256)
+    return {name: colorize(levels, name)[0].tolist() for name in COLORMAPS}
+
+
+@dataclass
+class Source:
+    """One input of a request: the file to read and the name to report (``"image"`` in the JSON)."""
+
+    path: Path
+    name: str
+
+
+def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: ScoringOptions, source: Source,
+                out_dir: Path, with_pixels: bool = False, progress: ProgressCallback | None = None) -> dict:
+    """``fcn-heatmap IMAGE --json`` for one image: its summary, the pictures, and optionally the page's data."""
+    task = HeatmapTask(network, options, scoring)
+    task.check()
+    rendered, written = process_input(task, decode_input(source.path, task.decode_request), out_dir / "image",
+                                      source=source.name, progress=progress)
+    payload = dict(rendered.summary, pictures=_pictures(written))
+    if with_pixels and rendered.score_map is not None:
+        payload["pixels"] = pixel_probabilities(rendered.score_map)
+    return payload
+
+
+def segment_job(network: torch.nn.Module, options: HeatmapOptions, scoring: ScoringOptions, source: Source,
+                out_dir: Path, progress: ProgressCallback | None = None) -> dict:
+    """``fcn-heatmap IMAGE --checkpoint … --json``: the summary, the pictures, and the palette's legend."""
+    task = SegmentationTask(network, options, scoring)
+    task.check()
+    rendered, written = process_input(task, decode_input(source.path, task.decode_request), out_dir / "image",
+                                      source=source.name, progress=progress)
+    names = rendered.score_map.categories
+    counts = np.bincount(rendered.labels.reshape(-1).astype(np.int64), minlength=len(names))
+    palette = voc_palette(max(256, len(names)))
+    legend = [{"index": int(index), "name": names[index], "color": palette[index].tolist(),
+               "pixel_fraction": round(float(counts[index] / rendered.labels.size), 6)}
+              for index in np.argsort(-counts, kind="stable") if counts[index] > 0]
+    return dict(rendered.summary, pictures=_pictures(written), legend=legend)
+
+
+def detect_job(network: torch.nn.Module, options: DetectOptions, settings: dict, source: Source,
+               out_dir: Path) -> dict:
+    """``fcn-heatmap detect IMAGE`` for one image: its ``.detections.json`` and the boxes' picture.
+    ``settings`` are :class:`~fcn_app.tasks.DetectionTask`'s other fields (scales, classes, …)."""
+    task = DetectionTask(network, options, **settings)
+    pixels = load_image(source.path, max_side=task.max_side, max_pixels=task.max_pixels)
+    task.check()
+    rendered, written = process_image(task, pixels, out_dir / "image", source=source.name)
+    return dict(rendered.summary, pictures={"detections": _data_url(written["overlay"])})
+

@@ -1,0 +1,355 @@
+// The page of `fcn-heatmap serve`: no framework, no build step, nothing fetched from outside this server.
+// The server sends, once per image, the per-cell class probabilities and the interpolation matrices the CLI
+// uses to place them on pixels; opacity, colormap, class search and hover are then computed here.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { info: null, source: null, result: null, grid: null, base: null, selection: null, heat: null,
+                detections: null, folder: "" };
+
+function showError(message) { $("error").textContent = message ? String(message).split("\n")[0] : ""; }
+
+function showProgress(text, fraction) {
+  const bar = $("progress");
+  bar.hidden = text === null;
+  if (fraction === undefined || fraction === null) bar.removeAttribute("value"); else bar.value = fraction;
+  $("status-text").textContent = text || "";
+}
+
+// A multipart POST with upload progress; resolves the JSON answer, rejects with the server's one-line detail.
+function post(url, fields, onUpload) {
+  return new Promise((resolve, reject) => {
+    const form = new FormData();
+    for (const [key, value] of Object.entries(fields)) form.append(key, value);
+    const request = new XMLHttpRequest();
+    request.open("POST", url);
+    request.upload.onprogress = (event) => { if (event.lengthComputable && onUpload) onUpload(event.loaded / event.total); };
+    request.onload = () => {
+      let body = null;
+      try { body = JSON.parse(request.responseText); } catch (error) { /* not JSON: reported below */ }
+      if (request.status === 200 && body) resolve(body);
+      else reject(new Error((body && body.detail) || `${request.status} ${request.statusText}`));
+    };
+    request.onerror = () => reject(new Error("the server cannot be reached"));
+    request.send(form);
+  });
+}
+
+async function getJSON(url) {
+  const response = await fetch(url);
+  const body = await response.json().catch(() => null);
+  if (!response.ok) throw new Error((body && body.detail) || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+function float32(base64) {
+  const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+  return new Float32Array(bytes.buffer);
+}
+
+// Rows of a dense pixels×cells interpolation matrix as their non-zero (cell, weight) pairs.
+function sparseRows(matrix, pixels, cells) {
+  const rows = new Array(pixels);
+  for (let p = 0; p < pixels; p++) {
+    const pairs = [];
+    for (let c = 0; c < cells; c++) { const w = matrix[p * cells + c]; if (w !== 0) pairs.push(c, w); }
+    rows[p] = pairs;
+  }
+  return rows;
+}
+
+function decodeGrid(pixels) {
+  const grid = { ...pixels, cells: float32(pixels.cells) };
+  grid.alongY = sparseRows(float32(pixels.along_y), pixels.height, pixels.rows);
+  grid.alongX = sparseRows(float32(pixels.along_x), pixels.width, pixels.cols);
+  return grid;
+}
+
+// The per-pixel probability map of a selection (classes summed per cell, clipped to [0, 1], then interpolated).
+function heatFor(indices) {
+  const g = state.grid, cellCount = g.rows * g.cols;
+  const cells = new Float32Array(cellCount);
+  for (const k of indices) for (let i = 0; i < cellCount; i++) cells[i] += g.cells[k * cellCount + i];
+  for (let i = 0; i < cellCount; i++) cells[i] = Math.min(1, Math.max(0, cells[i]));
+  const across = new Float32Array(g.rows * g.width);  // cells interpolated along x first
+  for (let r = 0; r < g.rows; r++) for (let x = 0; x < g.width; x++) {
+    const pairs = g.alongX[x]; let sum = 0;
+    for (let j = 0; j < pairs.length; j += 2) sum += pairs[j + 1] * cells[r * g.cols + pairs[j]];
+    across[r * g.width + x] = sum;
+  }
+  const heat = new Float32Array(g.height * g.width);
+  for (let y = 0; y < g.height; y++) {
+    const pairs = g.alongY[y];
+    for (let x = 0; x < g.width; x++) {
+      let sum = 0;
+      for (let j = 0; j < pairs.length; j += 2) sum += pairs[j + 1] * across[pairs[j] * g.width + x];
+      heat[y * g.width + x] = sum;
+    }
+  }
+  return heat;
+}
+
+// Every class's probability at pixel (x, y), the same interpolation as heatFor.
+function probabilitiesAt(x, y) {
+  const g = state.grid, cellCount = g.rows * g.cols, ys = g.alongY[y], xs = g.alongX[x];
+  const values = new Float32Array(g.classes);
+  for (let k = 0; k < g.classes; k++) {
+    let sum = 0;
+    for (let a = 0; a < ys.length; a += 2) for (let b = 0; b < xs.length; b += 2)
+      sum += ys[a + 1] * xs[b + 1] * g.cells[k * cellCount + ys[a] * g.cols + xs[b]];
+    values[k] = sum;
+  }
+  return values;
+}
+
+function render() {
+  const canvas = $("canvas"), context = canvas.getContext("2d");
+  if (!state.base) return;
+  if (!state.heat) { context.putImageData(state.base, 0, 0); return; }
+  const alpha = Number($("opacity").value) / 100, table = state.info.colormaps[$("colormap").value];
+  const source = state.base.data, output = context.createImageData(state.base.width, state.base.height);
+  const target = output.data, heat = state.heat;
+  const scale = $("normalize").checked && state.peak > 0 ? 1 / state.peak : 1;  // as the CLI's --normalize
+  for (let i = 0, p = 0; i < heat.length; i++, p += 4) {
+    const colour = table[Math.round(Math.min(1, Math.max(0, heat[i] * scale)) * 255)];
+    target[p] = Math.round((1 - alpha) * source[p] + alpha * colour[0]);
+    target[p + 1] = Math.round((1 - alpha) * source[p + 1] + alpha * colour[1]);
+    target[p + 2] = Math.round((1 - alpha) * source[p + 2] + alpha * colour[2]);
+    target[p + 3] = 255;
+  }
+  context.putImageData(output, 0, 0);
+  canvas.dataset.renders = String(Number(canvas.dataset.renders || 0) + 1);
+}
+
+function select(entry) {
+  state.selection = entry;
+  state.heat = heatFor(entry.indices);
+  state.peak = state.heat.reduce((a, b) => Math.max(a, b), 0);
+  for (const item of $("classes").children) item.classList.toggle("selected", item.dataset.name === entry.name);
+  render();
+}
+
+function addClass(entry, first) {
+  const item = document.createElement("li");
+  item.dataset.name = entry.name;
+  item.textContent = `${entry.name}  ${entry.peak.toFixed(3)}`;
+  item.title = entry.names ? entry.names.join(", ") : entry.name;
+  item.onclick = () => select(entry);
+  if (first) $("classes").prepend(item); else $("classes").append(item);
+}
+
+function loadPicture(width, height) {
+  return new Promise((resolve, reject) => {
+    const image = new Image();
+    image.onload = () => {
+      const canvas = $("canvas");
+      canvas.width = width; canvas.height = height;
+      const context = canvas.getContext("2d");
+      context.drawImage(image, 0, 0, width, height);  // the picture the server scored (max_side applied)
+      state.base = context.getImageData(0, 0, width, height);
+      $("marks").setAttribute("viewBox", `0 0 ${width} ${height}`);
+      resolve();
+    };
+    image.onerror = () => reject(new Error("the browser cannot display this image"));
+    image.src = state.source.file ? URL.createObjectURL(state.source.file) : state.source.url;
+  });
+}
+
+async function analyse(source) {
+  state.source = source; state.detections = null; state.heat = null; state.grid = null;
+  $("detections").checked = false; $("marks").innerHTML = ""; $("classes").innerHTML = "";
+  $("canvas").dataset.state = "busy";
+  showError("");
+  const started = performance.now();
+  let uploaded = false;
+  const tick = setInterval(async () => {  // while the server works: its queue and the tiles of a large image
+    if (!uploaded) return;
+    const seconds = `${((performance.now() - started) / 1000).toFixed(0)} s`;
+    const health = await getJSON("/healthz").catch(() => null);
+    const tiles = health && health.progress;
+    if (tiles && tiles.total > 1) showProgress(`scoring tiles ${tiles.done}/${tiles.total} · ${seconds}`, tiles.done / tiles.total);
+    else showProgress(`scoring… ${health && health.queued > 1 ? `(${health.queued - 1} other requests queued) ` : ""}${seconds}`);
+  }, 500);
+  showProgress("uploading…", 0);
+  const segmentation = state.info.mode === "segmentation";
+  const fields = source.file ? { image: source.file } : { path: source.path };
+  try {
+    const result = await post(segmentation ? "/api/segment" : "/api/heatmap",
+      segmentation ? fields : { ...fields, topk: 5, pixels: "true" },
+      (fraction) => { uploaded = fraction >= 1; showProgress(uploaded ? "scoring…" : "uploading…", uploaded ? null : fraction); });
+    state.result = result;
+    const size = result.image_size;
+    if (segmentation) {
+      state.source = { url: result.pictures.segmentation };
+      await loadPicture(size.width, size.height);
+      render();
+      showLegend(result.legend);
+    } else {
+      state.grid = decodeGrid(result.pixels);
+      await loadPicture(size.width, size.height);
+      for (const heat of result.classes) addClass({ name: heat.name, indices: heat.indices, peak: heat.peak_probability });
+      select({ name: result.classes[0].name, indices: result.classes[0].indices });
+    }
+    $("canvas").dataset.state = "ready";
+    showProgress(null);
+  } catch (error) {
+    $("canvas").dataset.state = "error";
+    showProgress(null);
+    showError(error.message);
+  } finally {
+    clearInterval(tick);
+  }
+}
+
+function showLegend(legend) {
+  const list = $("legend");
+  list.innerHTML = "";
+  for (const entry of legend) {
+    const item = document.createElement("li");
+    const swatch = document.createElement("i");
+    swatch.style.background = `rgb(${entry.color.join(",")})`;
+    item.append(swatch, `${entry.name}  ${(100 * entry.pixel_fraction).toFixed(1)}%`);
+    list.append(item);
+  }
+  list.hidden = $("legend-title").hidden = false;
+}
+
+function svg(tag, attributes, text) {
+  const element = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [key, value] of Object.entries(attributes)) element.setAttribute(key, value);
+  if (text) element.textContent = text;
+  return element;
+}
+
+const BOX_COLOURS = ["#ff595e", "#ffca3a", "#8ac926", "#1982c4", "#6a4c93"];
+
+function drawMarks(window) {
+  const marks = $("marks");
+  marks.innerHTML = "";
+  if ($("detections").checked && state.detections) {
+    state.detections.forEach((detection, index) => {
+      const [x, y, w, h] = detection.box, colour = BOX_COLOURS[index % BOX_COLOURS.length];
+      marks.append(svg("rect", { class: "box", x, y, width: w, height: h, stroke: colour }));
+      const size = Math.max(6, Math.round($("canvas").width / 45));  // image units: the SVG scales with the canvas
+      marks.append(svg("text", { x: x + size / 4, y: y + size, "font-size": size },
+                       `${detection.class_name} ${detection.score.toFixed(2)}`));
+    });
+  }
+  if (window) {
+    const [x, y, w, h] = window;
+    marks.append(svg("rect", { class: "window", x, y, width: w, height: h }));
+  }
+}
+
+function heaviest(pairs) {
+  let best = pairs[0], weight = -1;
+  for (let j = 0; j < pairs.length; j += 2) if (pairs[j + 1] > weight) { weight = pairs[j + 1]; best = pairs[j]; }
+  return best;
+}
+
+function onHover(event) {
+  if (!state.grid) return;
+  const canvas = $("canvas"), box = canvas.getBoundingClientRect();
+  const x = Math.min(canvas.width - 1, Math.max(0, Math.floor((event.clientX - box.left) * canvas.width / box.width)));
+  const y = Math.min(canvas.height - 1, Math.max(0, Math.floor((event.clientY - box.top) * canvas.height / box.height)));
+  const values = probabilitiesAt(x, y);
+  const order = Array.from(values.keys()).sort((a, b) => values[b] - values[a]).slice(0, 5);
+  const names = state.categories;
+  const rows = order.map((k) => `<tr data-index="${k}" data-probability="${values[k]}"><td>${escapeHtml(names[k])}</td>` +
+                                `<td class="p">${values[k].toFixed(3)}</td></tr>`).join("");
+  $("hover").innerHTML = `<div class="muted" id="hover-pixel" data-x="${x}" data-y="${y}">pixel (${x}, ${y})</div><table>${rows}</table>`;
+  const cell = heaviest(state.grid.alongY[y]) * state.grid.cols + heaviest(state.grid.alongX[x]);
+  drawMarks(state.grid.windows[cell]);  // the window of the score cell nearest to the pixel
+}
+
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+async function toggleDetections() {
+  if ($("detections").checked && !state.detections && state.source) {
+    showProgress("detecting…");
+    try {
+      const fields = state.source.file ? { image: state.source.file } : { path: state.source.path };
+      state.detections = (await post("/api/detect", fields)).detections;
+      showProgress(`${state.detections.length} detections`, 1);
+    } catch (error) {
+      showProgress(null);
+      showError(error.message);
+      $("detections").checked = false;
+    }
+  }
+  drawMarks(null);
+}
+
+async function search(event) {
+  event.preventDefault();
+  const query = $("query").value.trim();
+  if (!query || !state.grid) return;
+  try {
+    const selection = await getJSON(`/api/classes?query=${encodeURIComponent(query)}`);
+    const heat = heatFor(selection.indices);
+    const entry = { name: selection.name, indices: selection.indices, names: selection.names, peak: heat.reduce((a, b) => Math.max(a, b), 0) };
+    addClass(entry, true);
+    select(entry);
+    showError("");
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+async function browse(folder) {
+  try {
+    const listing = await getJSON(`/api/files?folder=${encodeURIComponent(folder)}`);
+    state.folder = listing.folder;
+    const crumbs = $("crumbs"), list = $("listing");
+    crumbs.innerHTML = ""; list.innerHTML = "";
+    const up = document.createElement("span"); up.textContent = "root"; up.onclick = () => browse("");
+    crumbs.append(up, listing.folder ? ` / ${listing.folder}` : "");
+    const join = (name) => (listing.folder ? `${listing.folder}/${name}` : name);
+    for (const name of listing.folders) {
+      const item = document.createElement("li"); item.textContent = `📁 ${name}`;
+      item.onclick = () => browse(join(name)); list.append(item);
+    }
+    for (const name of listing.images) {
+      const item = document.createElement("li"); item.textContent = name;
+      const path = join(name);
+      item.onclick = () => analyse({ path, url: `/api/file?path=${encodeURIComponent(path)}` });
+      list.append(item);
+    }
+  } catch (error) {
+    showError(error.message);
+  }
+}
+
+async function start() {
+  try {
+    state.info = await getJSON("/api/info");
+  } catch (error) {
+    showError(error.message);
+    return;
+  }
+  $("model").textContent = `${state.info.model} · ${state.info.classes} classes`;
+  document.body.classList.toggle("segmentation", state.info.mode === "segmentation");
+  for (const name of Object.keys(state.info.colormaps)) $("colormap").append(new Option(name, name, false, name === state.info.default_colormap));
+  const names = await getJSON("/api/classes");
+  state.categories = names.classes;
+  if (state.info.root) { $("browser").hidden = false; browse(""); }
+  $("file").onchange = () => { if ($("file").files[0]) analyse({ file: $("file").files[0] }); };
+  const drop = $("drop");
+  drop.ondragover = (event) => { event.preventDefault(); drop.classList.add("over"); };
+  drop.ondragleave = () => drop.classList.remove("over");
+  drop.ondrop = (event) => {
+    event.preventDefault(); drop.classList.remove("over");
+    if (event.dataTransfer.files[0]) analyse({ file: event.dataTransfer.files[0] });
+  };
+  $("opacity").oninput = render;
+  $("colormap").onchange = render;
+  $("normalize").onchange = render;
+  $("detections").onchange = toggleDetections;
+  $("search").onsubmit = search;
+  $("canvas").onmousemove = onHover;
+  document.body.dataset.ready = "1";
+}
+
+start();

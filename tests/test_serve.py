@@ -1,0 +1,273 @@
+"""`fcn-heatmap serve`'s HTTP API: the CLI's numbers, the one-line refusals, and the limits that make it safe to
+leave running. The model is the tiny 32×32-window network of ``helpers_batch`` (milliseconds per image)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import sys
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
+from fastapi.testclient import TestClient  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from fcn_app.cli import app as cli_app  # noqa: E402
+from fcn_app.cli.app import load_command_network  # noqa: E402
+from fcn_app.serve.app import ServeSettings, create_app  # noqa: E402
+from helpers_serve import TINY, png_bytes, threaded_server  # noqa: E402
+from hostile_corpus import bomb_png, build_corpus  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def network():
+    return load_command_network(model=TINY, weights=None, checkpoint=None, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def client(network, tmp_path_factory):
+    root = tmp_path_factory.mktemp("root")
+    (root / "sub").mkdir()
+    (root / "sub" / "photo.png").write_bytes(png_bytes(40, 48, seed=3))
+    (root / "notes.txt").write_text("not an image")
+    outside = tmp_path_factory.mktemp("outside")
+    (outside / "secret.png").write_bytes(png_bytes(40, 40, seed=4))
+    (root / "escape.png").symlink_to(outside / "secret.png")
+    (root / "escape_dir").symlink_to(outside, target_is_directory=True)
+    app = create_app(ServeSettings(network, model=TINY, root=root, max_upload_bytes=4_000_000))
+    with TestClient(app) as test_client:
+        test_client.private = app.state.server.private.path
+        yield test_client
+
+
+def _cli_json(*args) -> dict:
+    result = CliRunner().invoke(cli_app, [*map(str, args)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _pixels(data_url: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data_url.split(",", 1)[1]))))
+
+
+def test_heatmap_answers_the_cli_json_and_picture(client, tmp_path):
+    image = tmp_path / "photo.png"
+    image.write_bytes(png_bytes())
+    options = {"class": "cat", "alpha": "0.3", "colormap": "viridis", "max_side": "64"}
+    expected = _cli_json("heatmap", image, "--model", TINY, "--json", "--out", tmp_path / "cli", "--class", "cat",
+                         "--class", "3", "--alpha", "0.3", "--colormap", "viridis", "--max-side", "64")
+    answer = client.post("/api/heatmap", files={"image": ("photo.png", image.read_bytes(), "image/png")},
+                         data={**options, "class": ["cat", "3"]})
+    assert answer.status_code == 200, answer.text
+    payload = answer.json()
+    pictures, outputs = payload.pop("pictures"), expected.pop("outputs")
+    assert payload.pop("image") == "photo.png" and expected.pop("image") == str(image)
+    assert payload == expected
+    np.testing.assert_array_equal(_pixels(pictures["overlay"]), np.asarray(Image.open(outputs["overlay"])))
+    assert os.listdir(client.private) == []  # the request's folder went with it
+
+
+def test_detect_answers_the_cli_detections(client, tmp_path):
+    image = tmp_path / "photo.png"
+    image.write_bytes(png_bytes(seed=2))
+    result = CliRunner().invoke(cli_app, ["detect", str(image), "--model", TINY, "--out", str(tmp_path / "cli"),
+                                          "--min-score", "0", "--topk", "2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    expected = json.loads((tmp_path / "cli" / "photo.detections.json").read_text())
+    answer = client.post("/api/detect", files={"image": ("photo.png", image.read_bytes())},
+                         data={"min_score": "0", "topk": "2"})
+    assert answer.status_code == 200, answer.text
+    payload = answer.json()
+    picture = _pixels(payload.pop("pictures")["detections"])
+    assert payload.pop("image") == "photo.png" and expected.pop("image") == str(image)
+    assert payload == expected and len(payload["detections"]) > 0
+    np.testing.assert_array_equal(picture, np.asarray(Image.open(tmp_path / "cli" / "photo.detections.png")))
+
+
+def test_the_pages_data_rebuild_the_clis_heatmap(client):
+    """The per-cell probabilities and interpolation matrices the page reads reproduce each class's peak."""
+    answer = client.post("/api/heatmap", files={"image": ("a.png", png_bytes())}, data={"pixels": "true", "topk": "5"})
+    payload = answer.json()
+    grid = payload["pixels"]
+
+    def array(key, shape):
+        return np.frombuffer(base64.b64decode(grid[key]), "<f4").reshape(shape)
+
+    cells = array("cells", (grid["classes"], grid["rows"], grid["cols"])).astype(np.float64)
+    along_y = array("along_y", (grid["height"], grid["rows"])).astype(np.float64)
+    along_x = array("along_x", (grid["width"], grid["cols"])).astype(np.float64)
+    for heat in payload["classes"]:
+        per_pixel = along_y @ cells[heat["indices"]].sum(0) @ along_x.T  # float64: a second path to float32 torch
+        y, x = divmod(int(per_pixel.argmax()), per_pixel.shape[1])
+        assert per_pixel[y, x] == pytest.approx(heat["peak_probability"], abs=1e-5)
+        assert per_pixel[heat["peak_pixel"]["y"], heat["peak_pixel"]["x"]] == pytest.approx(per_pixel[y, x], abs=1e-6)
+    assert len(grid["windows"]) == grid["rows"] * grid["cols"]
+
+
+def test_classes_search_follows_the_cli_rules(client):
+    assert client.get("/api/classes").json()["classes"][:2] == ["tabby cat", "tiger cat"]
+    assert client.get("/api/classes", params={"query": "cat"}).json()["indices"] == [0, 1]
+    refused = client.get("/api/classes", params={"query": "giraffe"})
+    assert refused.status_code == 422 and "no class named 'giraffe'" in refused.json()["detail"]
+    assert client.get("/healthz").json()["status"] == "ok"
+    assert "/api/heatmap" in client.get("/openapi.json").json()["paths"]
+
+
+def _assert_one_line(answer, status: int, text: str) -> None:
+    detail = answer.json()["detail"]
+    assert answer.status_code == status, answer.text
+    assert isinstance(detail, str) and "\n" not in detail and "Traceback" not in detail and text in detail, detail
+
+
+@pytest.mark.parametrize(("data", "status", "text"), [
+    ({"topk": "0"}, 422, "topk:"),
+    ({"colormap": "rainbow"}, 422, "colormap: unknown colormap 'rainbow'"),
+    ({"class": "giraffe"}, 422, "no class named 'giraffe'"),
+    ({"alpha": "2"}, 422, "alpha:"),
+    ({"fuse": "median"}, 422, "fuse: unknown fuse mode"),
+    ({"max_pixels": "10"}, 413, "a.png: declares more than 10 pixels"),
+    ({"max_pixels": str(10**12)}, 422, "max_pixels: at most"),
+])
+def test_bad_options_are_one_line_4xx(client, data, status, text):
+    _assert_one_line(client.post("/api/heatmap", files={"image": ("a.png", png_bytes())}, data=data), status, text)
+
+
+@pytest.mark.slow
+def test_the_hostile_corpus_is_one_line_4xx_and_the_server_stays_up(client, tmp_path):
+    for case in build_corpus(tmp_path / "corpus"):
+        answer = client.post("/api/heatmap", files={"image": (case.name, (tmp_path / "corpus" / case.name).read_bytes())},
+                             data={"max_side": "64"})
+        if case.ok:
+            assert answer.status_code == 200, (case.name, answer.text)
+        else:
+            detail = answer.json()["detail"]
+            assert 400 <= answer.status_code < 500 and "\n" not in detail and str(client.private) not in detail, \
+                (case.name, answer.status_code, detail)
+    assert client.get("/healthz").status_code == 200
+    assert os.listdir(client.private) == []
+
+
+def test_hostile_requests_are_one_line_4xx(client):
+    _assert_one_line(client.post("/api/heatmap", files={"image": ("bomb.png", bomb_png())}), 413,
+                     "bomb.png: declares more than 300,000,000 pixels")
+    _assert_one_line(client.post("/api/heatmap", files={"image": ("big.png", b"\0" * 4_100_000)}), 413,
+                     "larger than this server's limit")
+    _assert_one_line(client.post("/api/heatmap"), 422, "give either an uploaded image")
+    _assert_one_line(client.post("/api/heatmap", content=b"--x\r\nbroken", headers={
+        "content-type": "multipart/form-data; boundary=x"}), 422, "give either an uploaded image")
+    assert client.get("/healthz").status_code == 200
+    assert os.listdir(client.private) == []
+
+
+@pytest.mark.parametrize(("path", "status", "text"), [
+    ("../outside/secret.png", 403, "without '..'"),
+    ("/etc/passwd", 403, "without '..'"),
+    ("escape.png", 403, "points outside the root"),
+    ("escape_dir/secret.png", 403, "points outside the root"),
+    ("notes.txt", 415, "not an image file"),
+    ("missing.png", 404, "no such file"),
+])
+def test_root_is_confined(client, path, status, text):
+    _assert_one_line(client.post("/api/heatmap", data={"path": path}), status, text)
+    _assert_one_line(client.get("/api/file", params={"path": path}), status, text)
+
+
+def test_root_lists_only_its_images_and_serves_them(client):
+    assert client.get("/api/files").json() == {"folder": "", "folders": ["sub"], "images": []}
+    assert client.get("/api/files", params={"folder": "sub"}).json()["images"] == ["photo.png"]
+    _assert_one_line(client.get("/api/files", params={"folder": "escape_dir"}), 403, "points outside the root")
+    answer = client.post("/api/heatmap", data={"path": "sub/photo.png"})
+    assert answer.status_code == 200 and answer.json()["image"] == "sub/photo.png"
+    assert client.get("/api/file", params={"path": "sub/photo.png"}).content == png_bytes(40, 48, seed=3)
+
+
+@pytest.mark.slow
+def test_full_queue_is_429_with_retry_after_progress_and_timeout(network):
+    from helpers_batch import tiny_fcn
+    from fcn_app.scoring import ScoringOptions, prepare_network
+
+    gated = prepare_network(tiny_fcn())
+    entered, release, calls = threading.Event(), threading.Event(), []
+
+    def hold(module, args):  # the second tile's pass waits until released, so the test can fill the queue
+        calls.append(1)
+        if len(calls) == 2:
+            entered.set()
+            release.wait(30)
+
+    gated.features.register_forward_pre_hook(hold)
+    app = create_app(ServeSettings(gated, model=TINY, queue_size=1, timeout_s=0.5,
+                                   scoring=ScoringOptions(max_memory="800K")))  # a 120×128 image → many tiles
+    with threaded_server(app) as url:
+        first = {}
+        sender = threading.Thread(target=lambda: first.update(answer=httpx.post(
+            url + "/api/heatmap", files={"image": ("a.png", png_bytes(120, 128))}, timeout=30)))
+        sender.start()
+        assert entered.wait(10), first
+        health = httpx.get(url + "/healthz").json()
+        assert health["queued"] == 1 and health["progress"]["done"] == 1 and health["progress"]["total"] > 1
+        busy = httpx.post(url + "/api/heatmap", files={"image": ("b.png", png_bytes())}, timeout=30)
+        _assert_one_line(busy, 429, "the server is busy")
+        assert int(busy.headers["Retry-After"]) >= 1
+        sender.join(10)
+        _assert_one_line(first["answer"], 503, "took longer than the server's limit of 0.5 s")
+        release.set()
+        deadline = time.monotonic() + 10
+        while httpx.get(url + "/healthz").json()["queued"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert httpx.post(url + "/api/heatmap", files={"image": ("c.png", png_bytes())}, timeout=30).status_code == 200
+
+
+def test_serve_without_the_extra_is_one_line_exit_2(monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi → ImportError
+    result = CliRunner().invoke(cli_app, ["serve", "--model", TINY])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'fcn-heatmap[serve]'" in lines[0], result.stderr
+
+
+def test_serve_warns_when_other_machines_can_reach_it(monkeypatch):
+    started = {}
+    monkeypatch.setattr("fcn_app.cli.serve.run_server", lambda settings, host, port: started.update(host=host))
+    result = CliRunner().invoke(cli_app, ["serve", "--model", TINY, "--host", "0.0.0.0"])
+    assert result.exit_code == 0 and started == {"host": "0.0.0.0"}, result.output
+    assert "warning: listening on 0.0.0.0" in result.stderr
+    quiet = CliRunner().invoke(cli_app, ["serve", "--model", TINY])
+    assert quiet.exit_code == 0 and "warning" not in quiet.stderr
+
+
+@pytest.mark.slow
+def test_segment_answers_the_cli_json_and_legend(tmp_path):
+    from helpers_batch import tiny_segmentation_checkpoint
+
+    checkpoint = tiny_segmentation_checkpoint(tmp_path / "tiny.pt")
+    image = tmp_path / "photo.png"
+    image.write_bytes(png_bytes(48, 64, seed=6))
+    expected = _cli_json("heatmap", image, "--checkpoint", checkpoint, "--json", "--out", tmp_path / "cli",
+                         "--topk", "2")
+    network = load_command_network(model=TINY, weights=None, checkpoint=checkpoint, device="cpu")
+    app = create_app(ServeSettings(network, segmentation=True, model=str(checkpoint)))
+    with TestClient(app) as client:
+        answer = client.post("/api/segment", files={"image": ("photo.png", image.read_bytes())}, data={"topk": "2"})
+        _assert_one_line(client.post("/api/heatmap", files={"image": ("photo.png", image.read_bytes())}), 409,
+                         "POST /api/segment")
+        assert client.get("/api/info").json()["mode"] == "segmentation"
+    assert answer.status_code == 200, answer.text
+    payload = answer.json()
+    pictures, legend, outputs = payload.pop("pictures"), payload.pop("legend"), expected.pop("outputs")
+    assert payload.pop("image") == "photo.png" and expected.pop("image") == str(image)
+    assert payload == expected
+    labels = np.asarray(Image.open(outputs["labels"]))
+    np.testing.assert_array_equal(_pixels(pictures["segmentation"]), np.asarray(Image.open(outputs["segmentation"])))
+    assert {entry["index"]: entry["pixel_fraction"] for entry in legend} == pytest.approx(
+        {int(label): float(np.mean(labels == label)) for label in np.unique(labels)}, abs=1e-6)

@@ -1,0 +1,103 @@
+"""The web page of `fcn-heatmap serve` in a real headless Chromium (Debian's, driven by Playwright): an upload
+shows the overlay, the pointer reads the pixel's classes (checked against the CLI's per-pixel map computed in
+torch), and the sliders repaint without asking the server. docs/images/serve.png: scripts/make_serve_screenshot.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
+from fcn_app.cli.app import load_command_network  # noqa: E402
+from fcn_app.geometry import upsample_to_pixels  # noqa: E402
+from fcn_app.io import decode_input  # noqa: E402
+from fcn_app.resolution import score_map_on_original  # noqa: E402
+from fcn_app.serve.app import ServeSettings, create_app  # noqa: E402
+from fcn_app.tasks import HeatmapOptions, HeatmapTask  # noqa: E402
+from helpers_serve import TINY, png_bytes, threaded_server  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CANVAS_SUM = "(() => { const c = document.getElementById('canvas'); const d = c.getContext('2d')" \
+             ".getImageData(0, 0, c.width, c.height).data; let s = 0; for (let i = 0; i < d.length; i++) " \
+             "s = (s * 31 + d[i]) % 1000000007; return s; })()"
+
+
+@pytest.fixture(scope="module")
+def network():
+    return load_command_network(model=TINY, weights=None, checkpoint=None, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def server_url(network):
+    with threaded_server(create_app(ServeSettings(network, model=TINY))) as url:
+        yield url
+
+
+def cli_probabilities_at(network, image_path, x: int, y: int) -> torch.Tensor:
+    """Every class's probability at pixel (x, y) as the CLI computes its heatmaps: score, place on the picture,
+    softmax per cell, then geometry.upsample_to_pixels (torch, all pixels)."""
+    task = HeatmapTask(network, HeatmapOptions())
+    decoded = decode_input(image_path, task.decode_request)
+    score_map = score_map_on_original(task.predict([decoded.network_pixels])[0], decoded.picture_size)
+    return upsample_to_pixels(score_map.probabilities(), score_map.geometry, score_map.image_size)[:, y, x]
+
+
+@pytest.mark.slow
+def test_upload_hover_and_sliders(browser, server_url, network, tmp_path):
+    image = tmp_path / "photo.png"
+    image.write_bytes(png_bytes(180, 240, seed=5))
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    requests = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(server_url)
+    page.wait_for_selector("body[data-ready='1']")
+
+    page.set_input_files("#file", str(image))  # upload → overlay
+    page.wait_for_selector("#canvas[data-state='ready']", timeout=20_000)
+    assert page.evaluate("[document.getElementById('canvas').width, document.getElementById('canvas').height]") \
+        == [240, 180]
+    assert page.evaluate("state.heat !== null") and page.locator("#classes li").count() == 5
+    assert page.evaluate(CANVAS_SUM) != page.evaluate(
+        "(() => { const d = state.base.data; let s = 0; for (let i = 0; i < d.length; i++) "
+        "s = (s * 31 + d[i]) % 1000000007; return s; })()")  # heat is blended over the photo
+
+    box = page.locator("#canvas").bounding_box()  # hover → the pixel's top-5
+    page.mouse.move(box["x"] + box["width"] * 0.61, box["y"] + box["height"] * 0.37)
+    pixel = page.locator("#hover-pixel")
+    x, y = int(pixel.get_attribute("data-x")), int(pixel.get_attribute("data-y"))
+    rows = page.locator("#hover tr")
+    assert rows.count() == 5
+    shown = [(int(rows.nth(i).get_attribute("data-index")), float(rows.nth(i).get_attribute("data-probability")))
+             for i in range(5)]
+    expected = cli_probabilities_at(network, image, x, y)
+    order = torch.argsort(expected, descending=True)[:5].tolist()
+    assert [index for index, _ in shown] == order
+    torch.testing.assert_close(torch.tensor([p for _, p in shown]), expected[order], rtol=0, atol=1e-5)
+    assert page.locator("#marks rect.window").count() == 1  # the score cell's window is outlined
+
+    before, asked = page.evaluate(CANVAS_SUM), len(requests)  # sliders → new pixels, no request
+    page.locator("#opacity").fill("90")
+    after_opacity = page.evaluate(CANVAS_SUM)
+    page.select_option("#colormap", "jet")
+    after_colormap = page.evaluate(CANVAS_SUM)
+    page.check("#normalize")
+    after_normalize = page.evaluate(CANVAS_SUM)
+    page.uncheck("#normalize")
+    assert len({before, after_opacity, after_colormap, after_normalize}) == 4
+    assert len(requests) == asked
+
+    page.fill("#query", "cat")  # a class by the CLI's rules (summed tabby + tiger cat)
+    page.click("#search button")
+    page.wait_for_selector("#classes li.selected[data-name='cat']")
+    page.check("#detections")
+    page.wait_for_function("document.getElementById('status-text').textContent.includes('detections')")
+    assert page.locator("#marks rect.box").count() == page.evaluate("state.detections.length")
+    page.locator("#opacity").fill("50")
+    page.select_option("#colormap", "turbo")
+    page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.35)
+    (tmp_path / "notes.png").write_text("not an image")  # errors: one readable line
+    page.set_input_files("#file", str(tmp_path / "notes.png"))
+    page.wait_for_selector("#canvas[data-state='error']")
+    assert page.locator("#error").inner_text() == "notes.png: not a recognised image format (corrupt, or not an image)"
+    page.close()
