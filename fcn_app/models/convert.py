@@ -135,22 +135,22 @@ def linear_to_conv(
             f"{in_channels}×{kernel_height}×{kernel_width} = {expected}; is input_size the size the classifier "
             "was trained on?"
         )
-    conv = nn.Conv2d(
-        in_channels,
-        linear.out_features,
-        kernel_size=(kernel_height, kernel_width),
-        dilation=dilation,
-        bias=linear.bias is not None,
-        device=linear.weight.device,
-        dtype=linear.weight.dtype,
-    )
+    # built on the meta device and then given the weights: no random initialisation (seconds for VGG16's fc6,
+    # 102 M values) that would only be overwritten
+    conv = nn.Conv2d(in_channels, linear.out_features, kernel_size=(kernel_height, kernel_width), dilation=dilation,
+                     bias=linear.bias is not None, device="meta", dtype=linear.weight.dtype)
     with torch.no_grad():
         weight = linear.weight.reshape(linear.out_features, in_channels, kernel_height, kernel_width)
         assert weight.shape == conv.weight.shape, (weight.shape, conv.weight.shape)
-        conv.weight.copy_(weight)
+        conv.weight = _copied_parameter(weight)
         if linear.bias is not None:
-            conv.bias.copy_(linear.bias)
+            conv.bias = _copied_parameter(linear.bias)
     return conv
+
+
+def _copied_parameter(values: torch.Tensor) -> nn.Parameter:
+    """A trainable parameter holding its own contiguous copy of ``values`` (the classifier stays untouched)."""
+    return nn.Parameter(values.detach().clone(memory_format=torch.contiguous_format))
 
 
 def _fold_average_pool(linear: nn.Linear, channels: int, pooled: tuple[int, int], grid: tuple[int, int]) -> nn.Conv2d:
@@ -159,13 +159,27 @@ def _fold_average_pool(linear: nn.Linear, channels: int, pooled: tuple[int, int]
     factor_h, factor_w = grid_h // pooled_h, grid_w // pooled_w
     conv = linear_to_conv(linear, channels, pooled)
     folded = nn.Conv2d(channels, linear.out_features, kernel_size=grid, bias=linear.bias is not None,
-                       device=conv.weight.device, dtype=conv.weight.dtype)
+                       device="meta", dtype=conv.weight.dtype)
     with torch.no_grad():
         expanded = conv.weight.repeat_interleave(factor_h, dim=2).repeat_interleave(factor_w, dim=3)
-        folded.weight.copy_(expanded / (factor_h * factor_w))
+        folded.weight = _copied_parameter(expanded / (factor_h * factor_w))
         if conv.bias is not None:
-            folded.bias.copy_(conv.bias)
+            folded.bias = _copied_parameter(conv.bias)
     return folded
+
+
+def _meta_output(module: nn.Module, meta_input: torch.Tensor) -> torch.Tensor | None:
+    """``module(meta_input)`` with every parameter and buffer swapped for a meta tensor: the output shape without
+    the arithmetic (VGG16's convolutions at 224 px are a noticeable part of its start-up). ``None`` for a
+    module that cannot run on the meta device (e.g. one that reads a value); then it is run for real."""
+    named = (*module.named_parameters(), *module.named_buffers())
+    if any(nn.parameter.is_lazy(tensor) for _, tensor in named):
+        return None  # a lazy module would materialise its parameters on the meta device
+    try:
+        tensors = {name: torch.empty_like(tensor, device="meta") for name, tensor in named}
+        return torch.func.functional_call(module, tensors, (meta_input,))
+    except Exception:  # noqa: BLE001 — any failure just means "run it for real", which reports its own errors
+        return None
 
 
 @torch.no_grad()
@@ -176,7 +190,9 @@ def _feature_grid(features: nn.Module, in_channels: int, input_size: tuple[int, 
     was_training = features.training
     features.eval()
     try:
-        output = features(torch.zeros(1, in_channels, *input_size, device=device, dtype=dtype))
+        output = _meta_output(features, torch.zeros(1, in_channels, *input_size, device="meta", dtype=dtype))
+        if output is None:
+            output = features(torch.zeros(1, in_channels, *input_size, device=device, dtype=dtype))
     except RuntimeError as error:
         raise ConversionError(
             f"the feature extractor cannot run on a {in_channels}×{input_size[0]}×{input_size[1]} input ({error})"

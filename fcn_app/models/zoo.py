@@ -21,6 +21,7 @@ import os
 import pickle
 import re
 import warnings
+import zipfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -190,10 +191,12 @@ def fetch_default_weights(arch: str = DEFAULT_ARCH, *, progress: bool = True) ->
     return destination
 
 
-def safe_torch_load(path: str | os.PathLike, what: str = "weights file") -> Any:
+def safe_torch_load(path: str | os.PathLike, what: str = "weights file", *, mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, every failure turned into one :class:`WeightsError` line.
 
-    A pickle that carries code or arbitrary objects is refused, never run.
+    A pickle that carries code or arbitrary objects is refused, never run. With ``mmap`` a file in torch's zip
+    format is memory-mapped (copy-on-write) instead of read into fresh memory: tensors are paged in from the page
+    cache as they are used, which saves copying VGG16's 528 MB at start-up; older (legacy-format) files are read.
     """
     path = Path(path)
     if not path.is_file():
@@ -201,7 +204,7 @@ def safe_torch_load(path: str | os.PathLike, what: str = "weights file") -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # protocol notes from the safe unpickler
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         reason = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0][:160]
         if "global" in reason.lower():
@@ -216,7 +219,7 @@ def safe_torch_load(path: str | os.PathLike, what: str = "weights file") -> Any:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict with ``weights_only=True``; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``."""
-    payload = safe_torch_load(path, "weights file")
+    payload = safe_torch_load(path, "weights file", mmap=True)
     for key in ("state_dict", "model"):
         if isinstance(payload, dict) and isinstance(payload.get(key), dict):
             payload = payload[key]
