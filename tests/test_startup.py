@@ -14,9 +14,9 @@ from torch import nn
 from helpers_cli import cli_environment
 
 from fcn_app.models import load_classifier, load_fcn, to_fully_convolutional
-from fcn_app.models.convert import linear_to_conv
+from fcn_app.models.convert import _sequential_grid, linear_to_conv
 from fcn_app.models.vgg import VGG_ARCHS, VGG_WEIGHTS, imagenet_categories, vgg_shapes
-from fcn_app.models.zoo import SUPPORTED_ARCHS, _load_weighted, build_classifier, default_weights
+from fcn_app.models.zoo import SUPPORTED_ARCHS, _load_weighted, build_classifier, default_weights, tiny_vgg_classifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,6 +59,22 @@ def test_fast_vgg16_equals_torchvisions_bit_for_bit():
     scene = torch.randn(1, 3, 256, 288, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         torch.testing.assert_close(network(scene), converted(scene), rtol=0, atol=0)
+
+
+def test_feature_grid_by_layer_arithmetic_equals_running_the_layers():
+    """The size formulas against PyTorch's own shape functions (meta tensors), odd sizes and ceil_mode included."""
+    odd_pools = nn.Sequential(nn.Conv2d(3, 4, 5, stride=2, padding=1, dilation=2), nn.BatchNorm2d(4), nn.ReLU(),
+                              nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True), nn.Conv2d(4, 6, (3, 1)),
+                              nn.AvgPool2d(2, ceil_mode=True), nn.MaxPool2d((2, 3), stride=(1, 2), dilation=(1, 2)))
+    cases = [(odd_pools, size) for size in ((37, 45), (64, 64), (51, 70))]
+    with torch.device("meta"):
+        cases += [(build_classifier(arch).features, (224, 224)) for arch in ("vgg16_bn", "alexnet")]
+        cases += [(nn.Sequential(*list(tiny_vgg_classifier())[:20]), (32, 32))]
+    for features, size in cases:
+        output = features.to("meta").eval()(torch.zeros(1, 3, *size, device="meta"))
+        assert _sequential_grid(features, 3, size) == tuple(output.shape[1:])
+    assert _sequential_grid(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Upsample(scale_factor=2)), 3, (8, 8)) is None
+    assert _sequential_grid(nn.Sequential(nn.MaxPool2d(8)), 3, (4, 4)) is None  # too small: run for real
 
 
 def test_linear_to_conv_copies_without_touching_the_linear():

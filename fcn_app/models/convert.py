@@ -168,31 +168,54 @@ def _fold_average_pool(linear: nn.Linear, channels: int, pooled: tuple[int, int]
     return folded
 
 
-def _meta_output(module: nn.Module, meta_input: torch.Tensor) -> torch.Tensor | None:
-    """``module(meta_input)`` with every parameter and buffer swapped for a meta tensor: the output shape without
-    the arithmetic (VGG16's convolutions at 224 px are a noticeable part of its start-up). ``None`` for a
-    module that cannot run on the meta device (e.g. one that reads a value); then it is run for real."""
-    named = (*module.named_parameters(), *module.named_buffers())
-    if any(nn.parameter.is_lazy(tensor) for _, tensor in named):
-        return None  # a lazy module would materialise its parameters on the meta device
-    try:
-        tensors = {name: torch.empty_like(tensor, device="meta") for name, tensor in named}
-        return torch.func.functional_call(module, tensors, (meta_input,))
-    except Exception:  # noqa: BLE001 — any failure just means "run it for real", which reports its own errors
+def _pooled_side(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
+    """Output length of a pooling window along one axis, as PyTorch computes it (``ceil_mode`` included)."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1  # the last window may not start in the right padding
+    return out
+
+
+def _sequential_grid(features: nn.Module, in_channels: int, input_size: tuple[int, int]
+                     ) -> tuple[int, int, int] | None:
+    """``(channels, rows, cols)`` of ``features`` on an input of ``input_size``, by each layer's size formula, for an
+    ``nn.Sequential`` of convolutions, max/average pools, batch norms and per-value layers (VGG, AlexNet); ``None``
+    for anything else (or an input too small), which is then run for real. Running VGG16's convolutions at 224 px
+    just for this would cost more than all the rest of building the network."""
+    if not isinstance(features, nn.Sequential):
         return None
+    channels, (height, width) = in_channels, input_size
+    for layer in features:
+        if isinstance(layer, nn.Conv2d) and not isinstance(layer.padding, str) and layer.in_channels == channels:
+            sides = zip((height, width), layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+            height, width = (_pooled_side(size, *numbers, ceil_mode=False) for size, *numbers in sides)
+            channels = layer.out_channels
+        elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
+            kernel = pair(layer.kernel_size)
+            stride = pair(layer.stride if layer.stride else layer.kernel_size)
+            dilation = pair(layer.dilation) if isinstance(layer, nn.MaxPool2d) else (1, 1)
+            sides = zip((height, width), kernel, stride, pair(layer.padding), dilation)
+            height, width = (_pooled_side(size, *numbers, ceil_mode=layer.ceil_mode) for size, *numbers in sides)
+        elif not isinstance(layer, (nn.BatchNorm2d, *ELEMENTWISE_LAYERS)):
+            return None
+        if height < 1 or width < 1:
+            return None
+    return channels, height, width
 
 
 @torch.no_grad()
 def _feature_grid(features: nn.Module, in_channels: int, input_size: tuple[int, int]) -> tuple[int, int, int]:
+    computed = _sequential_grid(features, in_channels, input_size)
+    if computed is not None:
+        return computed
     parameter = next(iter(features.parameters()), None)
     device = module_device(features)
     dtype = parameter.dtype if parameter is not None else torch.float32
     was_training = features.training
     features.eval()
     try:
-        output = _meta_output(features, torch.zeros(1, in_channels, *input_size, device="meta", dtype=dtype))
-        if output is None:
-            output = features(torch.zeros(1, in_channels, *input_size, device=device, dtype=dtype))
+        output = features(torch.zeros(1, in_channels, *input_size, device=device, dtype=dtype))
     except RuntimeError as error:
         raise ConversionError(
             f"the feature extractor cannot run on a {in_channels}×{input_size[0]}×{input_size[1]} input ({error})"
