@@ -124,9 +124,14 @@ def split_classifier(model: nn.Module) -> tuple[nn.Module, nn.Module | None, lis
 
 
 def linear_to_conv(
-    linear: nn.Linear, in_channels: int, kernel_size: tuple[int, int], dilation: tuple[int, int] = (1, 1)
+    linear: nn.Linear, in_channels: int, kernel_size: tuple[int, int], dilation: tuple[int, int] = (1, 1), *,
+    copy_weights: bool = True,
 ) -> nn.Conv2d:
-    """The convolution computing ``linear`` on every ``in_channels×kh×kw`` window (weights copied, shapes asserted)."""
+    """The convolution computing ``linear`` on every ``in_channels×kh×kw`` window (weights copied, shapes asserted).
+
+    ``copy_weights=False``: the convolution's weight is a reshaped *view* of the linear's (no copy), for a
+    classifier that is only built to be converted.
+    """
     kernel_height, kernel_width = kernel_size
     expected = in_channels * kernel_height * kernel_width
     if linear.in_features != expected:
@@ -142,9 +147,9 @@ def linear_to_conv(
     with torch.no_grad():
         weight = linear.weight.reshape(linear.out_features, in_channels, kernel_height, kernel_width)
         assert weight.shape == conv.weight.shape, (weight.shape, conv.weight.shape)
-        conv.weight = _copied_parameter(weight)
+        conv.weight = _copied_parameter(weight) if copy_weights else nn.Parameter(weight.detach())
         if linear.bias is not None:
-            conv.bias = _copied_parameter(linear.bias)
+            conv.bias = _copied_parameter(linear.bias) if copy_weights else nn.Parameter(linear.bias.detach())
     return conv
 
 
@@ -239,6 +244,7 @@ def to_fully_convolutional(
     arch: str | None = None,
     mean: Sequence[float] = (0.0, 0.0, 0.0),
     std: Sequence[float] = (1.0, 1.0, 1.0),
+    copy_weights: bool = True,
 ) -> FullyConvolutionalNet:
     """Convert a classifier into a :class:`FullyConvolutionalNet` computing exactly the same function per window.
 
@@ -254,7 +260,9 @@ def to_fully_convolutional(
         mean, std: the normalisation the classifier expects on pixels scaled to [0, 1] (default: none).
 
     The feature extractor is copied (the original model is left untouched); head weights are copied from the
-    Linear layers with shapes asserted. The result is in eval mode.
+    Linear layers with shapes asserted. The result is in eval mode. ``copy_weights=False`` shares the model's
+    tensors instead (the head's are views): for a classifier built only to be converted (the zoo's), it saves
+    copying VGG16's 528 MB at start-up.
     """
     if model is not None:
         if features is not None or head is not None:
@@ -271,7 +279,7 @@ def to_fully_convolutional(
             raise ConversionError("to_fully_convolutional needs a model, or both features= and head=")
         head_layers = list(head) if isinstance(head, (nn.Sequential, list, tuple)) else [head]
     input_size = pair(input_size)
-    features = copy.deepcopy(features)
+    features = copy.deepcopy(features) if copy_weights else features
 
     head_layers = [layer for layer in head_layers if not isinstance(layer, nn.Flatten)]
     linears = [layer for layer in head_layers if isinstance(layer, nn.Linear)]
@@ -295,7 +303,7 @@ def to_fully_convolutional(
         pooled = kernel_grid if pool.output_size is None else pair(pool.output_size)
         pooled = (pooled[0] or grid_h, pooled[1] or grid_w)
         if pooled == kernel_grid:
-            first_conv = linear_to_conv(first, channels, kernel_grid)
+            first_conv = linear_to_conv(first, channels, kernel_grid, copy_weights=copy_weights)
         elif grid_h % pooled[0] or grid_w % pooled[1]:
             raise ConversionError(
                 f"the adaptive pool maps a {grid_h}×{grid_w} grid to {pooled[0]}×{pooled[1]} with uneven bins, "
@@ -307,9 +315,9 @@ def to_fully_convolutional(
         else:
             factor = (grid_h // pooled[0], grid_w // pooled[1])
             pre_head.append(nn.MaxPool2d(kernel_size=factor, stride=1))
-            first_conv = linear_to_conv(first, channels, pooled, dilation=factor)
+            first_conv = linear_to_conv(first, channels, pooled, dilation=factor, copy_weights=copy_weights)
     else:
-        first_conv = linear_to_conv(first, channels, kernel_grid)
+        first_conv = linear_to_conv(first, channels, kernel_grid, copy_weights=copy_weights)
 
     converted: list[nn.Module] = []
     previous_width = None
@@ -319,7 +327,7 @@ def to_fully_convolutional(
             converted.append(first_conv)
             previous_width = first.out_features
         elif isinstance(layer, nn.Linear):
-            converted.append(linear_to_conv(layer, previous_width, (1, 1)))
+            converted.append(linear_to_conv(layer, previous_width, (1, 1), copy_weights=copy_weights))
             previous_width = layer.out_features
         else:  # per-element layers (a Dropout before the first Linear too) work on any grid unchanged
             converted.append(copy.deepcopy(layer))

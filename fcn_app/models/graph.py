@@ -387,11 +387,12 @@ def convert_graph_classifier(
     return network.eval()
 
 
-def convert_classifier(model: nn.Module, **kwargs) -> FullyConvolutionalNet:
-    """Any supported classifier: the layer-list conversion for VGG/AlexNet/``nn.Sequential``, the graph one else."""
+def convert_classifier(model: nn.Module, *, copy_weights: bool = True, **kwargs) -> FullyConvolutionalNet:
+    """Any supported classifier: the layer-list conversion for VGG/AlexNet/``nn.Sequential``, the graph one else.
+    ``copy_weights=False`` lets the layer-list conversion share the model's tensors (the graph one always copies)."""
     if is_graph_classifier(model):
         return convert_graph_classifier(model, **kwargs)
-    return to_fully_convolutional(model, **kwargs)
+    return to_fully_convolutional(model, copy_weights=copy_weights, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -449,6 +449,7 @@ def build_fcn(
         arch=arch,
         mean=preprocessing.mean,
         std=preprocessing.std,
+        copy_weights=False,  # the classifier was built here only to be converted
     )
     logger.debug("converted %s to a fully convolutional network", arch)
     return network
