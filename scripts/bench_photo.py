@@ -166,6 +166,7 @@ def run_in_tree(tree: Path, argv: list[str], environment: dict[str, str]) -> tup
 def cold_command(trees: dict[str, Path], photo: Path, folder: Path, torch_home: Path, repeats: int, threads: int) -> None:
     """The whole command as a user runs it, ``repeats`` times per tree, the trees alternating run by run."""
     environment = dict(os.environ, TORCH_HOME=str(torch_home), FCN_HEATMAP_OFFLINE="1", OMP_NUM_THREADS=str(threads))
+    load_before = os.getloadavg()[0]
     command: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
     startup: dict[str, list[list[float]]] = {name: [] for name in trees}
     for _ in range(repeats):
@@ -178,7 +179,7 @@ def cold_command(trees: dict[str, Path], photo: Path, folder: Path, torch_home: 
                                                                           environment)[2].split()])
     names = list(trees)
     print(f"whole command, cold: fcn-heatmap phone.jpg --format jpg ({repeats} runs per tree, alternating; "
-          f"OMP_NUM_THREADS={threads}; load average before: {os.getloadavg()[0]:.1f})")
+          f"OMP_NUM_THREADS={threads}; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after)")
     print(f"  {'':38s}" + "".join(f" {name + ' median':>14s} {'min':>7s}" for name in names))
 
     def row(label: str, values_of) -> None:
