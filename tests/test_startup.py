@@ -56,7 +56,7 @@ def test_fast_vgg16_equals_torchvisions_bit_for_bit():
                                        mean=transforms.mean, std=transforms.std)
     assert (network.categories, network.mean, network.std, network.input_size) == \
            (converted.categories, converted.mean, converted.std, converted.input_size)
-    scene = torch.randn(1, 3, 256, 288, generator=torch.Generator().manual_seed(1))
+    scene = torch.randn(1, 3, 224, 256, generator=torch.Generator().manual_seed(1))  # 1×2 cells
     with torch.no_grad():
         torch.testing.assert_close(network(scene), converted(scene), rtol=0, atol=0)
 
