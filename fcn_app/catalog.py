@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import torch
 
 from .models.graph import GraphFullyConvolutionalNet, convert_classifier
-from .models.zoo import SUPPORTED_ARCHS, _drop_auxiliary_heads, build_classifier, default_weights
+from .models import zoo
+from .models.zoo import _drop_auxiliary_heads, build_classifier, default_weights
 
 __all__ = ["ModelInfo", "describe_model", "describe_models"]
 
@@ -47,4 +48,4 @@ def describe_model(arch: str) -> ModelInfo:
 
 
 def describe_models() -> list[ModelInfo]:
-    return [describe_model(arch) for arch in SUPPORTED_ARCHS]
+    return [describe_model(arch) for arch in zoo.SUPPORTED_ARCHS]

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 import torch
-from torchvision.ops import batched_nms, nms
 
 from .coco import encode_mask
 from .errors import ClassSelectionError, OptionError
@@ -257,6 +256,8 @@ def non_max_suppression(
     boxes = torch.tensor([[d.box[0], d.box[1], d.box[0] + d.box[2], d.box[1] + d.box[3]] for d in detections],
                          dtype=torch.float32)
     scores = torch.tensor([d.score for d in detections], dtype=torch.float32)
+    from torchvision.ops import batched_nms, nms  # imported on use: it costs ~1 s (see fcn_app.models.vgg)
+
     if classwise:
         labels = torch.tensor([d.class_index for d in detections])
         keep = batched_nms(boxes, scores, labels, iou_threshold)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .errors import OptionError
-from .text import draw_text, font_size_for_scale, text_size
+from .text import font_size_for_scale, ink_text, text_size
 
 __all__ = [
     "COLORMAPS",
@@ -96,8 +96,10 @@ def blend(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndar
 
 def _heat_levels(heatmap: np.ndarray) -> np.ndarray:
     """``rint(clip(heatmap, 0, 1)·255)`` as uint8 (NaN → 0), as :func:`colorize` quantises."""
-    heat = np.maximum(np.nan_to_num(heatmap.astype(np.float32, copy=False), nan=0.0), np.float32(0.0))
-    # (numpy's maximum: cv2.max with a scalar reads a 1-pixel map as a 4-element Scalar and returns 4×1)
+    # fmax/fmin skip NaN (NaN → 0) in two passes, where nan_to_num + maximum took four (~60 ms on 12 MP); values
+    # above 1 saturate to 255 either way. (numpy's, not cv2.max: that reads a 1-pixel map as a 4-element Scalar.)
+    heat = np.fmax(heatmap.astype(np.float32, copy=False), np.float32(0.0))
+    np.fmin(heat, np.float32(1.0), out=heat)
     return cv2.convertScaleAbs(heat, alpha=255.0)
 
 
@@ -128,7 +130,7 @@ def draw_legend(
     result[:box_height, :box_width] = np.clip(region * 0.35, 0, 255).astype(np.uint8)
     for number, line in enumerate(lines):
         baseline = margin + line_height * (number + 1) - int(6 * scale) - 2
-        result = draw_text(result, line, (margin, baseline), font_size, (255, 255, 255), font)
+        ink_text(result, line, (margin, baseline), font_size, (255, 255, 255), font)  # result is our own copy
     if colormap and box_height > bar_height + margin:
         top = box_height - margin - bar_height
         bar_width = max(1, box_width - 2 * margin)
@@ -195,5 +197,5 @@ def draw_detections(image: np.ndarray, detections: Sequence, *, thickness: int |
         cv2.rectangle(result, (top_left[0], text_top), (top_left[0] + text_w + 2, text_top + text_h + baseline + 2),
                       colour, -1)
         text_colour = (0, 0, 0) if sum(colour) > 380 else (255, 255, 255)
-        result = draw_text(result, label, (top_left[0] + 1, text_top + text_h + 1), font_size, text_colour, font)
+        ink_text(result, label, (top_left[0] + 1, text_top + text_h + 1), font_size, text_colour, font)
     return result

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .errors import FontError
 
-__all__ = ["DEFAULT_FONT", "TextSize", "check_font", "draw_text", "font_size_for_scale", "load_font", "text_size"]
+__all__ = ["DEFAULT_FONT", "TextSize", "check_font", "draw_text", "font_size_for_scale", "ink_text", "load_font", "text_size"]
 
 DEFAULT_FONT = Path(__file__).resolve().parent / "fonts" / "DejaVuSans.ttf"
 
@@ -102,13 +102,27 @@ def draw_text(
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an H×W×3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
     result = image.copy()
+    ink_text(result, text, origin, size, colour, font)
+    return result
+
+
+def ink_text(
+    image: np.ndarray,
+    text: str,
+    origin: tuple[int, int],
+    size: int,
+    colour: tuple[int, int, int],
+    font: str | os.PathLike | None = None,
+) -> None:
+    """:func:`draw_text` into ``image`` itself (no copy: a 12 MP picture costs ~15 ms to copy per line)."""
+    result = image
     face = load_font(font, size)
     text = _one_line(text)
     if not text:
-        return result
+        return
     left, top, right, bottom = face.getbbox(text, anchor="ls")
     if right <= left or bottom <= top:
-        return result  # only spaces: nothing to ink
+        return  # only spaces: nothing to ink
     coverage_image = Image.new("L", (right - left, bottom - top), 0)
     ImageDraw.Draw(coverage_image).text((-left, -top), text, fill=255, font=face, anchor="ls")
     coverage = np.asarray(coverage_image, dtype=np.float32) / 255.0
@@ -117,9 +131,8 @@ def draw_text(
     clip_x0, clip_y0 = max(0, x0), max(0, y0)
     clip_x1, clip_y1 = min(width, x0 + coverage.shape[1]), min(height, y0 + coverage.shape[0])
     if clip_x0 >= clip_x1 or clip_y0 >= clip_y1:
-        return result
+        return
     alpha = coverage[clip_y0 - y0 : clip_y1 - y0, clip_x0 - x0 : clip_x1 - x0, None]
     region = result[clip_y0:clip_y1, clip_x0:clip_x1].astype(np.float32)
     blended = (1.0 - alpha) * region + alpha * np.asarray(colour, dtype=np.float32)
     result[clip_y0:clip_y1, clip_x0:clip_x1] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-    return result

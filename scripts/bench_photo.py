@@ -8,19 +8,28 @@ like noise, JPEG quality 90 with an sRGB ICC profile (~a phone photo's size in b
   4032×3024 pixels, full-size decode for the overlay, overlay + legend, JPEG written with the ICC profile;
   ("end to end" excludes the two upsampling-only rows, which are timed separately to split the rendering: the
   fast path row is what showing one class and the peaks of three costs with ``peak_on_pixels``);
-* **native** (the path before issue 17): full decode, VGG16 on all 12 MP (tiled), the same rendering, PNG.
+* **native** (the path before issue 17): full decode, VGG16 on all 12 MP (tiled), the same rendering, PNG;
+* **the whole command, cold** (``--command-repeats``): ``python -m fcn_app phone.jpg --format jpg`` as a fresh
+  process each time (imports, weight loading and all), wall and CPU seconds, and its start-up alone (``import
+  torch``; ``import fcn_app.cli``; ``load_scoring_network("vgg16")``). With ``--before TREE`` (another source tree
+  of fcn-heatmap, e.g. ``git worktree add /tmp/before COMMIT``) the same runs alternate between the two trees, so
+  both columns see the same machine load, and are printed side by side.
 
 Each stage is timed separately (best and median of ``--repeats`` for the working-size path; native once by
 default, it takes a minute or more), and the CPU seconds of each stage (load-independent; see Stopwatch). VGG16 fp32 with the real ImageNet weights when cached, else seeded random
 weights (same cost).
 
     PYTHONPATH=$PWD python scripts/bench_photo.py [--repeats 3] [--threads 2] [--windows 4] [--native-repeats 1]
+        [--command-repeats 5] [--before TREE]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -125,6 +134,69 @@ def native_path(network, photo: Path, out: Path, clock: Stopwatch) -> None:
     clock.add("end to end", time.perf_counter() - start, time.process_time() - start_cpu)
 
 
+STARTUP_PROBE = """
+import time
+start = time.perf_counter()
+import torch
+imported_torch = time.perf_counter()
+import fcn_app.cli
+from fcn_app.scoring import load_scoring_network
+imported_cli = time.perf_counter()
+load_scoring_network("vgg16", device="cpu")
+loaded = time.perf_counter()
+print(imported_torch - start, imported_cli - imported_torch, loaded - imported_cli)
+"""
+
+
+def _child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_in_tree(tree: Path, argv: list[str], environment: dict[str, str]) -> tuple[float, float, str]:
+    """``python ARGV`` with ``tree`` first on the path: (wall s, CPU s of the process, stdout)."""
+    start, start_cpu = time.perf_counter(), _child_cpu()
+    result = subprocess.run([sys.executable, *argv], cwd=tree, capture_output=True, text=True,
+                            env=dict(environment, PYTHONPATH=str(tree)))
+    if result.returncode != 0:
+        raise SystemExit(f"{tree}: {' '.join(argv)} failed:\n{result.stderr}")
+    return time.perf_counter() - start, _child_cpu() - start_cpu, result.stdout
+
+
+def cold_command(trees: dict[str, Path], photo: Path, folder: Path, torch_home: Path, repeats: int, threads: int) -> None:
+    """The whole command as a user runs it, ``repeats`` times per tree, the trees alternating run by run."""
+    environment = dict(os.environ, TORCH_HOME=str(torch_home), FCN_HEATMAP_OFFLINE="1", OMP_NUM_THREADS=str(threads))
+    load_before = os.getloadavg()[0]
+    command: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
+    startup: dict[str, list[list[float]]] = {name: [] for name in trees}
+    for _ in range(repeats):
+        for name, tree in trees.items():
+            out = folder / f"out-{name}"
+            wall, cpu, _ = run_in_tree(tree, ["-m", "fcn_app", str(photo), "--format", "jpg", "--out", str(out)],
+                                       environment)
+            command[name].append((wall, cpu))
+            startup[name].append([float(value) for value in run_in_tree(tree, ["-c", STARTUP_PROBE],
+                                                                          environment)[2].split()])
+    names = list(trees)
+    print(f"whole command, cold: fcn-heatmap phone.jpg --format jpg ({repeats} runs per tree, alternating; "
+          f"OMP_NUM_THREADS={threads}; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after)")
+    print(f"  {'':38s}" + "".join(f" {name + ' median':>14s} {'min':>7s}" for name in names))
+
+    def row(label: str, values_of) -> None:
+        cells = []
+        for name in names:
+            values = values_of(name)
+            cells.append(f" {statistics.median(values):14.2f} {min(values):7.2f}")
+        print(f"  {label:38s}" + "".join(cells))
+
+    row("wall s, whole command", lambda name: [wall for wall, _ in command[name]])
+    row("CPU s, whole command", lambda name: [cpu for _, cpu in command[name]])
+    for index, label in enumerate(("  import torch (wall s)", "  import fcn_app.cli (wall s)",
+                                   "  load VGG16 weights (wall s)")):
+        row(label, lambda name, index=index: [values[index] for values in startup[name]])
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -133,9 +205,12 @@ def main() -> None:
     parser.add_argument("--windows", default=str(DEFAULT_WORK_WINDOWS),
                         help="working sizes as multiples of the model window, comma-separated (first = default)")
     parser.add_argument("--weights", default=None)
+    parser.add_argument("--command-repeats", type=int, default=5, help="runs of the whole command (0: skip)")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="another fcn-heatmap source tree whose command runs alternate with this one's")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    _, network, source = load_models(args.weights)
+    network_classifier, network, source = load_models(args.weights)
     window = network.input_size
     print(f"CPU: {cpu_model()}; torch threads: {torch.get_num_threads()}")
     print(f"CPU flags: {cpu_flags()}")
@@ -145,6 +220,16 @@ def main() -> None:
         photo = Path(folder) / "phone.jpg"
         make_photo(photo)
         print(f"photo: {PHOTO_SIZE[0]}×{PHOTO_SIZE[1]} JPEG q90 with sRGB ICC, {photo.stat().st_size / 1e6:.1f} MB\n")
+        if args.command_repeats > 0:
+            torch_home = Path(folder) / "torch_home"
+            cached = torch_home / "hub" / "checkpoints" / "vgg16-397923af.pth"
+            cached.parent.mkdir(parents=True)
+            # the weights just loaded, in torch's zip format (torchvision's own 2017 file is in the legacy format,
+            # which cannot be memory-mapped: it is read into memory, ~0.3 s more)
+            torch.save(network_classifier.state_dict(), cached)
+            trees = {"this tree": SCRIPTS.parent} if args.before is None else \
+                {"before": args.before.resolve(), "after": SCRIPTS.parent}
+            cold_command(trees, photo, Path(folder), torch_home, args.command_repeats, args.threads)
         results = {}
         for multiple in (float(value) for value in args.windows.split(",")):
             work_size = default_work_size(window, multiple)

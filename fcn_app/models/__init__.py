@@ -6,7 +6,6 @@ from .graph import GraphFullyConvolutionalNet, convert_classifier, densify_graph
 from .zoo import (
     DEFAULT_ARCH,
     OFFLINE_ENV,
-    SUPPORTED_ARCHS,
     TINY_ARCH,
     WEIGHTS_ENV,
     build_classifier,
@@ -53,3 +52,9 @@ __all__ = [
     "to_fully_convolutional",
     "with_window",
 ]
+
+
+def __getattr__(name: str):
+    if name == "SUPPORTED_ARCHS":  # listing torchvision's models imports torchvision: done on first use
+        return zoo.SUPPORTED_ARCHS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -124,9 +124,14 @@ def split_classifier(model: nn.Module) -> tuple[nn.Module, nn.Module | None, lis
 
 
 def linear_to_conv(
-    linear: nn.Linear, in_channels: int, kernel_size: tuple[int, int], dilation: tuple[int, int] = (1, 1)
+    linear: nn.Linear, in_channels: int, kernel_size: tuple[int, int], dilation: tuple[int, int] = (1, 1), *,
+    copy_weights: bool = True,
 ) -> nn.Conv2d:
-    """The convolution computing ``linear`` on every ``in_channels×kh×kw`` window (weights copied, shapes asserted)."""
+    """The convolution computing ``linear`` on every ``in_channels×kh×kw`` window (weights copied, shapes asserted).
+
+    ``copy_weights=False``: the convolution's weight is a reshaped *view* of the linear's (no copy), for a
+    classifier that is only built to be converted.
+    """
     kernel_height, kernel_width = kernel_size
     expected = in_channels * kernel_height * kernel_width
     if linear.in_features != expected:
@@ -135,22 +140,22 @@ def linear_to_conv(
             f"{in_channels}×{kernel_height}×{kernel_width} = {expected}; is input_size the size the classifier "
             "was trained on?"
         )
-    conv = nn.Conv2d(
-        in_channels,
-        linear.out_features,
-        kernel_size=(kernel_height, kernel_width),
-        dilation=dilation,
-        bias=linear.bias is not None,
-        device=linear.weight.device,
-        dtype=linear.weight.dtype,
-    )
+    # built on the meta device and then given the weights: no random initialisation (seconds for VGG16's fc6,
+    # 102 M values) that would only be overwritten
+    conv = nn.Conv2d(in_channels, linear.out_features, kernel_size=(kernel_height, kernel_width), dilation=dilation,
+                     bias=linear.bias is not None, device="meta", dtype=linear.weight.dtype)
     with torch.no_grad():
         weight = linear.weight.reshape(linear.out_features, in_channels, kernel_height, kernel_width)
         assert weight.shape == conv.weight.shape, (weight.shape, conv.weight.shape)
-        conv.weight.copy_(weight)
+        conv.weight = _copied_parameter(weight) if copy_weights else nn.Parameter(weight.detach())
         if linear.bias is not None:
-            conv.bias.copy_(linear.bias)
+            conv.bias = _copied_parameter(linear.bias) if copy_weights else nn.Parameter(linear.bias.detach())
     return conv
+
+
+def _copied_parameter(values: torch.Tensor) -> nn.Parameter:
+    """A trainable parameter holding its own contiguous copy of ``values`` (the classifier stays untouched)."""
+    return nn.Parameter(values.detach().clone(memory_format=torch.contiguous_format))
 
 
 def _fold_average_pool(linear: nn.Linear, channels: int, pooled: tuple[int, int], grid: tuple[int, int]) -> nn.Conv2d:
@@ -159,17 +164,56 @@ def _fold_average_pool(linear: nn.Linear, channels: int, pooled: tuple[int, int]
     factor_h, factor_w = grid_h // pooled_h, grid_w // pooled_w
     conv = linear_to_conv(linear, channels, pooled)
     folded = nn.Conv2d(channels, linear.out_features, kernel_size=grid, bias=linear.bias is not None,
-                       device=conv.weight.device, dtype=conv.weight.dtype)
+                       device="meta", dtype=conv.weight.dtype)
     with torch.no_grad():
         expanded = conv.weight.repeat_interleave(factor_h, dim=2).repeat_interleave(factor_w, dim=3)
-        folded.weight.copy_(expanded / (factor_h * factor_w))
+        folded.weight = _copied_parameter(expanded / (factor_h * factor_w))
         if conv.bias is not None:
-            folded.bias.copy_(conv.bias)
+            folded.bias = _copied_parameter(conv.bias)
     return folded
+
+
+def _pooled_side(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
+    """Output length of a pooling window along one axis, as PyTorch computes it (``ceil_mode`` included)."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1  # the last window may not start in the right padding
+    return out
+
+
+def _sequential_grid(features: nn.Module, in_channels: int, input_size: tuple[int, int]
+                     ) -> tuple[int, int, int] | None:
+    """``(channels, rows, cols)`` of ``features`` on an input of ``input_size``, by each layer's size formula, for an
+    ``nn.Sequential`` of convolutions, max/average pools, batch norms and per-value layers (VGG, AlexNet); ``None``
+    for anything else (or an input too small), which is then run for real. Running VGG16's convolutions at 224 px
+    just for this would cost more than all the rest of building the network."""
+    if not isinstance(features, nn.Sequential):
+        return None
+    channels, (height, width) = in_channels, input_size
+    for layer in features:
+        if isinstance(layer, nn.Conv2d) and not isinstance(layer.padding, str) and layer.in_channels == channels:
+            sides = zip((height, width), layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+            height, width = (_pooled_side(size, *numbers, ceil_mode=False) for size, *numbers in sides)
+            channels = layer.out_channels
+        elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
+            kernel = pair(layer.kernel_size)
+            stride = pair(layer.stride if layer.stride else layer.kernel_size)
+            dilation = pair(layer.dilation) if isinstance(layer, nn.MaxPool2d) else (1, 1)
+            sides = zip((height, width), kernel, stride, pair(layer.padding), dilation)
+            height, width = (_pooled_side(size, *numbers, ceil_mode=layer.ceil_mode) for size, *numbers in sides)
+        elif not isinstance(layer, (nn.BatchNorm2d, *ELEMENTWISE_LAYERS)):
+            return None
+        if height < 1 or width < 1:
+            return None
+    return channels, height, width
 
 
 @torch.no_grad()
 def _feature_grid(features: nn.Module, in_channels: int, input_size: tuple[int, int]) -> tuple[int, int, int]:
+    computed = _sequential_grid(features, in_channels, input_size)
+    if computed is not None:
+        return computed
     parameter = next(iter(features.parameters()), None)
     device = module_device(features)
     dtype = parameter.dtype if parameter is not None else torch.float32
@@ -200,6 +244,7 @@ def to_fully_convolutional(
     arch: str | None = None,
     mean: Sequence[float] = (0.0, 0.0, 0.0),
     std: Sequence[float] = (1.0, 1.0, 1.0),
+    copy_weights: bool = True,
 ) -> FullyConvolutionalNet:
     """Convert a classifier into a :class:`FullyConvolutionalNet` computing exactly the same function per window.
 
@@ -215,7 +260,9 @@ def to_fully_convolutional(
         mean, std: the normalisation the classifier expects on pixels scaled to [0, 1] (default: none).
 
     The feature extractor is copied (the original model is left untouched); head weights are copied from the
-    Linear layers with shapes asserted. The result is in eval mode.
+    Linear layers with shapes asserted. The result is in eval mode. ``copy_weights=False`` shares the model's
+    tensors instead (the head's are views): for a classifier built only to be converted (the zoo's), it saves
+    copying VGG16's 528 MB at start-up.
     """
     if model is not None:
         if features is not None or head is not None:
@@ -232,7 +279,7 @@ def to_fully_convolutional(
             raise ConversionError("to_fully_convolutional needs a model, or both features= and head=")
         head_layers = list(head) if isinstance(head, (nn.Sequential, list, tuple)) else [head]
     input_size = pair(input_size)
-    features = copy.deepcopy(features)
+    features = copy.deepcopy(features) if copy_weights else features
 
     head_layers = [layer for layer in head_layers if not isinstance(layer, nn.Flatten)]
     linears = [layer for layer in head_layers if isinstance(layer, nn.Linear)]
@@ -256,7 +303,7 @@ def to_fully_convolutional(
         pooled = kernel_grid if pool.output_size is None else pair(pool.output_size)
         pooled = (pooled[0] or grid_h, pooled[1] or grid_w)
         if pooled == kernel_grid:
-            first_conv = linear_to_conv(first, channels, kernel_grid)
+            first_conv = linear_to_conv(first, channels, kernel_grid, copy_weights=copy_weights)
         elif grid_h % pooled[0] or grid_w % pooled[1]:
             raise ConversionError(
                 f"the adaptive pool maps a {grid_h}×{grid_w} grid to {pooled[0]}×{pooled[1]} with uneven bins, "
@@ -268,9 +315,9 @@ def to_fully_convolutional(
         else:
             factor = (grid_h // pooled[0], grid_w // pooled[1])
             pre_head.append(nn.MaxPool2d(kernel_size=factor, stride=1))
-            first_conv = linear_to_conv(first, channels, pooled, dilation=factor)
+            first_conv = linear_to_conv(first, channels, pooled, dilation=factor, copy_weights=copy_weights)
     else:
-        first_conv = linear_to_conv(first, channels, kernel_grid)
+        first_conv = linear_to_conv(first, channels, kernel_grid, copy_weights=copy_weights)
 
     converted: list[nn.Module] = []
     previous_width = None
@@ -280,7 +327,7 @@ def to_fully_convolutional(
             converted.append(first_conv)
             previous_width = first.out_features
         elif isinstance(layer, nn.Linear):
-            converted.append(linear_to_conv(layer, previous_width, (1, 1)))
+            converted.append(linear_to_conv(layer, previous_width, (1, 1), copy_weights=copy_weights))
             previous_width = layer.out_features
         else:  # per-element layers (a Dropout before the first Linear too) work on any grid unchanged
             converted.append(copy.deepcopy(layer))

@@ -32,9 +32,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
-from torchvision.models.convnext import LayerNorm2d
-from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-from torchvision.ops.misc import SqueezeExcitation
 
 from ..device import module_device
 from ..errors import ConversionError
@@ -51,10 +48,11 @@ __all__ = [
     "with_window",
 ]
 
-#: Head modules that act per element or per cell over channels; they run unchanged on every cell of a grid.
+#: Head modules that act per element or per cell over channels; they run unchanged on every cell of a grid
+#: (torchvision's LayerNorm2d too: see _per_cell_modules).
 _PER_CELL_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish, nn.Hardsigmoid,
-    nn.Tanh, nn.Sigmoid, nn.Dropout, nn.Identity, LayerNorm2d,
+    nn.Tanh, nn.Sigmoid, nn.Dropout, nn.Identity,
 )
 _PER_CELL_FUNCTIONS = {F.relu: nn.ReLU, torch.relu: nn.ReLU, F.gelu: nn.GELU, F.silu: nn.SiLU, F.hardswish: nn.Hardswish}
 _FLATTENING = {torch.flatten, "flatten", "view", "reshape", "squeeze"}
@@ -75,8 +73,25 @@ _REFUSED = {
 _GEOMETRY_CACHE: dict[tuple, "BodyGeometry"] = {}
 
 
+# torchvision is imported on first use, not with this module: VGG16's path never needs it (see .vgg).
+def _layer_norm_2d() -> type[nn.Module]:
+    from torchvision.models.convnext import LayerNorm2d
+
+    return LayerNorm2d
+
+
+def _squeeze_excitation() -> type[nn.Module]:
+    from torchvision.ops.misc import SqueezeExcitation
+
+    return SqueezeExcitation
+
+
+def _per_cell_modules() -> tuple[type[nn.Module], ...]:
+    return (*_PER_CELL_MODULES, _layer_norm_2d())
+
+
 def _leaf_modules() -> list[type[nn.Module]]:
-    return [LayerNorm2d]
+    return [_layer_norm_2d()]
 
 
 @dataclass(frozen=True)
@@ -194,6 +209,8 @@ class GraphFullyConvolutionalNet(FullyConvolutionalNet):
 
 def _trace(model: nn.Module) -> fx.GraphModule:
     """The whole eval-mode graph of ``model`` (torchvision's tracer, LayerNorm2d kept as one module)."""
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
     tracer_kwargs = {"leaf_modules": _leaf_modules()}
     try:
         _, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
@@ -239,10 +256,10 @@ def _per_cell_layer(graph_module: fx.GraphModule, node: fx.Node, channels: int) 
         if isinstance(module, nn.Flatten):
             return None, channels
         if isinstance(module, nn.LayerNorm) and tuple(module.normalized_shape) == (channels,):
-            norm = LayerNorm2d(channels, eps=module.eps, elementwise_affine=module.elementwise_affine)
+            norm = _layer_norm_2d()(channels, eps=module.eps, elementwise_affine=module.elementwise_affine)
             norm.load_state_dict(module.state_dict(), assign=True)  # shares nothing: state_dict() tensors are views
             return norm, channels
-        if isinstance(module, _PER_CELL_MODULES):
+        if isinstance(module, _per_cell_modules()):
             return copy.deepcopy(module), channels
         raise ConversionError(
             f"cannot run a {type(module).__name__} ({node.target}) of the classifier head per cell; supported are "
@@ -362,7 +379,7 @@ def convert_graph_classifier(
         layer, width = _per_cell_layer(graph_module, node, width)
         if layer is not None:
             layers.append(layer)
-    global_context = any(isinstance(module, SqueezeExcitation) for module in body.modules())
+    global_context = any(isinstance(module, _squeeze_excitation()) for module in body.modules())
     network = GraphFullyConvolutionalNet(
         body, nn.Sequential(*layers), window=window, global_context=global_context, input_size=input_size,
         num_classes=width, categories=categories, arch=arch or type(model).__name__.lower(), mean=mean, std=std,
@@ -370,11 +387,12 @@ def convert_graph_classifier(
     return network.eval()
 
 
-def convert_classifier(model: nn.Module, **kwargs) -> FullyConvolutionalNet:
-    """Any supported classifier: the layer-list conversion for VGG/AlexNet/``nn.Sequential``, the graph one else."""
+def convert_classifier(model: nn.Module, *, copy_weights: bool = True, **kwargs) -> FullyConvolutionalNet:
+    """Any supported classifier: the layer-list conversion for VGG/AlexNet/``nn.Sequential``, the graph one else.
+    ``copy_weights=False`` lets the layer-list conversion share the model's tensors (the graph one always copies)."""
     if is_graph_classifier(model):
         return convert_graph_classifier(model, **kwargs)
-    return to_fully_convolutional(model, **kwargs)
+    return to_fully_convolutional(model, copy_weights=copy_weights, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -385,7 +403,7 @@ def _without_global_gates(body: nn.Module) -> nn.Module:
     """A copy of ``body`` with squeeze-and-excitation gates removed (they scale channels, they move nothing)."""
     probe = copy.deepcopy(body)
     for name, module in list(probe.named_modules()):
-        if isinstance(module, SqueezeExcitation):
+        if isinstance(module, _squeeze_excitation()):
             parent_name, _, child = name.rpartition(".")
             setattr(probe.get_submodule(parent_name) if parent_name else probe, child, nn.Identity())
     return probe.eval()

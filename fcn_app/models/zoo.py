@@ -15,26 +15,33 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib
 import logging
 import os
 import pickle
 import re
 import warnings
+import zipfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.error import URLError
 
 import torch
-import torchvision
 from torch import nn
-from torchvision.models import WeightsEnum, get_model, get_model_weights
 
 from ..errors import OptionError, WeightsError, WeightsUnavailableError
 from .convert import FullyConvolutionalNet, to_fully_convolutional
 from .graph import _REFUSED, convert_classifier
+from .vgg import VGG_WEIGHTS, WeightsFacts, imagenet_categories, vgg_shapes
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
+
+# torchvision is imported where it is needed, not here: its import takes about as long as torch's (it pulls in
+# torch._dynamo), and the default VGG16 loads without it (see .vgg).
 
 __all__ = [
     "DEFAULT_ARCH",
@@ -84,20 +91,33 @@ def _refused_reason(arch: str) -> str | None:
     return None
 
 
-#: Every torchvision ImageNet classifier this package converts exactly, by torchvision's name.
-SUPPORTED_ARCHS = tuple(
-    name for name in torchvision.models.list_models(module=torchvision.models) if _refused_reason(name) is None
-)
+@functools.lru_cache(maxsize=1)
+def _torchvision_classifiers() -> tuple[str, ...]:
+    import torchvision
+
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+@functools.lru_cache(maxsize=1)
+def _supported_archs() -> tuple[str, ...]:
+    return tuple(name for name in _torchvision_classifiers() if _refused_reason(name) is None)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SUPPORTED_ARCHS":  # computed on first use: listing the models imports torchvision
+        return _supported_archs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _check_arch(arch: str) -> str:
-    if arch in SUPPORTED_ARCHS:
+    supported = _supported_archs()
+    if arch in supported:
         return arch
-    reason = _refused_reason(arch) if arch in torchvision.models.list_models(module=torchvision.models) else None
+    reason = _refused_reason(arch) if arch in _torchvision_classifiers() else None
     if reason is not None:
         raise OptionError("model", f"{arch!r} cannot be converted exactly: {reason}")
-    nearest = difflib.get_close_matches(arch.lower(), SUPPORTED_ARCHS, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(nearest)}?" if nearest else f"{len(SUPPORTED_ARCHS)} models are supported"
+    nearest = difflib.get_close_matches(arch.lower(), supported, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(nearest)}?" if nearest else f"{len(supported)} models are supported"
     raise OptionError("model", f"unknown model {arch!r}; {hint}")
 
 
@@ -107,7 +127,25 @@ def default_weights(arch: str = DEFAULT_ARCH) -> WeightsEnum:
     ``DEFAULT`` is the most accurate ImageNet-1k entry torchvision ships (``IMAGENET1K_V1`` for VGG and AlexNet,
     ``IMAGENET1K_V2`` for e.g. ResNet-50); its evaluation transforms give the window size.
     """
+    from torchvision.models import get_model_weights
+
     return get_model_weights(_check_arch(arch)).DEFAULT
+
+
+def _weights_facts(arch: str) -> WeightsFacts:
+    """Url, crop and normalisation of ``arch``'s default weights (the VGG family's without importing torchvision)."""
+    if arch in VGG_WEIGHTS:
+        return VGG_WEIGHTS[arch]
+    weights = default_weights(arch)
+    preprocessing = weights.transforms()
+    return WeightsFacts(weights.url, int(preprocessing.crop_size[0]), tuple(preprocessing.mean),
+                        tuple(preprocessing.std))
+
+
+def _default_categories(arch: str) -> list[str]:
+    """The class names of ``arch``'s default weights (ImageNet's for the VGG family, read without torchvision)."""
+    names = imagenet_categories() if arch in VGG_WEIGHTS else None
+    return names if names is not None else list(default_weights(arch).meta["categories"])
 
 
 def build_classifier(arch: str = DEFAULT_ARCH, *, num_classes: int = 1000, aux_logits: bool = True) -> nn.Module:
@@ -115,6 +153,8 @@ def build_classifier(arch: str = DEFAULT_ARCH, *, num_classes: int = 1000, aux_l
 
     Called inside ``with torch.device("meta")`` it builds shapes only (fast, no memory), RegNet included.
     """
+    from torchvision.models import get_model
+
     kwargs: dict[str, Any] = {"num_classes": num_classes}
     if _check_arch(arch) in _PORTED_FROM_TENSORFLOW:
         kwargs.update(aux_logits=aux_logits, transform_input=True, init_weights=False)
@@ -153,9 +193,13 @@ def _drop_auxiliary_heads(model: nn.Module, arch: str) -> nn.Module:
     return model
 
 
-def cached_weights_path(weights: WeightsEnum) -> Path:
+def cached_weights_path(weights: WeightsEnum | WeightsFacts) -> Path:
     """Where torch's hub cache keeps ``weights`` (honours ``TORCH_HOME``)."""
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def _default_weights_file(arch: str) -> Path:
+    return cached_weights_path(VGG_WEIGHTS[arch] if arch in VGG_WEIGHTS else default_weights(arch))
 
 
 def _unavailable_message(weights: WeightsEnum, destination: Path, reason: str) -> str:
@@ -170,6 +214,9 @@ def _unavailable_message(weights: WeightsEnum, destination: Path, reason: str) -
 
 def fetch_default_weights(arch: str = DEFAULT_ARCH, *, progress: bool = True) -> Path:
     """Path of the cached default weights for ``arch``, downloading them once (with a progress bar) if needed."""
+    destination = _default_weights_file(arch)  # the VGG family's file is known without importing torchvision
+    if destination.is_file():
+        return destination
     return fetch_weights(default_weights(arch), progress=progress)
 
 
@@ -196,10 +243,12 @@ def fetch_weights(weights: WeightsEnum, *, progress: bool = True) -> Path:
     return destination
 
 
-def safe_torch_load(path: str | os.PathLike, what: str = "weights file") -> Any:
+def safe_torch_load(path: str | os.PathLike, what: str = "weights file", *, mmap: bool = False) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, every failure turned into one :class:`WeightsError` line.
 
-    A pickle that carries code or arbitrary objects is refused, never run.
+    A pickle that carries code or arbitrary objects is refused, never run. With ``mmap`` a file in torch's zip
+    format is memory-mapped (copy-on-write) instead of read into fresh memory: tensors are paged in from the page
+    cache as they are used, which saves copying VGG16's 528 MB at start-up; older (legacy-format) files are read.
     """
     path = Path(path)
     if not path.is_file():
@@ -207,7 +256,7 @@ def safe_torch_load(path: str | os.PathLike, what: str = "weights file") -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # protocol notes from the safe unpickler
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         reason = str(error).split("WeightsUnpickler error:")[-1].strip().splitlines()[0][:160]
         # torch ≥ 2.6 words a blocked module ("unsupported GLOBAL posix.system whose module posix is blocked")
@@ -225,7 +274,7 @@ def safe_torch_load(path: str | os.PathLike, what: str = "weights file") -> Any:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a state dict with ``weights_only=True``; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``."""
-    payload = safe_torch_load(path, "weights file")
+    payload = safe_torch_load(path, "weights file", mmap=True)
     for key in ("state_dict", "model"):
         if isinstance(payload, dict) and isinstance(payload.get(key), dict):
             payload = payload[key]
@@ -261,12 +310,21 @@ def _check_fits(model: nn.Module, state_dict: dict[str, torch.Tensor], source: s
                            "is it the right model?", option="weights")
 
 
-def _file_num_classes(arch: str, state_dict: dict[str, torch.Tensor]) -> int:
+def _meta_classifier(arch: str, *, num_classes: int = 1000, aux_logits: bool = True, fast: bool = False
+                     ) -> nn.Module:
+    """``arch``'s module tree on the meta device, for loading weights with ``assign``; with ``fast``, the VGG family
+    is built by :func:`.vgg.vgg_shapes` (same tree and names as torchvision's, no torchvision import)."""
+    with torch.device("meta"):
+        if fast and arch in VGG_WEIGHTS:
+            return vgg_shapes(arch, num_classes)
+        return build_classifier(arch, num_classes=num_classes, aux_logits=aux_logits)
+
+
+def _file_num_classes(arch: str, state_dict: dict[str, torch.Tensor], fast: bool = False) -> int:
     """The number of classes a state dict for ``arch`` was trained for: torchvision's 1000 unless only the
     classification layers (their output size) differ — a fine-tuned head. Anything else is left to the loader's
     mismatch message."""
-    with torch.device("meta"):
-        expected = build_classifier(arch).state_dict()
+    expected = _meta_classifier(arch, fast=fast).state_dict()
     class_keys = {key for key, tensor in expected.items() if tensor.dim() and tensor.shape[0] == 1000}
     differing = {key for key, tensor in expected.items() if key in state_dict and state_dict[key].shape != tensor.shape}
     sizes = {int(state_dict[key].shape[0]) for key in differing if state_dict[key].dim()}
@@ -295,7 +353,7 @@ def resolve_weights_path(arch: str = DEFAULT_ARCH, weights_path: str | os.PathLi
     path of the default weights (which may not have been downloaded yet)."""
     if weights_path is None and os.environ.get(WEIGHTS_ENV):
         weights_path = os.environ[WEIGHTS_ENV]
-    return Path(weights_path) if weights_path is not None else cached_weights_path(default_weights(arch))
+    return Path(weights_path) if weights_path is not None else _default_weights_file(arch)
 
 
 def load_classifier(
@@ -306,19 +364,22 @@ def load_classifier(
     The weights file is :func:`resolve_weights_path`'s; the default weights are downloaded once if missing. A
     fine-tuned state dict may have another number of classes (read from its final layer's size).
     """
-    weights = default_weights(arch)
+    return _load_weighted(arch, weights_path, progress), default_weights(arch)
+
+
+def _load_weighted(arch: str, weights_path: str | os.PathLike | None, progress: bool, fast: bool = False) -> nn.Module:
+    """:func:`load_classifier`'s model; with ``fast`` a VGG is :func:`.vgg.vgg_shapes`' tree (no torchvision)."""
     path = resolve_weights_path(arch, weights_path)
-    if path == cached_weights_path(weights):
+    if path == _default_weights_file(arch):
         path = fetch_default_weights(arch, progress=progress)
     state_dict = read_state_dict(path)
     aux_prefixes = _PORTED_FROM_TENSORFLOW.get(arch, ())
     has_aux = any(key.startswith(aux_prefixes) for key in state_dict) if aux_prefixes else True
-    num_classes = _file_num_classes(arch, state_dict) if has_aux else 1000
-    with torch.device("meta"):
-        model = build_classifier(arch, num_classes=num_classes, aux_logits=has_aux)
+    num_classes = _file_num_classes(arch, state_dict, fast) if has_aux else 1000
+    model = _meta_classifier(arch, num_classes=num_classes, aux_logits=has_aux, fast=fast)
     model.arch = arch
     _materialise(model, state_dict, str(path))
-    return _drop_auxiliary_heads(model, arch).eval(), weights
+    return _drop_auxiliary_heads(model, arch).eval()
 
 
 def read_class_names(path: str | os.PathLike) -> list[str]:
@@ -372,25 +433,25 @@ def build_fcn(
         classifier = tiny_vgg_classifier()
         if weights_path is not None:
             _load_into(classifier, read_state_dict(weights_path), str(weights_path))
-        preprocessing = default_weights(_TINY_PREPROCESSING_ARCH).transforms()
+        preprocessing = _weights_facts(_TINY_PREPROCESSING_ARCH)
         return to_fully_convolutional(classifier, input_size=_TINY_INPUT_SIZE, arch=arch, mean=preprocessing.mean,
                                       std=preprocessing.std)
     if pretrained or weights_path is not None:
-        classifier, weights = load_classifier(arch, weights_path=weights_path, progress=progress)
+        classifier = _load_weighted(arch, weights_path, progress, fast=True)
     else:
-        classifier, weights = _drop_auxiliary_heads(build_classifier(arch), arch).eval(), default_weights(arch)
-    preprocessing = weights.transforms()
-    crop = int(preprocessing.crop_size[0])
+        classifier = _drop_auxiliary_heads(build_classifier(arch), arch).eval()
+    preprocessing = _weights_facts(arch)
+    crop = preprocessing.crop
     num_classes = _output_size(classifier)
     if classes_path is not None:
         categories = read_class_names(classes_path)
         if len(categories) != num_classes:
             raise WeightsError(f"{classes_path}: {len(categories)} class names for a model with {num_classes} "
                                "classes; give one name per line for each output", option="classes")
-    elif num_classes == len(weights.meta["categories"]):
-        categories = weights.meta["categories"]
+    elif num_classes == len(default_categories := _default_categories(arch)):
+        categories = default_categories
     else:
-        raise WeightsError(f"the weights have {num_classes} classes, not ImageNet's {len(weights.meta['categories'])}"
+        raise WeightsError(f"the weights have {num_classes} classes, not ImageNet's {len(default_categories)}"
                            "; name them in a text file, one per line, and give it as the class names file",
                            option="classes")
     network = convert_classifier(
@@ -400,8 +461,9 @@ def build_fcn(
         arch=arch,
         mean=preprocessing.mean,
         std=preprocessing.std,
+        copy_weights=False,  # the classifier was built here only to be converted
     )
-    logger.debug("converted %s (torchvision %s) to a fully convolutional network", arch, torchvision.__version__)
+    logger.debug("converted %s to a fully convolutional network", arch)
     return network
 
 

@@ -39,7 +39,8 @@ from torch import nn
 from ..errors import ConfigError, ConversionError
 from ..geometry import (LayerGeometry, ScoreLayout, SkipAxisPlan, axis_layers, network_geometry, plan_context_axis,
                         plan_skip_axis)
-from ..models import SUPPORTED_ARCHS, TINY_ARCH, FullyConvolutionalNet, build_fcn
+from ..models import TINY_ARCH, FullyConvolutionalNet, build_fcn
+from ..models.vgg import VGG_ARCHS
 from ..tiling import activation_values
 from .resnet import DILATED_RESNETS, DilatedResNetFCN
 
@@ -61,7 +62,7 @@ FCN_VARIANTS = {
     "fcn8s-atonce": {"skips": 2, "scales": (0.01, 0.0001)},
 }
 #: Backbones: torchvision VGGs (ImageNet weights) and a reduced-width VGG for CPU smoke runs and tests.
-BACKBONES = tuple(arch for arch in SUPPORTED_ARCHS if arch.startswith("vgg")) + (TINY_ARCH,)
+BACKBONES = VGG_ARCHS + (TINY_ARCH,)
 
 
 def bilinear_kernel(channels: int, factor: int) -> torch.Tensor:
