@@ -18,16 +18,18 @@ so no tile computes what the whole image does.
 from __future__ import annotations
 
 import difflib
-from typing import Any
+import functools
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torchvision
 from torch import nn
-from torchvision.models import WeightsEnum, get_model, get_model_weights
 
 from ..errors import WeightsError
 from ..geometry import LayerGeometry, ScoreLayout
 from ..models.zoo import fetch_weights, read_state_dict
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 __all__ = ["TORCHVISION_MODELS", "TORCHVISION_PREFIX", "TorchvisionSegmentation", "load_torchvision_segmentation",
            "torchvision_weights"]
@@ -35,7 +37,21 @@ __all__ = ["TORCHVISION_MODELS", "TORCHVISION_PREFIX", "TorchvisionSegmentation"
 TORCHVISION_PREFIX = "torchvision:"
 #: torchvision's segmentation builders (fcn_resnet50/101, deeplabv3_resnet50/101, deeplabv3_mobilenet_v3_large,
 #: lraspp_mobilenet_v3_large).
-TORCHVISION_MODELS = tuple(sorted(torchvision.models.list_models(module=torchvision.models.segmentation)))
+#: Computed on first use (module ``__getattr__``): importing torchvision costs about as much as importing torch, and
+#: the CLI must start without it.
+
+
+def __getattr__(name: str):
+    if name == "TORCHVISION_MODELS":
+        return _torchvision_models()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def _torchvision_models() -> tuple[str, ...]:
+    import torchvision
+
+    return tuple(sorted(torchvision.models.list_models(module=torchvision.models.segmentation)))
 #: The metric key torchvision's metadata gives for these weights (COCO val2017, VOC classes).
 PUBLISHED_ON = "COCO-val2017-VOC-labels"
 
@@ -43,9 +59,12 @@ PUBLISHED_ON = "COCO-val2017-VOC-labels"
 def torchvision_weights(name: str) -> WeightsEnum:
     """The pretrained weights of torchvision segmentation model ``name``; unknown names → one line with the
     nearest ones."""
-    if name not in TORCHVISION_MODELS:
-        nearest = difflib.get_close_matches(name, TORCHVISION_MODELS, n=3, cutoff=0.4)
-        hint = f"did you mean {', '.join(nearest)}?" if nearest else f"choose one of {', '.join(TORCHVISION_MODELS)}"
+    from torchvision.models import get_model_weights
+
+    known = _torchvision_models()
+    if name not in known:
+        nearest = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
+        hint = f"did you mean {', '.join(nearest)}?" if nearest else f"choose one of {', '.join(known)}"
         # no flag named: the name arrives as --checkpoint or as evaluate's argument
         raise WeightsError(f"unknown torchvision segmentation model {name!r}; {hint}")
     return get_model_weights(name).DEFAULT
@@ -106,6 +125,8 @@ def load_torchvision_segmentation(name: str, device: str | torch.device = "cpu")
     state = read_state_dict(path)
     with torch.device("meta"):  # shapes only: the random initialisation would be overwritten right away
         extra = {} if name.startswith("lraspp") else {"aux_loss": any(key.startswith("aux_classifier.") for key in state)}
+        from torchvision.models import get_model
+
         model = get_model(name, weights=None, weights_backbone=None, num_classes=len(weights.meta["categories"]),
                           **extra)
     try:

@@ -19,8 +19,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import get_model
-from torchvision.models.segmentation.fcn import FCNHead
 
 from ..errors import ConfigError
 from ..geometry import LayerGeometry, ScoreLayout
@@ -53,6 +51,9 @@ class DilatedResNetFCN(nn.Module):
                               "set it to false")
         if num_classes < 1:
             raise ConfigError(f"a segmentation model needs at least one class, got {num_classes}")
+        from torchvision.models import get_model  # on use: importing torchvision is slow (see models.vgg)
+        from torchvision.models.segmentation.fcn import FCNHead
+
         resnet = get_model(arch, weights=None, replace_stride_with_dilation=[False, True, True])
         if pretrained or weights_path is not None:
             classifier, _ = load_classifier(arch, weights_path=weights_path)
