@@ -20,11 +20,13 @@ segmentation networks alike) and hands it to :func:`run_on_runtime`, which retur
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import io
 import logging
 import os
+import sys
 import warnings
 import weakref
 from collections import OrderedDict
@@ -151,9 +153,29 @@ def _leaf_layers_with_inputs(network: nn.Module, example: torch.Tensor) -> list[
     return calls
 
 
+@contextlib.contextmanager
+def _native_stdout_silenced():
+    """File descriptor 1 points at the null device: the TorchScript exporter's C++ logger prints the whole graph
+    to stdout when an operator fails to export (torch 2.x always enables that log), which would bury the one
+    error line a user gets and corrupt ``--json`` output."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no stdout to protect
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _export(module: nn.Module, inputs: tuple, axes: dict | None, opset: int) -> bytes:
     buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad(), _native_stdout_silenced():
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
