@@ -5,9 +5,9 @@
 1. One 3×3 convolution in fp32, bf16 and fp16, side by side: each precision's time, GFLOP/s and ratio to fp32
    (channels-last, the layout oneDNN prefers), and which oneDNN kernel family the CPU offers.
 2. Agreement with torch fp32 of every backend × precision, on TRAINED weights (random VGG16 logits are nearly flat,
-   so their argmax flips mean nothing): the digits classifier of ``scripts/bench_detect.py`` (score maps of 40
+   so their argmax flips mean nothing): the digits classifier of ``scripts/bench_detect.py`` (score maps of 12
    digit scenes at stride 4, and the AP50 of its detection recipe) and a small VGG-shaped classifier trained here
-   for a minute on the bundled photos (``examples/*.jpg`` and scikit-learn's two sample images: "which photo is
+   briefly on the bundled photos (``examples/*.jpg`` and scikit-learn's two sample images: "which photo is
    this 64×64 patch from?"; score maps of the five photos at stride 16). Printed per row: top-1 agreement of the
    cells whose fp32 top-1 probability is ≥ 0.5, max |Δ probability| over all cells and classes, digits AP50.
    ``--precision auto`` picks bf16 only where these and ``scripts/bench.py``'s speed-ups were measured.
