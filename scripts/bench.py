@@ -214,15 +214,15 @@ def bench_default_path(report: Report, network, size: int, repeats: int) -> floa
 
     functions = {"default": lambda: compute_score_map(network, image), "naive": naive_pass}
     native_bf16 = cpu_has_native_bf16()
-    functions["bf16"] = lambda: compute_score_map(network, image, precision="bf16")
+    functions["bf16"] = lambda: compute_score_map(network, image, precision="bf16", backend="torch")
     times = best_times(functions, repeats)
     default = scoring_summary("auto", "auto", "cpu")
     default_name = f"{default['backend']} {default['precision']}"
     report.add(f"b. default path ({default_name}) vs naive NCHW fp32 ({size}²)",
                f"{times['default']:.2f} s", f"{times['naive']:.2f} s", f"{times['naive'] / times['default']:.2f}×",
                "≥ 2.5×")
-    exact = compute_score_map(network, image, precision="fp32").logits
-    reduced = compute_score_map(network, image, precision="bf16").logits
+    exact = compute_score_map(network, image, precision="fp32", backend="torch").logits
+    reduced = compute_score_map(network, image, precision="bf16", backend="torch").logits
     with torch.no_grad():
         naive_logits = naive_pass()[0]
     report.add(f"b'. bf16 autocast (native bf16: {'yes' if native_bf16 else 'no'}) vs naive NCHW fp32 ({size}²)",
