@@ -30,7 +30,7 @@ import sys
 import warnings
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -215,15 +215,16 @@ def onnx_graph(network: nn.Module, example: torch.Tensor, *, dynamic: bool, opse
 
 
 # ------------------------------------------------------------------------------------------------- compiling
-@dataclass
-class _CompiledNetwork:
-    run: object  # numpy N×3×H×W float32 → numpy scores
+#: A compiled network: normalised ``N×3×H×W`` float32 input → ``N×K×rows×cols`` scores (numpy both).
+_CompiledNetwork = Callable[[np.ndarray], np.ndarray]
 
 
 class _NetworkRuntimes:
-    """What one network has been converted to and compiled into (lives as long as the network)."""
+    """What one network (at one version of its weights) has been converted to and compiled into; lives as long as
+    the network."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: tuple) -> None:
+        self.version = version
         self.openvino_model = None  # the converted dynamic graph, compiled once per precision
         self.compiled: OrderedDict[tuple, _CompiledNetwork] = OrderedDict()
 
@@ -287,10 +288,7 @@ def _compile(backend: str, network: nn.Module, state: _NetworkRuntimes, precisio
         request = compiled.create_infer_request()
         output = compiled.output(0)
 
-        def run(batch: np.ndarray) -> np.ndarray:
-            return request.infer({0: batch})[output].copy()  # the request reuses its output buffer
-
-        return _CompiledNetwork(run)
+        return lambda batch: request.infer({0: batch})[output].copy()  # the request reuses its output buffer
     options = runtime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -300,16 +298,15 @@ def _compile(backend: str, network: nn.Module, state: _NetworkRuntimes, precisio
         session = runtime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # noqa: BLE001
         raise _compile_failure(backend, error) from None
-    return _CompiledNetwork(lambda batch: session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0])
+    return lambda batch: session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
 
 def _compiled_for(backend: str, network: nn.Module, precision: str, size: tuple[int, int],
                   device: torch.device) -> _CompiledNetwork:
     state = _per_network.get(network)
     version = _weights_version(network)
-    if state is None or getattr(state, "version", None) != version:
-        state = _per_network[network] = _NetworkRuntimes()
-        state.version = version
+    if state is None or state.version != version:
+        state = _per_network[network] = _NetworkRuntimes(version)
     dynamic = isinstance(network, FullyConvolutionalNet)
     threads = torch.get_num_threads()
     key = (backend, precision, threads, None if dynamic else size)
@@ -332,7 +329,7 @@ def run_on_runtime(backend: str, network: nn.Module, batch: torch.Tensor, precis
     compiled = _compiled_for(backend, network, precision, tuple(batch.shape[-2:]), batch.device)
     inputs = np.ascontiguousarray(batch.float().cpu().numpy())
     try:
-        scores = compiled.run(inputs)
+        scores = compiled(inputs)
     except FcnError:
         raise
     except Exception as error:  # noqa: BLE001 — a shape the compiled graph rejects, an op failing at run time
