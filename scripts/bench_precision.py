@@ -156,6 +156,8 @@ def agreement_tables(photo_steps: int, scene_count: int) -> None:
     print(f"\nagreement with torch fp32 on trained weights (CPU {cpu_model()}; amx/avx512 flags: "
           f"{' '.join(sorted(f for f in cpu_flags() if f.startswith(('amx', 'avx512')))) or 'none'})")
     started = time.perf_counter()
+    if not scene_count:
+        return photo_only_table(photo_steps, started)
     digits = densify(to_fully_convolutional(train_digit_classifier(seed=0), input_size=WINDOW, categories=CATEGORIES),
                      RECIPE_STRIDE)
     scenes = make_scenes(count=scene_count, seed=1)
@@ -190,6 +192,21 @@ def agreement_tables(photo_steps: int, scene_count: int) -> None:
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 
+def photo_only_table(photo_steps: int, started: float) -> None:
+    """The photo classifier's rows alone (``--scenes 0``)."""
+    photos = bundled_photos()
+    print(f"  training the VGG-shaped photo classifier ({photo_steps} steps of 64 patches, 5 bundled photos)")
+    photo_net = to_fully_convolutional(train_photo_classifier(photos, photo_steps), input_size=PATCH,
+                                       categories=["chelsea", "coffee", "rocket", "china", "flower"])
+    work = [np.asarray(Image.fromarray(photo).resize((448, 448 * photo.shape[0] // photo.shape[1]), Image.BICUBIC))
+            for photo in photos]
+    print("\n| backend | precision | photos: top-1 agreement (cells p≥0.5) | photos: max abs Δ prob |\n|---|---|---|---|")
+    for backend, precision in configurations():
+        agree, delta, cells = agreement_figures(photo_net, work, backend, precision)
+        print(f"| {backend} | {precision} | {agree:.2%} of {cells} | {delta:.1e} |", flush=True)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--channels", type=int, default=256)
@@ -198,7 +215,7 @@ def main() -> None:
     parser.add_argument("--conv-only", action="store_true", help="only the convolution timings")
     parser.add_argument("--photo-steps", type=int, default=300,
                         help="training steps of the VGG-shaped classifier (0: skip it)")
-    parser.add_argument("--scenes", type=int, default=12, help="digit scenes for agreement and AP50")
+    parser.add_argument("--scenes", type=int, default=12, help="digit scenes for agreement and AP50 (0: only the photo classifier)")
     args = parser.parse_args()
     torch.manual_seed(0)
     print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}, "
