@@ -29,6 +29,7 @@ from .geometry import ScoreGeometry
 from .heatmaps import resolve_classes
 from .models.convert import FullyConvolutionalNet
 from .pyramid import FusedProbabilities, fuse_levels, score_pyramid
+from .scoring import ScoringOptions
 
 __all__ = [
     "BOX_MODES",
@@ -283,14 +284,18 @@ def detect_objects(
     fuse: str = "max",
     topk: int = 5,
     options: DetectOptions = DetectOptions(),
+    scoring: ScoringOptions | None = None,
 ) -> list[Detection]:
     """Boxes of the objects in ``image`` (``H×W×3`` uint8 RGB), best first.
 
     ``network`` may be densified first (:func:`fcn_app.dense.densify`) for a finer map. The image is scored at
     every scale, per-pixel probabilities of the classes looked for are fused (``max``/``mean``), and
-    :func:`detections_from_probabilities` + :func:`non_max_suppression` turn them into detections.
+    :func:`detections_from_probabilities` + :func:`non_max_suppression` turn them into detections. ``scoring``
+    says how each level is scored (precision, memory budget, runtime; default :class:`ScoringOptions`).
     """
-    levels = score_pyramid(network, image, scales)
+    scoring = scoring if scoring is not None else ScoringOptions()
+    levels = score_pyramid(network, image, scales, precision=scoring.precision, max_memory=scoring.max_memory,
+                           backend=scoring.backend)
     peaks = torch.stack([level.score_map.probabilities().flatten(1).amax(dim=1) for level in levels]).amax(dim=0)
     class_indices = select_detection_classes(network.categories, classes, peak_probabilities=peaks, topk=topk)
     fused = fuse_levels(levels, class_indices, mode=fuse)

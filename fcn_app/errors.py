@@ -19,6 +19,7 @@ __all__ = [
     "TrainingError",
     "OptionError",
     "FontError",
+    "RuntimeCompileError",
 ]
 
 
@@ -68,9 +69,25 @@ class WeightsUnavailableError(WeightsError):
 
 
 class ConversionError(FcnError):
-    """A classifier does not have the shape ``features → [adaptive pool] → Linear/ReLU/Dropout head``."""
+    """A classifier does not have the shape ``features → [adaptive pool] → Linear/ReLU/Dropout head``, or a network
+    does not convert to another format; ``layer`` names the layer where that is known."""
 
     exit_code = 2
+
+    def __init__(self, message: str = "", *, option: str | None = None, layer: str | None = None) -> None:
+        super().__init__(message, option=option)
+        self.layer = layer
+
+
+class RuntimeCompileError(FcnError):
+    """An inference runtime (OpenVINO, ONNX Runtime) cannot convert or compile a network; ``layer`` names the layer
+    where that is known. The message ends by saying that the torch backend runs the network."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, layer: str | None = None) -> None:
+        super().__init__(f"{message}; the torch backend runs it", option="backend")
+        self.layer = layer
 
 
 class ClassSelectionError(FcnError):

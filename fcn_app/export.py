@@ -15,11 +15,9 @@ additionally needs ``onnxscript``; both give the same graph for these plain conv
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
-import warnings
 from pathlib import Path
 
 import torch
@@ -32,6 +30,7 @@ from .geometry import score_layout
 from .io import atomic_write_bytes
 from .layers import pair
 from .models.convert import FullyConvolutionalNet
+from .runtimes import onnx_graph
 
 __all__ = ["DEFAULT_OPSET", "EXPORT_FORMATS", "export_onnx", "onnx_metadata"]
 
@@ -39,8 +38,6 @@ logger = logging.getLogger(__name__)
 
 EXPORT_FORMATS = ("onnx",)
 DEFAULT_OPSET = 17
-INPUT_NAME = "images"
-OUTPUT_NAME = "scores"
 
 
 def onnx_metadata(network: nn.Module, input_size: tuple[int, int] | None = None) -> dict[str, str]:
@@ -83,7 +80,6 @@ def export_onnx(
         geometry = score_layout(network, network.input_size).geometry
         # two cells per axis in the example, so no output size can be mistaken for a constant while tracing
         size = (network.input_size[0] + geometry.stride[0], network.input_size[1] + geometry.stride[1])
-        axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch", 2: "rows", 3: "cols"}}
     else:
         if input_size is None:
             raise ConversionError("this network's padding and crops depend on the input size: export it for one "
@@ -91,32 +87,8 @@ def export_onnx(
         size = pair(input_size)
         if min(size) < 1:
             raise ConversionError(f"input size must be positive, got {size}", option="input_size")
-        axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
     example = torch.zeros(1, 3, *size, device=module_device(network))
-    buffer = io.BytesIO()
-    was_training = network.training
-    network.eval()
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore", category=DeprecationWarning)
-            warnings.simplefilter("ignore", category=FutureWarning)
-            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-            warnings.simplefilter("ignore", category=UserWarning)  # constant-folding notes on the crop slices
-            torch.onnx.export(
-                network,
-                (example,),
-                buffer,
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes=axes,
-                opset_version=opset,
-                dynamo=False,
-            )
-    except (RuntimeError, torch.onnx.errors.OnnxExporterError) as error:  # type: ignore[attr-defined]
-        raise ConversionError(f"ONNX export failed: {str(error).splitlines()[0][:200]}") from None
-    finally:
-        network.train(was_training)
-    model = onnx.load_from_string(buffer.getvalue())
+    model = onnx.load_from_string(onnx_graph(network, example, dynamic=dynamic, opset=opset))
     for key, value in onnx_metadata(network, size).items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value

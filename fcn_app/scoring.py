@@ -9,8 +9,11 @@ The inference path is tuned for throughput without changing results by default:
 
 - ``torch.inference_mode`` (no autograd bookkeeping) and channels-last memory format for network and input,
   which lets oneDNN (CPU) and cuDNN pick their fastest convolution kernels — same values, ~1.5× faster on CPU;
-- optional reduced precision (``precision="bf16"``/``"fp16"`` via autocast); ``"auto"`` picks it only where
-  ``scripts/bench.py`` printed both the speed-up and the top-1 agreement with fp32 (see :func:`resolve_precision`);
+- reduced precision (``precision="bf16"``/``"fp16"`` via autocast); ``"auto"`` picks bf16 only where
+  ``scripts/bench.py`` and ``scripts/bench_precision.py`` measured both the speed-up and the agreement with fp32
+  (CPUs with AMX-bf16, CUDA GPUs; see :func:`choose_precision`);
+- another runtime (``backend="openvino"``/``"onnxruntime"``, :mod:`fcn_app.runtimes`) fed the same normalised
+  input; ``"auto"`` picks OpenVINO on a CPU where it is installed (see :func:`choose_backend`);
 - exact tiling (:mod:`fcn_app.tiling`) when the activations would exceed a memory budget: the stitched score
   map equals the untiled one, so an 8000×8000 photo runs in a few GB;
 - :func:`load_scoring_network` loads and prepares each model once per process.
@@ -22,6 +25,7 @@ import contextlib
 import functools
 import logging
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,25 +34,31 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .device import cpu_has_native_bf16, module_device, resolve_device
-from .errors import OptionError
+from .device import cpu_flags, cpu_has_amx_bf16, cpu_has_native_bf16, cpu_model, module_device, resolve_device
+from .errors import OptionError, RuntimeCompileError
 from .geometry import AxisTile, ScoreGeometry, Tile, centered_padding, score_layout
 from .models import DEFAULT_ARCH, load_network, resolve_weights_path
 from .models.convert import FullyConvolutionalNet
 from .models.preprocess import normalize_pixels
+from .runtimes import BACKENDS, check_backend, resolve_backend, run_on_runtime, runtime_precisions
 from .tiling import default_max_memory, format_bytes, parse_memory_size, plan_tiles
 
 __all__ = [
+    "BACKENDS",
     "PRECISIONS",
+    "PRECISION_ENV",
     "ProgressCallback",
     "ScoreMap",
     "ScoringOptions",
     "compute_score_map",
+    "choose_backend",
+    "choose_precision",
     "compute_score_maps",
     "load_scoring_network",
     "prepare_batch",
     "prepare_network",
     "resolve_precision",
+    "scoring_summary",
     "window_conv_as_matmul",
 ]
 
@@ -56,6 +66,11 @@ logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _REDUCED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: What ``precision="auto"`` means on this machine when set (``fp32``, ``bf16`` or ``fp16``): pins a deployment,
+#: or a test suite that compares bit for bit, without changing every command line.
+PRECISION_ENV = "FCN_HEATMAP_PRECISION"
+#: The CPU flags behind the precision and runtime choice, as logged and written in ``--json``.
+_DECISIVE_FLAG_PREFIXES = ("amx", "avx512")
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -67,38 +82,97 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def resolve_precision(precision: str, device: str | torch.device = "cpu") -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device``, or ``None`` for plain fp32.
+def choose_precision(precision: str, device: str | torch.device = "cpu", backend: str = "torch") -> str:
+    """The precision (``"fp32"``, ``"bf16"`` or ``"fp16"``) that ``precision`` means on ``device`` for the
+    concrete ``backend``.
 
-    ``"auto"`` means: bf16 on CUDA GPUs that support it (else fp16) and fp32 on CPUs. On CPU, bf16 was measured
-    by ``scripts/bench.py`` on the development machine (AVX-512 BF16, no AMX) to be *slower* than fp32
-    channels-last, and its top-1 agreement can only be checked against real weights — so fp32 stays the CPU
-    default and bf16 is opt-in (``--precision bf16``).
+    ``"auto"``: :data:`PRECISION_ENV` when set; else bf16 on CUDA GPUs that support it (fp16 on older ones) and on
+    CPUs with AMX-bf16 (``amx_bf16`` in ``/proc/cpuinfo``), fp32 elsewhere — on an AMD EPYC with AVX-512 BF16 but
+    no AMX, bf16 was measured *slower* than fp32, and ``scripts/bench_precision.py`` measures what bf16 changes on
+    trained weights. A runtime that cannot run the choice (ONNX Runtime: fp32 only) gets fp32.
     """
     check_precision(precision)
     device = torch.device(device)
-    if precision == "fp32":
+    if precision != "auto":
+        return precision
+    pinned = os.environ.get(PRECISION_ENV) or "auto"
+    if pinned not in PRECISIONS:
+        raise OptionError("precision", f"{PRECISION_ENV}={pinned!r} is not a precision; choose one of "
+                                       f"{', '.join(PRECISIONS)}")
+    if pinned != "auto":
+        chosen = pinned
+    elif device.type == "cuda":
+        chosen = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    else:
+        chosen = "bf16" if device.type == "cpu" and cpu_has_amx_bf16() else "fp32"
+    return chosen if chosen in runtime_precisions(backend) else "fp32"
+
+
+def resolve_precision(precision: str, device: str | torch.device = "cpu") -> torch.dtype | None:
+    """The torch autocast dtype for ``precision`` on ``device`` (see :func:`choose_precision`), or ``None`` for
+    plain fp32."""
+    chosen = choose_precision(precision, device)
+    device = torch.device(device)
+    if chosen == "fp32":
         return None
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return None
-    if device.type == "cpu" and precision == "bf16" and not cpu_has_native_bf16():
+    if device.type == "cpu" and chosen == "bf16" and not cpu_has_native_bf16():
         logger.warning("this CPU has no native bf16 (AVX-512 BF16/AMX); bf16 will be emulated and slow")
-    return _REDUCED_DTYPES[precision]
+    return _REDUCED_DTYPES[chosen]
+
+
+def choose_backend(backend: str, device: str | torch.device = "cpu") -> str:
+    """The runtime ``backend`` means on ``device`` (see :func:`fcn_app.runtimes.resolve_backend`)."""
+    return resolve_backend(backend, device)
+
+
+def scoring_summary(precision: str, backend: str, device: str | torch.device = "cpu") -> dict:
+    """How :func:`compute_score_maps` runs with these options on ``device``: the runtime, the precision, what
+    ``auto`` was asked, and the CPU (model and ``amx*``/``avx512*`` flags) the choice rests on — logged once,
+    written in ``--json``."""
+    device = torch.device(device)
+    chosen_backend = resolve_backend(backend, device)
+    return {
+        "backend": chosen_backend,
+        "precision": choose_precision(precision, device, chosen_backend),
+        "requested": {"backend": backend, "precision": precision},
+        "device": str(device),
+        "cpu": {"model": cpu_model(),
+                "flags": sorted(flag for flag in cpu_flags() if flag.startswith(_DECISIVE_FLAG_PREFIXES))},
+    }
+
+
+_logged_choices: set[tuple] = set()
+
+
+def _log_choice_once(summary: dict) -> None:
+    key = (summary["backend"], summary["precision"], tuple(summary["requested"].values()), summary["device"])
+    if key in _logged_choices:
+        return
+    _logged_choices.add(key)
+    logger.info("scoring on %s with backend %s (asked: %s), precision %s (asked: %s); CPU %s, flags: %s",
+                summary["device"], summary["backend"], summary["requested"]["backend"], summary["precision"],
+                summary["requested"]["precision"], summary["cpu"]["model"],
+                " ".join(summary["cpu"]["flags"]) or "no amx/avx512")
 
 
 @dataclass(frozen=True)
 class ScoringOptions:
-    """How :func:`compute_score_maps` runs: ``precision`` (see :func:`resolve_precision`) and ``max_memory``, the
+    """How :func:`compute_score_maps` runs: ``precision`` (see :func:`choose_precision`), ``max_memory``, the
     activation budget above which inputs are scored in exact tiles (bytes or ``"2G"``-style text; ``None``: the
-    default budget). Checked when made, so a bad value fails before any image is read."""
+    default budget), and ``backend``, the runtime (see :func:`choose_backend`). Checked when made, so a bad value
+    fails before any image is read."""
 
     precision: str = "auto"
     max_memory: int | str | None = None
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
+        check_backend(self.backend)
+
+    def summary(self, network: torch.nn.Module) -> dict:
+        """How ``network`` is scored with these options (:func:`scoring_summary`), as written in ``--json``."""
+        return _network_summary(network, self.precision, self.backend)
         if self.max_memory is not None:
             parse_memory_size(self.max_memory)
 
@@ -259,14 +333,17 @@ def compute_score_maps(
     precision: str = "auto",
     max_memory: int | str | None = None,
     progress: ProgressCallback | None = None,
+    backend: str = "auto",
 ) -> list[ScoreMap]:
     """Score maps of RGB uint8 images (any sizes), from a classifier FCN or a segmentation FCN.
 
     Args:
-        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (see :func:`resolve_precision`).
+        precision: ``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"auto"`` (see :func:`choose_precision`).
         max_memory: activation budget in bytes (or ``"2G"``-style text); inputs whose activations would exceed it
             are scored in exact tiles. Default: :func:`fcn_app.tiling.default_max_memory`.
         progress: called as ``progress(done, total)`` after each tile of an image.
+        backend: ``"torch"``, ``"openvino"``, ``"onnxruntime"`` or ``"auto"`` (see :func:`choose_backend`); with
+            ``"auto"``, a network the chosen runtime cannot compile is scored by torch (a warning, once).
 
     Every image is scored alone, so its score map is the same whatever images come with it: a joint forward pass
     over same-size images sums in another order for some batch sizes (VGG16 logits moved by up to 4.5e-6), and
@@ -275,14 +352,44 @@ def compute_score_maps(
     """
     if not len(images):
         raise ValueError("no images to score")
-    dtype = resolve_precision(precision, module_device(network))
+    summary = _network_summary(network, precision, backend)
+    _log_choice_once(summary)
     budget = default_max_memory() if max_memory is None else parse_memory_size(max_memory)
     prepare_network(network)
-    return [_score_image(network, image, dtype, budget, progress) for image in images]
+    try:
+        return [_score_image(network, image, summary, budget, progress) for image in images]
+    except RuntimeCompileError as error:
+        if backend != "auto" or summary["backend"] == "torch":
+            raise
+        logger.warning("%s; backend auto scores this network with torch", str(error).rsplit(";", 1)[0])
+        _torch_only.add(network)
+        return compute_score_maps(network, images, precision=precision, max_memory=max_memory, progress=progress,
+                                  backend=backend)
+
+
+#: Networks a runtime chosen by ``backend="auto"`` failed to compile: torch scores them from then on.
+_torch_only: weakref.WeakSet = weakref.WeakSet()
+
+
+def _network_summary(network: torch.nn.Module, precision: str, backend: str) -> dict:
+    """:func:`scoring_summary` for ``network``: on its device, and torch where ``auto``'s runtime failed it."""
+    fell_back = backend == "auto" and network in _torch_only
+    summary = scoring_summary(precision, "torch" if fell_back else backend, module_device(network))
+    if fell_back:
+        summary["requested"]["backend"] = "auto"
+    return summary
+
+
+def _forward_with(summary: dict, network: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The function from a normalised input batch to float32 CPU scores, for the runtime in ``summary``."""
+    if summary["backend"] == "torch":
+        dtype = resolve_precision(summary["precision"], module_device(network))
+        return lambda batch: _run(network, batch, dtype)
+    return lambda batch: run_on_runtime(summary["backend"], network, batch, summary["precision"])
 
 
 def _score_image(
-    network: torch.nn.Module, image: np.ndarray, dtype: torch.dtype | None, budget: int,
+    network: torch.nn.Module, image: np.ndarray, summary: dict, budget: int,
     progress: ProgressCallback | None,
 ) -> ScoreMap:
     pixels = image[None]
@@ -291,7 +398,8 @@ def _score_image(
     padded_size = (pixels.shape[1] + top + bottom, pixels.shape[2] + left + right)
     layout = score_layout(network, padded_size)
     grid = layout.grid
-    tiles = plan_tiles(network, padded_size, budget, bytes_per_value=4 if dtype is None else 2)
+    forward = _forward_with(summary, network)
+    tiles = plan_tiles(network, padded_size, budget, bytes_per_value=4 if summary["precision"] == "fp32" else 2)
     if tiles is None:
         tiles = [Tile(_whole(padded_size[0], grid[0]), _whole(padded_size[1], grid[1]))]
     else:
@@ -303,7 +411,7 @@ def _score_image(
         rows, cols = tile.rows, tile.cols
         batch = _normalized_region(network, pixels, padding, (rows.input_start, rows.input_stop),
                                    (cols.input_start, cols.input_stop))
-        tile_logits = _run(network, batch, dtype)[0]
+        tile_logits = forward(batch)[0]
         tile_grid = tuple(tile_logits.shape[-2:])
         expected = score_layout(network, tile.input_size).grid
         if tile_grid != expected or rows.cell_stop - rows.cell_offset > tile_grid[0] \

@@ -11,6 +11,9 @@ c. achieved GFLOP/s of the whole network vs the best single conv layer (and fc6 
 d. top-5 class heatmaps at 512²: ours vs pytorch-grad-cam's GradCAM, 5 heatmaps on the same model
 e. peak RSS of an 8000² image with automatic tiling (child process), and max |Δ| tiled vs untiled at 2048²
 f. onnxruntime on the exported network vs the default path (same size as b)
+h. every backend × precision (torch, OpenVINO, ONNX Runtime; fp32, bf16) at 512² and 1024², each as a ratio to
+   the naive NCHW fp32 torch pass measured in the same run, with its agreement with torch fp32; and what
+   converting the network for a runtime costs (once per process)
 
 Weights: the real ImageNet VGG16 weights when they are in the torch hub cache (or ``--weights``), otherwise a
 seeded random VGG16 (same shapes and cost; agreement figures are then only indicative). Times are the best of
@@ -37,15 +40,17 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from fcn_app.device import cpu_flags as device_cpu_flags  # noqa: E402
 from fcn_app.errors import WeightsError  # noqa: E402
 from fcn_app.heatmaps import class_heatmaps  # noqa: E402
 from fcn_app.models import build_classifier, default_weights, load_classifier, to_fully_convolutional  # noqa: E402
+from fcn_app.runtimes import runtime_available, runtime_precisions  # noqa: E402
 from fcn_app.scoring import (  # noqa: E402
     compute_score_map,
+    scoring_summary,
     cpu_has_native_bf16,
     prepare_batch,
     prepare_network,
-    resolve_precision,
     window_conv_as_matmul,
 )
 from fcn_app.tiling import default_max_memory, format_bytes, plan_tiles  # noqa: E402
@@ -69,6 +74,14 @@ def best_times(functions: dict, repeats: int) -> dict[str, float]:
 
 def photo(size: int) -> np.ndarray:
     return np.asarray(Image.open(PHOTO).convert("RGB").resize((size, size), Image.BICUBIC))
+
+
+def openvino_version() -> str:
+    try:
+        import openvino
+    except ImportError:
+        return "not installed"
+    return openvino.__version__.split("-")[0]
 
 
 def cpu_model() -> str:
@@ -201,14 +214,15 @@ def bench_default_path(report: Report, network, size: int, repeats: int) -> floa
 
     functions = {"default": lambda: compute_score_map(network, image), "naive": naive_pass}
     native_bf16 = cpu_has_native_bf16()
-    functions["bf16"] = lambda: compute_score_map(network, image, precision="bf16")
+    functions["bf16"] = lambda: compute_score_map(network, image, precision="bf16", backend="torch")
     times = best_times(functions, repeats)
-    default_name = "fp32" if resolve_precision("auto", "cpu") is None else "bf16"
-    report.add(f"b. default path ({default_name}, channels-last, GEMM head) vs naive NCHW fp32 ({size}²)",
+    default = scoring_summary("auto", "auto", "cpu")
+    default_name = f"{default['backend']} {default['precision']}"
+    report.add(f"b. default path ({default_name}) vs naive NCHW fp32 ({size}²)",
                f"{times['default']:.2f} s", f"{times['naive']:.2f} s", f"{times['naive'] / times['default']:.2f}×",
                "≥ 2.5×")
-    exact = compute_score_map(network, image, precision="fp32").logits
-    reduced = compute_score_map(network, image, precision="bf16").logits
+    exact = compute_score_map(network, image, precision="fp32", backend="torch").logits
+    reduced = compute_score_map(network, image, precision="bf16", backend="torch").logits
     with torch.no_grad():
         naive_logits = naive_pass()[0]
     report.add(f"b'. bf16 autocast (native bf16: {'yes' if native_bf16 else 'no'}) vs naive NCHW fp32 ({size}²)",
@@ -350,6 +364,44 @@ def bench_onnx(report: Report, network, size: int, repeats: int) -> None:
                f"{times['ours']:.2f} s", f"{times['ours'] / times['onnx']:.2f}× (max abs Δ {difference:.1e})", "—")
 
 
+def bench_backends(report: Report, network, sizes: tuple[int, ...], repeats: int) -> None:
+    print(f"[h] backend × precision vs naive NCHW fp32 at {', '.join(f'{size}²' for size in sizes)}", flush=True)
+    backends = [backend for backend in ("torch", "openvino", "onnxruntime") if runtime_available(backend)]
+    default = scoring_summary("auto", "auto", "cpu")
+    naive = naive_copy(network)
+    for backend in backends[1:]:  # conversion + first compile, once per process, apart from the timed passes
+        start = time.perf_counter()
+        compute_score_map(network, photo(256), precision="fp32", backend=backend)
+        report.add(f"h. {backend}: convert to ONNX + compile fp32 (once per process)",
+                   f"{time.perf_counter() - start:.1f} s", "—", "—", "—")
+    for size in sizes:
+        image = photo(size)
+        batch = prepare_batch(naive, [image])[0].contiguous()
+
+        def naive_pass():
+            with torch.no_grad():
+                return naive(batch)
+
+        rows = [(backend, precision) for backend in backends for precision in ("fp32", "bf16")
+                if precision in runtime_precisions(backend)]
+        functions = {"naive": naive_pass}
+        for backend, precision in rows:
+            functions[(backend, precision)] = (
+                lambda backend=backend, precision=precision:
+                compute_score_map(network, image, precision=precision, backend=backend))
+        times = best_times(functions, repeats)
+        exact = compute_score_map(network, image, precision="fp32", backend="torch").logits
+        for backend, precision in rows:
+            logits = compute_score_map(network, image, precision=precision, backend=backend).logits
+            quality = (f"max abs Δ vs torch fp32 {float((logits - exact).abs().max()):.1e}" if precision == "fp32"
+                       else f"top-1 agreement {agreement(logits, exact):.1%} (random weights: indicative only)")
+            marker = " ← auto here" if (backend, precision) == (default["backend"], default["precision"]) else ""
+            report.add(f"h. {backend} {precision} vs naive NCHW fp32 torch ({size}²){marker}",
+                       f"{times[(backend, precision)]:.2f} s", f"{times['naive']:.2f} s",
+                       f"{times['naive'] / times[(backend, precision)]:.2f}× ({quality})",
+                       "≥ 5× (AMX) / ≥ 1.5× (no AMX) at 1024² for auto" if marker else "—")
+
+
 def bench_compile(report: Report, network, size: int, repeats: int) -> None:
     print(f"[g] torch.compile vs default path at {size}²", flush=True)
     image = photo(size)
@@ -375,7 +427,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per item (best is kept)")
     parser.add_argument("--weights", default=None, help="VGG16 state dict (default: hub cache, else random)")
-    parser.add_argument("--only", default="abcdefg", help="items to run, e.g. 'ab'")
+    parser.add_argument("--only", default="abcdefgh", help="items to run, e.g. 'ab'")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--huge-child", type=int, default=None, help=argparse.SUPPRESS)
@@ -395,8 +447,11 @@ def main() -> None:
     print("fcn-heatmap benchmark", "(--quick)" if args.quick else "")
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
           f"native bf16: {'yes' if cpu_has_native_bf16() else 'no'}, load average {os.getloadavg()[0]:.1f} at start")
+    print(f"cpu flags (amx*, avx512*): {' '.join(sorted(flag for flag in device_cpu_flags() if flag.startswith(('amx', 'avx512')))) or 'none'}")
+    default = scoring_summary("auto", "auto", "cpu")
+    print(f"auto here: backend {default['backend']}, precision {default['precision']}")
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}, torchvision "
-          f"{torchvision.__version__}, onnxruntime {onnxruntime.__version__}, oneDNN "
+          f"{torchvision.__version__}, onnxruntime {onnxruntime.__version__}, openvino {openvino_version()}, oneDNN "
           f"{'on' if torch.backends.mkldnn.is_available() else 'off'}")
     classifier, network, source = load_models(args.weights)
     prepare_network(network)
@@ -418,6 +473,8 @@ def main() -> None:
         bench_huge(report, sizes["e_huge"], args.weights)
     if "f" in args.only:
         bench_onnx(report, network, sizes["b"], repeats)
+    if "h" in args.only:
+        bench_backends(report, network, (256, 512) if args.quick else (512, 1024), repeats)
     if args.compile and "g" in args.only:
         bench_compile(report, network, 512, repeats)
     print()

@@ -38,7 +38,7 @@ from fcn_app.batch import collect_inputs, default_num_workers, run_batch  # noqa
 from fcn_app.io import load_image  # noqa: E402
 from fcn_app.models import build_classifier, default_weights, to_fully_convolutional  # noqa: E402
 from fcn_app.tasks import HeatmapTask  # noqa: E402
-from fcn_app.scoring import compute_score_maps  # noqa: E402
+from fcn_app.scoring import compute_score_maps, scoring_summary  # noqa: E402
 
 
 def small_classifier() -> nn.Module:
@@ -113,6 +113,9 @@ def bench_throughput(args) -> None:
     print(f"model {args.model} (random weights), {args.images} images {args.size}×{args.size} JPEG, "
           f"batch size {args.batch_size}, {num_workers} decode workers, torch threads {torch.get_num_threads()}, "
           f"best of {args.repeats}")
+    runtime = scoring_summary("auto", "auto", "cpu")
+    print(f"scoring defaults here (both paths): backend {runtime['backend']}, precision {runtime['precision']} "
+          f"(CPU {runtime['cpu']['model']}; {' '.join(runtime['cpu']['flags']) or 'no amx/avx512 flags'})")
     print(f"model only : {best_model:8.2f} images/s   (runs: {', '.join(f'{speed:.2f}' for speed in model_speeds)})")
     print(f"folder     : {best_folder:8.2f} images/s   (runs: {', '.join(f'{speed:.2f}' for speed in folder_speeds)})")
     paired = sorted(folder / model for folder, model in zip(folder_speeds, model_speeds))

@@ -2,7 +2,9 @@
 
 ``TORCH_HOME`` points at a temporary folder whose hub cache holds seeded random VGG16 weights under the real
 file name, so the product's default loading path runs for real; ``FCN_HEATMAP_OFFLINE=1`` makes any attempted
-download fail fast instead of reaching out.
+download fail fast instead of reaching out. ``FCN_HEATMAP_BACKEND=torch`` and ``FCN_HEATMAP_PRECISION=fp32`` pin
+what ``auto`` means (on an AMX CPU with OpenVINO installed it would mean OpenVINO in bf16): the suite's exactness
+tests compare torch fp32 bit for bit, here and in the CLI subprocesses; tests of ``auto`` itself unset them.
 """
 
 from __future__ import annotations
@@ -22,9 +24,12 @@ from helpers import write_default_weights  # noqa: E402
 @pytest.fixture(scope="session", autouse=True)
 def torch_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("torch_home")
-    previous = {key: os.environ.get(key) for key in ("TORCH_HOME", "FCN_HEATMAP_OFFLINE", "FCN_HEATMAP_WEIGHTS")}
+    previous = {key: os.environ.get(key) for key in ("TORCH_HOME", "FCN_HEATMAP_OFFLINE", "FCN_HEATMAP_WEIGHTS",
+                                                     "FCN_HEATMAP_BACKEND", "FCN_HEATMAP_PRECISION")}
     os.environ["TORCH_HOME"] = str(home)
     os.environ["FCN_HEATMAP_OFFLINE"] = "1"
+    os.environ["FCN_HEATMAP_BACKEND"] = "torch"
+    os.environ["FCN_HEATMAP_PRECISION"] = "fp32"
     os.environ.pop("FCN_HEATMAP_WEIGHTS", None)
     write_default_weights(home, "vgg16", seed=0)
     yield home

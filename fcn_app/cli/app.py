@@ -18,7 +18,7 @@ from ..dense import densify
 from ..launcher import local_device
 from ..models import DEFAULT_ARCH
 from ..models.graph import with_window
-from ..scoring import load_scoring_network
+from ..scoring import BACKENDS, PRECISIONS, load_scoring_network
 from ..segmentation.checkpoint import load_segmentation_model
 
 __all__ = [
@@ -26,9 +26,11 @@ __all__ = [
     "EXIT_FAILURES",
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
+    "BackendOption",
     "CheckpointOption",
     "DeviceOption",
     "ModelOption",
+    "PrecisionOption",
     "VerboseOption",
     "WeightsOption",
     "app",
@@ -99,6 +101,12 @@ ClassesOption = Annotated[
                                    "classes than ImageNet's 1000).", dir_okay=False),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+BackendOption = Annotated[str, typer.Option(
+    "--backend", help=f"Runtime: {'|'.join(BACKENDS)}. auto: OpenVINO on a CPU where it is installed "
+    "(pip install 'fcn-heatmap[openvino]'), else torch.")]
+PrecisionOption = Annotated[str, typer.Option(
+    "--precision", help=f"{'|'.join(PRECISIONS)}. auto: bf16 on a CPU with AMX-bf16 or on a GPU, else fp32 "
+    "(fp32: bit-stable results).")]
 CheckpointOption = Annotated[
     Path | None,
     typer.Option("--checkpoint", help="A segmentation checkpoint (fcn-heatmap train or import-weights), or "

@@ -14,9 +14,11 @@ from ..errors import OptionError
 from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, ensure_output_dir, load_image
 from ..models import DEFAULT_ARCH
 from ..pyramid import parse_scales
+from ..scoring import ScoringOptions
 from ..tasks import DetectionTask, process_image
 from ..text import check_font
-from .app import (CheckpointOption, ClassesOption, DeviceOption, ModelOption, VerboseOption, WeightsOption, app,
+from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, ModelOption, PrecisionOption,
+                  VerboseOption, WeightsOption, app,
                   cli_errors, console, load_command_network, print_metrics, print_report,
                   refuse_classifier_options, setup_logging)
 from .jobs import (
@@ -86,6 +88,8 @@ def detect(
                      "DejaVu Sans: Latin, Greek, Cyrillic)."),
     ] = None,
     device: DeviceOption = "auto",
+    precision: PrecisionOption = "auto",
+    backend: BackendOption = "auto",
     verbose: VerboseOption = False,
 ) -> None:
     """Find objects: per image <name>.detections.png (boxes + labels) and <name>.detections.json; all results in
@@ -99,6 +103,7 @@ def detect(
                                 box_mode=box_mode, window_fill=window_fill, center=center, nms_iou=nms_iou,
                                 classwise_nms=classwise_nms, masks=masks)
         check_font(font)
+        scoring = ScoringOptions(precision=precision, backend=backend)
         refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=class_names_file)
         if not inputs and list_file is None:
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
@@ -111,6 +116,7 @@ def detect(
                 network, options, scales=pyramid_scales,
                 classes=classes or None, fuse=fuse, topk=topk, max_side=max_side, max_pixels=max_pixels,
                 description={"model": str(checkpoint) if checkpoint is not None else model, "stride": stride}, font=str(font) if font is not None else None,
+                scoring=scoring,
             )
 
         if is_batch_input(inputs, list_file):

@@ -22,10 +22,11 @@ from ..models import DEFAULT_ARCH
 from ..pyramid import FUSE_MODES
 from ..render import COLORMAPS, DEFAULT_COLORMAP
 from ..resolution import DEFAULT_WORK_WINDOWS, default_work_size
-from ..scoring import PRECISIONS, ScoringOptions
+from ..scoring import ScoringOptions
 from ..tasks import HeatmapOptions, HeatmapTask, ImageTask, SegmentationTask, process_input
 from ..tasks.heatmap import IMAGE_FORMATS
-from .app import (ClassesOption, DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors,
+from .app import (BackendOption, ClassesOption, DeviceOption, ModelOption, PrecisionOption, VerboseOption,
+                  WeightsOption, app, cli_errors,
                   error_console, load_command_network, print_report, refuse_classifier_options, setup_logging)
 from .jobs import (
     BatchSizeOption,
@@ -143,7 +144,8 @@ def heatmap(
                      "DejaVu Sans: Latin, Greek, Cyrillic)."),
     ] = None,
     device: DeviceOption = "auto",
-    precision: Annotated[str, typer.Option(help=f"{'|'.join(PRECISIONS)}; auto: fp32 on CPU, bf16/fp16 on GPU.")] = "auto",
+    precision: PrecisionOption = "auto",
+    backend: BackendOption = "auto",
     max_memory: Annotated[str | None, typer.Option(help="Activation budget, e.g. 2G; larger images run in exact tiles (default: 1/4 of free RAM, ≤ 1 GiB).")] = None,
     verbose: VerboseOption = False,
 ) -> None:
@@ -164,7 +166,7 @@ def heatmap(
             font=str(font) if font is not None else None, work_size=work_size, scales=scales, fuse=fuse,
             image_format=image_format,
         )
-        scoring = ScoringOptions(precision, max_memory)
+        scoring = ScoringOptions(precision, max_memory, backend)
         if not inputs and list_file is None:
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
         if is_batch_input(inputs, list_file):

@@ -19,6 +19,7 @@ from ..heatmaps import resolve_classes
 from ..io import DEFAULT_MAX_PIXELS, DecodeRequest, InputImage, atomic_write_json, atomic_write_png
 from ..pyramid import FUSE_MODES
 from ..render import draw_detections
+from ..scoring import ScoringOptions
 from .base import ProgressCallback, Report, picture_of, write_each
 
 __all__ = ["DetectionTask", "DetectionsImage"]
@@ -51,6 +52,7 @@ class DetectionTask:
     max_pixels: int = DEFAULT_MAX_PIXELS
     description: dict = field(default_factory=dict)
     font: str | None = None  # TrueType/OpenType file for labels (None: the bundled DejaVu Sans)
+    scoring: ScoringOptions = field(default_factory=ScoringOptions)
 
     def __post_init__(self) -> None:
         if self.fuse not in FUSE_MODES:
@@ -69,7 +71,7 @@ class DetectionTask:
     def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None) -> list[list[Detection]]:
         return [
             detect_objects(self.network, image, scales=self.scales, classes=self.classes, fuse=self.fuse,
-                           topk=self.topk, options=self.options)
+                           topk=self.topk, options=self.options, scoring=self.scoring)
             for image in images
         ]
 
@@ -82,6 +84,7 @@ class DetectionTask:
             "scales": list(self.scales),
             "fuse": self.fuse,
             "detections": [detection.to_dict() for detection in prediction],
+            "runtime": self.scoring.summary(self.network),
         }
         return DetectionsImage(draw_detections(image, prediction, font=self.font), prediction, summary)
 

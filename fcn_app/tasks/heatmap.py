@@ -205,7 +205,7 @@ class ScoreMapTask(DecodeLimitsFromOptions):
 
     def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None) -> list[ScoreMap]:
         return compute_score_maps(self.network, images, precision=self.scoring.precision,
-                                  max_memory=self.scoring.max_memory, progress=progress)
+                                  max_memory=self.scoring.max_memory, progress=progress, backend=self.scoring.backend)
 
     def optional_paths(self, stem: str) -> dict[str, Path]:
         """The outputs every scored task can add: the raw scores and the JSON summary, when asked for."""
@@ -259,7 +259,8 @@ class HeatmapTask(ScoreMapTask):
         if not self.options.is_pyramid:
             return super().predict(images, progress)
         return [score_pyramid(self.network, image, self.options.scales, precision=self.scoring.precision,
-                              max_memory=self.scoring.max_memory, progress=progress) for image in images]
+                              max_memory=self.scoring.max_memory, progress=progress, backend=self.scoring.backend)
+                for image in images]
 
     def render(self, image: np.ndarray | InputImage, prediction: ScoreMap | list[PyramidLevel],
                source: str | None) -> RenderedImage:
@@ -291,6 +292,7 @@ class HeatmapTask(ScoreMapTask):
             "work_size": {"width": int(work_width), "height": int(work_height), "rule": self.work_size_rule},
             **maps,
             "classes": [heat.to_dict() for heat in heatmaps],
+            "runtime": self.scoring.summary(self.network),
         }
         return RenderedImage(main, heatmaps, score_map, grid, summary, icc_profile, levels)
 

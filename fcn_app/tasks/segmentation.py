@@ -95,6 +95,7 @@ class SegmentationTask(ScoreMapTask):
             "image": source,
             "image_size": {"width": int(image.shape[1]), "height": int(image.shape[0])},
             "classes": summary_classes,
+            "runtime": self.scoring.summary(self.network),
         }
         dtype = np.uint8 if len(class_names) <= 256 else np.uint16
         return SegmentationResult(labels.astype(dtype), overlay_image, tile_panels(panels), prediction, summary)
