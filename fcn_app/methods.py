@@ -105,7 +105,7 @@ def method_network(network: nn.Module, method: str) -> nn.Module:
     try:
         return with_window(network, 1)
     except FcnError as error:
-        raise OptionError("method", f"cam needs a classifier ending in global pooling: {error}") from None
+        raise OptionError("method", f"cam: {error}") from None
 
 
 class WindowClassifier(nn.Module):
