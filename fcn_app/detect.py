@@ -27,7 +27,7 @@ from torchvision.ops import batched_nms, nms
 from .coco import encode_mask
 from .errors import ClassSelectionError, OptionError
 from .geometry import ScoreGeometry
-from .heatmaps import resolve_classes
+from .heatmaps import ClassSelection, resolve_classes
 from .methods import FCN, is_saliency_method, saliency_maps
 from .models.convert import FullyConvolutionalNet
 from .pyramid import FusedProbabilities, fuse_levels, score_pyramid
@@ -312,8 +312,8 @@ def _saliency_probabilities(network, image: np.ndarray, levels, class_indices: S
     """Each class's saliency map (in [0, 1], peaking at 1) times the class's probability on its surest window:
     the hot region is the map's, a detection's score is what the classifier says (so ``min_score`` keeps working).
     Window boxes, if asked for, use the one score map's geometry."""
-    maps = saliency_maps(network, image, method, classes=[str(index) for index in class_indices],
-                         target_layer=target_layer)
+    selections = [ClassSelection(network.categories[index], (int(index),)) for index in class_indices]
+    maps = saliency_maps(network, image, method, selections=selections, target_layer=target_layer)
     weights = np.asarray(maps.window_probabilities, dtype=np.float32)[:, None, None]
     return FusedProbabilities(probabilities=np.clip(maps.maps * weights, 0.0, 1.0),
                               best_level=np.zeros(maps.maps.shape, dtype=np.int64),

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from .errors import FcnError, MissingExtraError, OptionError
-from .heatmaps import ClassSelection, resolve_classes
+from .heatmaps import ClassSelection, heatmap_for_class, resolve_classes
 from .models.graph import with_window
-from .scoring import prepare_batch
+from .scoring import compute_score_map, prepare_batch
 
 __all__ = [
     "CAM",
@@ -37,6 +37,8 @@ __all__ = [
     "SaliencyMaps",
     "WindowClassifier",
     "backend_note",
+    "class_score_function",
+    "method_heatmap",
     "check_method",
     "is_saliency_method",
     "method_network",
@@ -174,9 +176,11 @@ def _window_probabilities(classifier: WindowClassifier, batch: torch.Tensor) -> 
 
 
 def saliency_maps(network: nn.Module, image: np.ndarray, method: str, *, classes: list[str] | None = None,
-                  topk: int = 3, target_layer: str | None = None) -> SaliencyMaps:
+                  topk: int = 3, target_layer: str | None = None,
+                  selections: list[ClassSelection] | None = None) -> SaliencyMaps:
     """Saliency maps of ``image`` (``H×W×3`` uint8 RGB) by pytorch-grad-cam's ``method`` for the named ``classes``
-    (or the ``topk`` classes with the highest probability on their surest window).
+    (or the ``topk`` classes with the highest probability on their surest window), or for ``selections`` as
+    already resolved.
 
     The image is normalised and padded as for scoring (:func:`~fcn_app.scoring.prepare_batch`); the maps are cut
     back to the image. Runs on the network's device in fp32, with gradients enabled whatever the caller's mode.
@@ -192,7 +196,9 @@ def saliency_maps(network: nn.Module, image: np.ndarray, method: str, *, classes
         batch = batch.contiguous().to(next(network.parameters()).device).requires_grad_(True)
         classifier = WindowClassifier(network).eval()
         cells = _window_probabilities(classifier, batch)
-        if classes:
+        if selections is not None:
+            selections = list(selections)
+        elif classes:
             selections = resolve_classes(classes, categories)
         else:
             peaks = cells.flatten(1).amax(dim=1)
@@ -215,3 +221,36 @@ def saliency_maps(network: nn.Module, image: np.ndarray, method: str, *, classes
     stacked = np.nan_to_num(np.clip(stacked, 0.0, 1.0), nan=0.0)
     return SaliencyMaps(method, selections, np.ascontiguousarray(stacked), probabilities, layer_name, seconds,
                         tuple(image.shape[:2]))
+
+
+def method_heatmap(network: nn.Module, image: np.ndarray, method: str, selection: ClassSelection, *,
+                   target_layer: str | None = None) -> tuple[np.ndarray, float]:
+    """``(map, seconds)``: one class's ``H×W`` map of ``image`` in [0, 1] by any method, and the time it took.
+
+    ``fcn`` and ``cam`` give the class's per-pixel probability (``cam`` with one-feature-cell windows; pass the
+    network as it is, this function narrows the window); the others a pytorch-grad-cam saliency map.
+    """
+    method = check_method(method)
+    if is_saliency_method(method):
+        require_grad_cam(method)  # its first import takes seconds: not the method's time
+    start = time.perf_counter()
+    if is_saliency_method(method):
+        heat = saliency_maps(network, image, method, selections=[selection], target_layer=target_layer).maps[0]
+    else:
+        score_map = compute_score_map(method_network(network, method), image, precision="fp32")
+        heat = heatmap_for_class(score_map, selection).heatmap
+    return heat, time.perf_counter() - start
+
+
+def class_score_function(network: nn.Module, selection: ClassSelection):
+    """The score faithfulness metrics ask for (:mod:`fcn_app.metrics`): the probability of ``selection`` (summed
+    over its classes) on the window where it is highest, for a batch of normalised images — what the ``fcn`` map
+    peaks at, and at the classifier's training size exactly the classifier's probability."""
+    indices = list(selection.indices)
+
+    def score(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            cells = torch.softmax(network(images.to(next(network.parameters()).device)).float(), dim=1)
+            return cells[:, indices].sum(dim=1).flatten(1).amax(dim=1).cpu()
+
+    return score

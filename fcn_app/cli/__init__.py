@@ -17,6 +17,7 @@ from . import train  # noqa: F401  (registers train and evaluate)
 from . import detect  # noqa: F401  (registers detect and evaluate-detections)
 from . import export  # noqa: F401  (registers the command)
 from . import models  # noqa: F401  (registers the command)
+from . import compare  # noqa: F401  (registers the command)
 
 __all__ = ["app", "main"]
 
