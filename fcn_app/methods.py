@@ -175,6 +175,19 @@ def _window_probabilities(classifier: WindowClassifier, batch: torch.Tensor) -> 
         return torch.softmax(classifier.cell_logits(batch).float(), dim=1)[0]  # K×rows×cols
 
 
+def _outside_inference_mode(network: nn.Module) -> None:
+    """Replace parameters and buffers created under ``torch.inference_mode`` (scoring converts weights to
+    channels-last there) by equal ordinary tensors: autograd cannot save inference tensors for backward."""
+    with torch.no_grad():
+        for module in network.modules():
+            for name, parameter in list(module.named_parameters(recurse=False)):
+                if parameter.is_inference():
+                    setattr(module, name, nn.Parameter(parameter.clone(), requires_grad=parameter.requires_grad))
+            for name, buffer in list(module.named_buffers(recurse=False)):
+                if buffer is not None and buffer.is_inference():
+                    setattr(module, name, buffer.clone())
+
+
 def saliency_maps(network: nn.Module, image: np.ndarray, method: str, *, classes: list[str] | None = None,
                   topk: int = 3, target_layer: str | None = None,
                   selections: list[ClassSelection] | None = None) -> SaliencyMaps:
@@ -192,6 +205,7 @@ def saliency_maps(network: nn.Module, image: np.ndarray, method: str, *, classes
     layer_name, layer = resolve_target_layer(network, target_layer)
     categories = list(network.categories)
     with torch.inference_mode(False), torch.enable_grad():
+        _outside_inference_mode(network)
         batch, (top, bottom, left, right) = prepare_batch(network, [image])
         batch = batch.contiguous().to(next(network.parameters()).device).requires_grad_(True)
         classifier = WindowClassifier(network).eval()

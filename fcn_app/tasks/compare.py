@@ -37,7 +37,10 @@ def parse_methods(methods: str | list[str]) -> list[str]:
     names = [name for name in (methods.split(",") if isinstance(methods, str) else methods) if str(name).strip()]
     if not names:
         raise OptionError("methods", "name at least one method, e.g. fcn,gradcam")
-    return list(dict.fromkeys(check_method(name) for name in names))
+    try:
+        return list(dict.fromkeys(check_method(name) for name in names))
+    except OptionError as error:
+        raise OptionError("methods", str(error)) from None
 
 
 @dataclass
