@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from fcn_app.errors import ConversionError, MissingExtraError, OptionError, OutputError
+from fcn_app.errors import MissingExtraError, OptionError, OutputError
 from fcn_app.heatmaps import ClassSelection
-from fcn_app.methods import (GRAD_CAM_METHODS, METHODS, WindowClassifier, backend_note, check_method,
+from fcn_app.methods import (METHODS, WindowClassifier, backend_note, check_method,
                              method_heatmap, method_network, require_grad_cam, resolve_target_layer, saliency_maps)
 from fcn_app.tasks import HeatmapOptions, HeatmapTask, process_image
 from fcn_app.tasks.compare import compare_methods, write_comparison
 from helpers import random_rgb
 from helpers_batch import tiny_fcn
-from helpers_cli import assert_one_line_error, cli_environment, run_fcn_many
+from helpers_cli import assert_one_line_error, cli_environment
 from helpers_methods import tiny_pooled_classifier, tiny_pooled_fcn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
