@@ -26,7 +26,8 @@ import torch
 from .coco import encode_mask
 from .errors import ClassSelectionError, OptionError
 from .geometry import ScoreGeometry
-from .heatmaps import resolve_classes
+from .heatmaps import ClassSelection, resolve_classes
+from .methods import FCN, is_saliency_method, saliency_maps
 from .models.convert import FullyConvolutionalNet
 from .pyramid import FusedProbabilities, fuse_levels, score_pyramid
 from .scoring import ScoringOptions
@@ -285,6 +286,8 @@ def detect_objects(
     topk: int = 5,
     options: DetectOptions = DetectOptions(),
     scoring: ScoringOptions | None = None,
+    method: str = FCN,
+    target_layer: str | None = None,
 ) -> list[Detection]:
     """Boxes of the objects in ``image`` (``H×W×3`` uint8 RGB), best first.
 
@@ -294,10 +297,30 @@ def detect_objects(
     says how each level is scored (precision, memory budget, runtime; default :class:`ScoringOptions`).
     """
     scoring = scoring if scoring is not None else ScoringOptions()
+    saliency = is_saliency_method(method)
+    if saliency and tuple(scales) != (1.0,):
+        raise OptionError("scales", f"the {method} method makes one saliency map per class at one scale")
     levels = score_pyramid(network, image, scales, precision=scoring.precision, max_memory=scoring.max_memory,
                            backend=scoring.backend)
     peaks = torch.stack([level.score_map.probabilities().flatten(1).amax(dim=1) for level in levels]).amax(dim=0)
     class_indices = select_detection_classes(network.categories, classes, peak_probabilities=peaks, topk=topk)
-    fused = fuse_levels(levels, class_indices, mode=fuse)
-    candidates = detections_from_probabilities(fused, options, box_mode=resolve_box_mode(options.box_mode, network))
+    if saliency:
+        fused = _saliency_probabilities(network, image, levels, class_indices, method, target_layer)
+    else:
+        fused = fuse_levels(levels, class_indices, mode=fuse)
+    box_mode = "region" if saliency and options.box_mode == "auto" else resolve_box_mode(options.box_mode, network)
+    candidates = detections_from_probabilities(fused, options, box_mode=box_mode)
     return non_max_suppression(candidates, options.nms_iou, options.classwise_nms, options.max_detections)
+
+
+def _saliency_probabilities(network, image: np.ndarray, levels, class_indices: Sequence[int], method: str,
+                            target_layer: str | None) -> FusedProbabilities:
+    """Each class's saliency map (in [0, 1], peaking at 1) times the class's probability on its surest window:
+    the hot region is the map's, a detection's score is what the classifier says (so ``min_score`` keeps working).
+    Window boxes, if asked for, use the one score map's geometry."""
+    selections = [ClassSelection(network.categories[index], (int(index),)) for index in class_indices]
+    maps = saliency_maps(network, image, method, selections=selections, target_layer=target_layer)
+    weights = np.asarray(maps.window_probabilities, dtype=np.float32)[:, None, None]
+    return FusedProbabilities(probabilities=np.clip(maps.maps * weights, 0.0, 1.0),
+                              best_level=np.zeros(maps.maps.shape, dtype=np.int64),
+                              class_indices=list(class_indices), levels=list(levels))

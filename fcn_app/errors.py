@@ -20,6 +20,7 @@ __all__ = [
     "OptionError",
     "FontError",
     "RuntimeCompileError",
+    "MissingExtraError",
 ]
 
 
@@ -122,5 +123,11 @@ class TrainingError(FcnError):
 
 class FontError(FcnError):
     """A font file for labels is missing or is not a TrueType/OpenType font."""
+
+    exit_code = 2
+
+
+class MissingExtraError(FcnError):
+    """An optional dependency (an extra such as ``fcn-heatmap[cam]``) is not installed; the message says how."""
 
     exit_code = 2

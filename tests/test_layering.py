@@ -22,6 +22,7 @@ STAGES = {
     "fcn_app.segmentation": 4,  # datasets, transforms, metrics; the FCN model builds on geometry
     "fcn_app.scoring": 5, "fcn_app.runtimes": 5,
     "fcn_app.heatmaps": 6, "fcn_app.pyramid": 6, "fcn_app.dense": 6, "fcn_app.export": 6, "fcn_app.resolution": 6,
+    "fcn_app.methods": 6, "fcn_app.metrics": 6,
     "fcn_app.render": 7, "fcn_app.coco": 7, "fcn_app.detect": 7,
     "fcn_app.tasks": 8,
     "fcn_app.batch": 9, "fcn_app.batch.gallery": 9, "fcn_app.train": 9, "fcn_app.serve": 9,

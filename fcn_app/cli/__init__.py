@@ -19,6 +19,7 @@ from . import export  # noqa: F401  (registers the command)
 from . import models  # noqa: F401  (registers the command)
 from . import weights  # noqa: F401  (registers import-weights)
 from . import serve  # noqa: F401  (registers the command)
+from . import compare  # noqa: F401  (registers the command)
 
 __all__ = ["app", "main"]
 

@@ -16,6 +16,7 @@ from typer.exceptions import TyperException
 from ..errors import FcnError, OptionError
 from ..dense import densify
 from ..launcher import local_device
+from ..methods import CAM, INSTALL_HINT, METHODS
 from ..models import DEFAULT_ARCH
 from ..models.graph import with_window
 from ..scoring import BACKENDS, PRECISIONS, load_scoring_network
@@ -28,6 +29,9 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "BackendOption",
     "CheckpointOption",
+    "MethodOption",
+    "TargetLayerOption",
+    "check_method_window",
     "DeviceOption",
     "ModelOption",
     "PrecisionOption",
@@ -113,6 +117,21 @@ CheckpointOption = Annotated[
                                       "torchvision:NAME (fcn_resnet50, deeplabv3_resnet101, lraspp_mobilenet_v3_large, "
                                       "…), instead of a classifier.", dir_okay=False),
 ]
+
+MethodOption = Annotated[str, typer.Option(
+    "--method", help=f"How the map is made: {', '.join(METHODS)}. fcn: the classifier's exact window scores; cam: "
+    "windows of one feature cell (pooled heads); the others are pytorch-grad-cam's saliency maps, run on torch "
+    f"({INSTALL_HINT}).")]
+TargetLayerOption = Annotated[str | None, typer.Option(
+    "--target-layer", help="Layer a pytorch-grad-cam method reads, by module name (default: features, the last "
+    "convolutional stage before the pool; e.g. features.layer4.0).", show_default=False)]
+
+
+def check_method_window(method: str, window: int | None) -> None:
+    """``--method cam`` is ``--window 1``: another window with it would be silently overridden."""
+    if method == CAM and window not in (None, 1):
+        raise OptionError("window", f"--method cam scores one feature cell (window 1), not {window}; drop --window "
+                                    "or use --method fcn")
 
 
 def load_command_network(*, model: str, weights: Path | None, checkpoint: Path | None, device: str,

@@ -12,12 +12,14 @@ from ..coco import coco_results_from_summary, evaluate_detections, to_coco_resul
 from ..detect import DetectOptions
 from ..errors import OptionError
 from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, ensure_output_dir, load_image
+from ..methods import FCN
 from ..models import DEFAULT_ARCH
 from ..pyramid import parse_scales
 from ..scoring import ScoringOptions
 from ..tasks import DetectionTask, process_image
 from ..text import check_font
-from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, ModelOption, PrecisionOption,
+from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, MethodOption, ModelOption,
+                  PrecisionOption, TargetLayerOption,
                   VerboseOption, WeightsOption, app,
                   cli_errors, console, load_command_network, print_metrics, print_report,
                   refuse_classifier_options, setup_logging)
@@ -90,6 +92,8 @@ def detect(
     device: DeviceOption = "auto",
     precision: PrecisionOption = "auto",
     backend: BackendOption = "auto",
+    method: MethodOption = FCN,
+    target_layer: TargetLayerOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Find objects: per image <name>.detections.png (boxes + labels) and <name>.detections.json; all results in
@@ -117,6 +121,7 @@ def detect(
                 classes=classes or None, fuse=fuse, topk=topk, max_side=max_side, max_pixels=max_pixels,
                 description={"model": str(checkpoint) if checkpoint is not None else model, "stride": stride}, font=str(font) if font is not None else None,
                 scoring=scoring,
+                method=method, target_layer=target_layer,
             )
 
         if is_batch_input(inputs, list_file):

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import OptionError
 from ..io import DEFAULT_MAX_PIXELS, check_image_path, decode_input, ensure_output_dir
+from ..methods import FCN
 from ..models import DEFAULT_ARCH
 from ..pyramid import FUSE_MODES
 from ..render import COLORMAPS, DEFAULT_COLORMAP
@@ -25,8 +26,8 @@ from ..resolution import DEFAULT_WORK_WINDOWS, default_work_size
 from ..scoring import ScoringOptions
 from ..tasks import HeatmapOptions, HeatmapTask, ImageTask, SegmentationTask, process_input
 from ..tasks.heatmap import IMAGE_FORMATS
-from .app import (BackendOption, ClassesOption, DeviceOption, ModelOption, PrecisionOption, VerboseOption,
-                  WeightsOption, app, cli_errors,
+from .app import (BackendOption, ClassesOption, DeviceOption, MethodOption, ModelOption, PrecisionOption,
+                  TargetLayerOption, VerboseOption, WeightsOption, app, check_method_window, cli_errors,
                   error_console, load_command_network, print_report, refuse_classifier_options, setup_logging)
 from .jobs import (
     BatchSizeOption,
@@ -147,6 +148,8 @@ def heatmap(
     precision: PrecisionOption = "auto",
     backend: BackendOption = "auto",
     max_memory: Annotated[str | None, typer.Option(help="Activation budget, e.g. 2G; larger images run in exact tiles (default: 1/4 of free RAM, ≤ 1 GiB).")] = None,
+    method: MethodOption = FCN,
+    target_layer: TargetLayerOption = None,
     verbose: VerboseOption = False,
 ) -> None:
     """Write IMAGE with a heatmap of its top classes blended over it, and print where each class peaks.
@@ -164,8 +167,9 @@ def heatmap(
             classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid, save_scores=save_scores,
             write_json=as_json, normalize=normalize, max_side=max_side, max_pixels=max_pixels,
             font=str(font) if font is not None else None, work_size=work_size, scales=scales, fuse=fuse,
-            image_format=image_format,
+            image_format=image_format, method=method, target_layer=target_layer,
         )
+        check_method_window(options.method, window)
         scoring = ScoringOptions(precision, max_memory, backend)
         if not inputs and list_file is None:
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
@@ -176,7 +180,8 @@ def heatmap(
                 "classes": options.classes, "topk": options.topk, "colormap": options.colormap, "grid": options.grid,
                 "save_scores": options.save_scores, "json": options.write_json, "max_side": options.max_side,
                 "normalize": options.normalize, "work_size": options.work_size, "scales": list(options.scales),
-                "fuse": options.fuse, "format": options.image_format,
+                "fuse": options.fuse, "format": options.image_format, "method": options.method,
+                "target_layer": options.target_layer,
             }}
             code, _ = run_folder_job(
                 lambda: _build_task(options, scoring, model=model, weights=weights, checkpoint=checkpoint,

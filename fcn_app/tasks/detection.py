@@ -17,6 +17,7 @@ from ..detect import Detection, DetectOptions, detect_objects
 from ..errors import OptionError
 from ..heatmaps import resolve_classes
 from ..io import DEFAULT_MAX_PIXELS, DecodeRequest, InputImage, atomic_write_json, atomic_write_png
+from ..methods import FCN, check_method, is_saliency_method, method_network
 from ..pyramid import FUSE_MODES
 from ..render import draw_detections
 from ..scoring import ScoringOptions
@@ -53,8 +54,16 @@ class DetectionTask:
     description: dict = field(default_factory=dict)
     font: str | None = None  # TrueType/OpenType file for labels (None: the bundled DejaVu Sans)
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
+    method: str = FCN  # see fcn_app.methods: fcn, cam or a pytorch-grad-cam method (region boxes of its map)
+    target_layer: str | None = None
 
     def __post_init__(self) -> None:
+        self.method = check_method(self.method)
+        if self.target_layer is not None and not is_saliency_method(self.method):
+            raise OptionError("target_layer", f"applies to pytorch-grad-cam methods; {self.method} reads no layer")
+        if is_saliency_method(self.method) and tuple(self.scales) != (1.0,):
+            raise OptionError("scales", f"the {self.method} method makes one saliency map per class at one scale")
+        self.network = method_network(self.network, self.method)  # cam: one feature cell per window
         if self.fuse not in FUSE_MODES:
             raise OptionError("fuse", f"unknown fuse mode {self.fuse!r}; choose one of {', '.join(FUSE_MODES)}")
         if self.topk < 1:
@@ -71,7 +80,8 @@ class DetectionTask:
     def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None) -> list[list[Detection]]:
         return [
             detect_objects(self.network, image, scales=self.scales, classes=self.classes, fuse=self.fuse,
-                           topk=self.topk, options=self.options, scoring=self.scoring)
+                           topk=self.topk, options=self.options, scoring=self.scoring, method=self.method,
+                           target_layer=self.target_layer)
             for image in images
         ]
 
@@ -81,6 +91,7 @@ class DetectionTask:
             "image": source,
             "image_size": {"width": int(image.shape[1]), "height": int(image.shape[0])},
             **self.description,
+            "method": self.method,
             "scales": list(self.scales),
             "fuse": self.fuse,
             "detections": [detection.to_dict() for detection in prediction],

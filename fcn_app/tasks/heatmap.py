@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -20,6 +21,7 @@ from ..errors import OptionError
 from ..heatmaps import ClassHeatmap, class_heatmaps, heatmap_for_class, resolve_classes, top_classes
 from ..io import (DEFAULT_MAX_PIXELS, DecodeRequest, InputImage, atomic_write_image, atomic_write_json,
                   atomic_write_npz)
+from ..methods import FCN, SaliencyMaps, check_method, is_saliency_method, method_network, saliency_maps
 from ..models.convert import FullyConvolutionalNet
 from ..pyramid import FUSE_MODES, PyramidLevel, fuse_maps, parse_scales, score_pyramid
 from ..render import DEFAULT_COLORMAP, check_colormap, draw_legend, draw_marker, overlay, tile_panels
@@ -79,6 +81,9 @@ class HeatmapOptions:
             per-pixel probabilities by ``max`` or ``mean``.
         image_format: ``png``, ``jpg`` or ``webp`` for overlays and grids (the input's ICC profile is kept).
         font: TrueType/OpenType file for legends (default: the bundled DejaVu Sans).
+        method: how the map is made (:mod:`fcn_app.methods`): ``fcn`` (the classifier's window scores), ``cam``
+            (windows of one feature cell) or a pytorch-grad-cam method (``gradcam``, ``scorecam``, …).
+        target_layer: the layer a pytorch-grad-cam method reads (default: the body's output, ``features``).
     """
 
     classes: list[str] | None = None
@@ -96,6 +101,8 @@ class HeatmapOptions:
     scales: tuple[float, ...] | str = (1.0,)
     fuse: str = "max"
     image_format: str = "png"
+    method: str = FCN
+    target_layer: str | None = None
 
     def __post_init__(self) -> None:
         check_colormap(self.colormap)
@@ -121,10 +128,22 @@ class HeatmapOptions:
         if self.save_scores and self.is_pyramid:
             raise OptionError("save_scores", "raw scores are saved for one scale; a pyramid of several scales "
                                              "has one score grid per scale")
+        self.method = check_method(self.method)
+        if self.is_saliency:
+            for option, given in (("save_scores", self.save_scores), ("scales", self.is_pyramid)):
+                if given:
+                    raise OptionError(option, f"applies to score maps; the {self.method} method makes one saliency "
+                                              "map per class at one scale")
+        elif self.target_layer is not None:
+            raise OptionError("target_layer", f"applies to pytorch-grad-cam methods; {self.method} reads no layer")
 
     @property
     def is_pyramid(self) -> bool:
         return self.scales != (1.0,)
+
+    @property
+    def is_saliency(self) -> bool:
+        return is_saliency_method(self.method)
 
 
 @dataclass
@@ -185,6 +204,13 @@ def pyramid_heatmaps(levels: list[PyramidLevel], options: HeatmapOptions) -> lis
     return heatmaps
 
 
+def _on_picture(saliency: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A saliency map of the network's input, resized (bilinear) onto the picture's ``size = (height, width)``."""
+    if saliency.shape == tuple(size):
+        return saliency
+    return np.clip(cv2.resize(saliency, (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+
+
 def _map_summary(score_map: ScoreMap) -> dict:
     geometry = score_map.geometry
     return {"map_size": {"rows": geometry.grid[0], "cols": geometry.grid[1]}, "stride": list(geometry.stride),
@@ -236,6 +262,9 @@ class HeatmapTask(ScoreMapTask):
     options: HeatmapOptions = field(default_factory=HeatmapOptions)
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
 
+    def __post_init__(self) -> None:
+        self.network = method_network(self.network, self.options.method)  # cam: one feature cell per window
+
     @property
     def work_size_rule(self) -> str:
         """How the working size was chosen, as printed: ``"4 windows, never enlarged"``, ``"896 px"``, ``"native"``."""
@@ -255,7 +284,11 @@ class HeatmapTask(ScoreMapTask):
                              enlarge=self.options.work_size is not None)
 
     def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None
-                ) -> list[ScoreMap] | list[list[PyramidLevel]]:
+                ) -> list[ScoreMap] | list[list[PyramidLevel]] | list[SaliencyMaps]:
+        options = self.options
+        if options.is_saliency:
+            return [saliency_maps(self.network, image, options.method, classes=options.classes, topk=options.topk,
+                                  target_layer=options.target_layer) for image in images]
         if not self.options.is_pyramid:
             return super().predict(images, progress)
         return [score_pyramid(self.network, image, self.options.scales, precision=self.scoring.precision,
@@ -267,7 +300,15 @@ class HeatmapTask(ScoreMapTask):
         options = self.options
         picture, icc_profile = picture_of(image)
         size = picture.shape[:2]
-        if isinstance(prediction, ScoreMap):
+        probabilities = None
+        if isinstance(prediction, SaliencyMaps):
+            work_height, work_width = prediction.image_size
+            score_map, levels = None, []
+            heatmaps = [ClassHeatmap.from_pixels(selection, _on_picture(saliency, size))
+                        for selection, saliency in zip(prediction.selections, prediction.maps)]
+            probabilities = prediction.window_probabilities
+            maps = {"target_layer": prediction.target_layer, "seconds": round(prediction.seconds, 4)}
+        elif isinstance(prediction, ScoreMap):
             work_height, work_width = prediction.image_size
             score_map, levels = score_map_on_original(prediction, size), []
             heatmaps = class_heatmaps(score_map, options.classes, options.topk)
@@ -279,8 +320,12 @@ class HeatmapTask(ScoreMapTask):
             heatmaps = pyramid_heatmaps(levels, options)
             maps = {"scales": list(options.scales), "fuse": options.fuse,
                     "levels": [{"scale": level.scale, **_map_summary(level.score_map)} for level in levels]}
-        lines = [f"{rank}. {heat.selection.name}  {heat.peak_probability:.2f}"
-                 for rank, heat in enumerate(heatmaps, start=1)]
+        if probabilities is None:
+            lines = [f"{rank}. {heat.selection.name}  {heat.peak_probability:.2f}"
+                     for rank, heat in enumerate(heatmaps, start=1)]
+        else:  # a saliency map peaks at 1 by construction: the legend gives what the classifier says instead
+            lines = [f"{rank}. {heat.selection.name}  p {probability:.2f} ({options.method})"
+                     for rank, (heat, probability) in enumerate(zip(heatmaps, probabilities), start=1)]
         main = heat_panel(picture, heatmaps[0], options, lines)
         grid = None
         if options.grid:
@@ -290,8 +335,11 @@ class HeatmapTask(ScoreMapTask):
             "image": source,
             "image_size": {"width": int(width), "height": int(height)},
             "work_size": {"width": int(work_width), "height": int(work_height), "rule": self.work_size_rule},
+            "method": options.method,
             **maps,
-            "classes": [heat.to_dict() for heat in heatmaps],
+            "classes": [heat.to_dict() if probabilities is None else
+                        {**heat.to_dict(), "window_probability": round(probability, 6)}
+                        for heat, probability in zip(heatmaps, probabilities or [None] * len(heatmaps))],
             "runtime": self.scoring.summary(self.network),
         }
         return RenderedImage(main, heatmaps, score_map, grid, summary, icc_profile, levels)
@@ -313,8 +361,9 @@ class HeatmapTask(ScoreMapTask):
 
     def row_fields(self, rendered: RenderedImage) -> dict:
         return {"top_classes": [
-            {"name": heat.selection.name, "peak_probability": round(heat.peak_probability, 6)}
-            for heat in rendered.heatmaps
+            {"name": heat.selection.name, "peak_probability": round(heat.peak_probability, 6),
+             **({"window_probability": entry["window_probability"]} if "window_probability" in entry else {})}
+            for heat, entry in zip(rendered.heatmaps, rendered.summary["classes"])
         ]}
 
     def report(self, rendered: RenderedImage) -> Report:
@@ -323,12 +372,17 @@ class HeatmapTask(ScoreMapTask):
         if "levels" in summary:
             scales = ", ".join(f"{scale:g}" for scale in summary["scales"])
             maps = f"scales {scales} ({summary['fuse']})"
+        elif "target_layer" in summary:
+            maps = f"{summary['method']} on {summary['target_layer']}, {summary['seconds']:.2f} s"
         else:
             maps = f"map {summary['map_size']['rows']}×{summary['map_size']['cols']}"
         title = (f"{summary['image']} · {summary['image_size']['width']}×{summary['image_size']['height']} px · "
                  f"network sees {work['width']}×{work['height']} ({work['rule']}) · {maps}")
-        rows = [[str(rank), heat.selection.name, f"{heat.peak_probability:.3f}",
-                 f"({heat.peak_pixel[0]}, {heat.peak_pixel[1]})"]
-                for rank, heat in enumerate(rendered.heatmaps, start=1)]
-        return Report(title, ["#", "class", "peak prob", "peak pixel (x, y)"], rows,
-                      numeric=("#", "peak prob", "peak pixel (x, y)"))
+        saliency = "target_layer" in summary
+        values = [entry["window_probability"] if saliency else heat.peak_probability
+                  for entry, heat in zip(summary["classes"], rendered.heatmaps)]
+        rows = [[str(rank), heat.selection.name, f"{value:.3f}", f"({heat.peak_pixel[0]}, {heat.peak_pixel[1]})"]
+                for rank, (heat, value) in enumerate(zip(rendered.heatmaps, values), start=1)]
+        value_column = "window prob" if saliency else "peak prob"  # a saliency map's own peak is 1 by construction
+        return Report(title, ["#", "class", value_column, "peak pixel (x, y)"], rows,
+                      numeric=("#", value_column, "peak pixel (x, y)"))

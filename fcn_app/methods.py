@@ -1,0 +1,270 @@
+"""Heatmap methods: the classifier's exact window scores, or a saliency map of pytorch-grad-cam.
+
+``fcn`` (the default) is this project's map: the classifier's verdict on every window, softmax per cell.
+``cam`` is the same machinery with a window of one feature cell (class activation mapping, Zhou et al. 2016; only
+for classifiers ending in global pooling, see :func:`fcn_app.models.graph.with_window`). Every other method is one
+of pytorch-grad-cam's (an optional extra, ``pip install 'fcn-heatmap[cam]'``), run on the same network seen as an
+image classifier (:class:`WindowClassifier`) with the target layer chosen where the conversion split the classifier:
+the body's output, the last convolutional stage before the global pool (``features``; overridable by name).
+
+Saliency maps are scaled per map to [0, 1] by pytorch-grad-cam; they say *where* relative to the rest of the image,
+not *how sure*. What the classifier says about the class is given beside each map: its probability on its surest
+window (:attr:`SaliencyMaps.window_probabilities`), the same number the ``fcn`` map peaks at.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import FcnError, MissingExtraError, OptionError
+from .heatmaps import ClassSelection, heatmap_for_class, resolve_classes
+from .models.graph import with_window
+from .scoring import compute_score_map, prepare_batch
+
+__all__ = [
+    "CAM",
+    "FCN",
+    "GRAD_CAM_METHODS",
+    "INSTALL_HINT",
+    "METHODS",
+    "SaliencyMaps",
+    "WindowClassifier",
+    "backend_note",
+    "class_score_function",
+    "method_heatmap",
+    "check_method",
+    "is_saliency_method",
+    "method_network",
+    "require_grad_cam",
+    "resolve_target_layer",
+    "saliency_maps",
+]
+
+FCN = "fcn"
+CAM = "cam"
+#: ``--method`` name → pytorch-grad-cam class (its public API, ``pytorch_grad_cam.<Class>``).
+GRAD_CAM_METHODS = {
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "layercam": "LayerCAM",
+    "hirescam": "HiResCAM",
+    "eigencam": "EigenCAM",
+    "eigengradcam": "EigenGradCAM",
+    "scorecam": "ScoreCAM",
+    "ablationcam": "AblationCAM",
+}
+METHODS = (FCN, CAM, *GRAD_CAM_METHODS)
+INSTALL_HINT = "pip install 'fcn-heatmap[cam]'"
+#: The layer saliency methods read by default: the body, up to where the conversion split off the head.
+DEFAULT_TARGET_LAYER = "features"
+
+
+def check_method(method: str) -> str:
+    """``method`` normalised (``"GradCAM++"`` → ``"gradcam++"``), or :class:`OptionError` listing the methods."""
+    name = str(method).strip().lower().replace("_", "").replace("-", "")
+    name = name.replace("plusplus", "++")
+    if name not in METHODS:
+        raise OptionError("method", f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return name
+
+
+def is_saliency_method(method: str) -> bool:
+    """True for pytorch-grad-cam's methods (a normalised saliency map per class, computed on torch)."""
+    return check_method(method) in GRAD_CAM_METHODS
+
+
+def backend_note(method: str, backend: str | None) -> str | None:
+    """The one line to show when a saliency method was asked for with another inference backend than torch:
+    they hook and differentiate the torch network itself, so they run on torch whatever the backend."""
+    if backend in (None, "torch") or not is_saliency_method(method):
+        return None
+    return f"{check_method(method)} runs on the torch backend (it needs the torch network's activations and " \
+           f"gradients), not on {backend}"
+
+
+def require_grad_cam(method: str):
+    """The ``pytorch_grad_cam`` module, or :class:`MissingExtraError` with the install line."""
+    try:
+        import pytorch_grad_cam
+    except ImportError:
+        raise MissingExtraError(f"the {method} method needs pytorch-grad-cam, an optional extra: {INSTALL_HINT}",
+                                option="method") from None
+    return pytorch_grad_cam
+
+
+def method_network(network: nn.Module, method: str) -> nn.Module:
+    """The network a method scores with: ``cam`` pools one feature cell per score cell, others the network itself."""
+    if check_method(method) != CAM:
+        return network
+    try:
+        return with_window(network, 1)
+    except FcnError as error:
+        raise OptionError("method", f"cam: {error}") from None
+
+
+class WindowClassifier(nn.Module):
+    """A fully convolutional classifier seen as an image classifier, for methods that explain one score per class.
+
+    The score of class ``k`` is its logit on the window where it is highest: what a sliding-window classifier says
+    about "is there a ``k`` in this image". At the classifier's training size there is one window and this is
+    exactly the original classifier's logits.
+    """
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def cell_logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.cell_logits(images).flatten(2).amax(dim=2)
+
+
+class _SelectionTarget:
+    """pytorch-grad-cam target of a class selection: the logit of its class, or for a selection of several
+    classes the log of their summed exponentials (monotone in their summed probability)."""
+
+    def __init__(self, indices: tuple[int, ...]) -> None:
+        self.indices = list(indices)
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        scores = output[..., self.indices]
+        return scores[..., 0] if len(self.indices) == 1 else scores.logsumexp(dim=-1)
+
+
+def resolve_target_layer(network: nn.Module, name: str | None = None) -> tuple[str, nn.Module]:
+    """``(name, module)`` a saliency method reads: ``features`` (the body up to the global pool or the first
+    window layer) unless another submodule is named (``features.layer4`` or ``layer4``)."""
+    name = DEFAULT_TARGET_LAYER if name is None else str(name).strip()
+    for candidate in (name, f"{DEFAULT_TARGET_LAYER}.{name}"):
+        try:
+            return candidate, network.get_submodule(candidate)
+        except AttributeError:
+            continue
+    convolutions = [layer for layer, module in network.named_modules() if isinstance(module, nn.Conv2d)
+                    and layer.startswith(DEFAULT_TARGET_LAYER + ".")]
+    hint = f"; its last convolutions are {', '.join(convolutions[-3:])}" if convolutions else ""
+    raise OptionError("target_layer", f"the network has no layer {name!r}{hint} (default: {DEFAULT_TARGET_LAYER}, "
+                                      "the body's output)")
+
+
+@dataclass
+class SaliencyMaps:
+    """One image's saliency maps: one per class selection, ``K×H×W`` float32 in [0, 1] on the network input."""
+
+    method: str
+    selections: list[ClassSelection]
+    maps: np.ndarray
+    window_probabilities: list[float]  # the classifier's probability of each selection on its surest window
+    target_layer: str
+    seconds: float  # time to compute the maps (not the class choice)
+    image_size: tuple[int, int]
+
+
+def _window_probabilities(classifier: WindowClassifier, batch: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.softmax(classifier.cell_logits(batch).float(), dim=1)[0]  # K×rows×cols
+
+
+def _outside_inference_mode(network: nn.Module) -> None:
+    """Replace parameters and buffers created under ``torch.inference_mode`` (scoring converts weights to
+    channels-last there) by equal ordinary tensors: autograd cannot save inference tensors for backward."""
+    with torch.no_grad():
+        for module in network.modules():
+            for name, parameter in list(module.named_parameters(recurse=False)):
+                if parameter.is_inference():
+                    setattr(module, name, nn.Parameter(parameter.clone(), requires_grad=parameter.requires_grad))
+            for name, buffer in list(module.named_buffers(recurse=False)):
+                if buffer is not None and buffer.is_inference():
+                    setattr(module, name, buffer.clone())
+
+
+def saliency_maps(network: nn.Module, image: np.ndarray, method: str, *, classes: list[str] | None = None,
+                  topk: int = 3, target_layer: str | None = None,
+                  selections: list[ClassSelection] | None = None) -> SaliencyMaps:
+    """Saliency maps of ``image`` (``H×W×3`` uint8 RGB) by pytorch-grad-cam's ``method`` for the named ``classes``
+    (or the ``topk`` classes with the highest probability on their surest window), or for ``selections`` as
+    already resolved.
+
+    The image is normalised and padded as for scoring (:func:`~fcn_app.scoring.prepare_batch`); the maps are cut
+    back to the image. Runs on the network's device in fp32, with gradients enabled whatever the caller's mode.
+    """
+    method = check_method(method)
+    grad_cam = require_grad_cam(method)
+    if topk < 1:
+        raise OptionError("topk", f"must be at least 1, got {topk}")
+    layer_name, layer = resolve_target_layer(network, target_layer)
+    categories = list(network.categories)
+    with torch.inference_mode(False), torch.enable_grad():
+        _outside_inference_mode(network)
+        batch, (top, bottom, left, right) = prepare_batch(network, [image])
+        batch = batch.contiguous().to(next(network.parameters()).device).requires_grad_(True)
+        classifier = WindowClassifier(network).eval()
+        cells = _window_probabilities(classifier, batch)
+        if selections is not None:
+            selections = list(selections)
+        elif classes:
+            selections = resolve_classes(classes, categories)
+        else:
+            peaks = cells.flatten(1).amax(dim=1)
+            order = torch.argsort(peaks, descending=True, stable=True)[: min(topk, len(categories))]
+            selections = [ClassSelection(categories[index], (int(index),)) for index in order.tolist()]
+        probabilities = [float(cells[list(selection.indices)].sum(dim=0).clamp(0, 1).max()) for selection in selections]
+        explainer = getattr(grad_cam, GRAD_CAM_METHODS[method])(model=classifier, target_layers=[layer])
+        start = time.perf_counter()
+        maps = []
+        try:
+            # ScoreCAM and AblationCAM draw tqdm bars on stderr: a library prints nothing
+            with contextlib.redirect_stderr(io.StringIO()):
+                for selection in selections:
+                    maps.append(explainer(input_tensor=batch, targets=[_SelectionTarget(selection.indices)])[0])
+        finally:
+            explainer.activations_and_grads.release()
+        seconds = time.perf_counter() - start
+    height, width = batch.shape[-2:]
+    stacked = np.stack(maps).astype(np.float32)[:, top:height - bottom, left:width - right]
+    stacked = np.nan_to_num(np.clip(stacked, 0.0, 1.0), nan=0.0)
+    return SaliencyMaps(method, selections, np.ascontiguousarray(stacked), probabilities, layer_name, seconds,
+                        tuple(image.shape[:2]))
+
+
+def method_heatmap(network: nn.Module, image: np.ndarray, method: str, selection: ClassSelection, *,
+                   target_layer: str | None = None) -> tuple[np.ndarray, float]:
+    """``(map, seconds)``: one class's ``H×W`` map of ``image`` in [0, 1] by any method, and the time it took.
+
+    ``fcn`` and ``cam`` give the class's per-pixel probability (``cam`` with one-feature-cell windows; pass the
+    network as it is, this function narrows the window); the others a pytorch-grad-cam saliency map.
+    """
+    method = check_method(method)
+    if is_saliency_method(method):
+        require_grad_cam(method)  # its first import takes seconds: not the method's time
+    start = time.perf_counter()
+    if is_saliency_method(method):
+        heat = saliency_maps(network, image, method, selections=[selection], target_layer=target_layer).maps[0]
+    else:
+        score_map = compute_score_map(method_network(network, method), image, precision="fp32")
+        heat = heatmap_for_class(score_map, selection).heatmap
+    return heat, time.perf_counter() - start
+
+
+def class_score_function(network: nn.Module, selection: ClassSelection):
+    """The score faithfulness metrics ask for (:mod:`fcn_app.metrics`): the probability of ``selection`` (summed
+    over its classes) on the window where it is highest, for a batch of normalised images — what the ``fcn`` map
+    peaks at, and at the classifier's training size exactly the classifier's probability."""
+    indices = list(selection.indices)
+
+    def score(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            cells = torch.softmax(network(images.to(next(network.parameters()).device)).float(), dim=1)
+            return cells[:, indices].sum(dim=1).flatten(1).amax(dim=1).cpu()
+
+    return score
