@@ -84,7 +84,7 @@ def is_saliency_method(method: str) -> bool:
 def backend_note(method: str, backend: str | None) -> str | None:
     """The one line to show when a saliency method was asked for with another inference backend than torch:
     they hook and differentiate the torch network itself, so they run on torch whatever the backend."""
-    if backend in (None, "torch") or not is_saliency_method(method):
+    if backend in (None, "torch", "auto") or not is_saliency_method(method):  # auto may pick torch: nothing to say
         return None
     return f"{check_method(method)} runs on the torch backend (it needs the torch network's activations and " \
            f"gradients), not on {backend}"

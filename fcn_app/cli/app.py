@@ -16,7 +16,7 @@ from typer.exceptions import TyperException
 from ..errors import FcnError, OptionError
 from ..dense import densify
 from ..launcher import local_device
-from ..methods import CAM, INSTALL_HINT, METHODS
+from ..methods import CAM, INSTALL_HINT, METHODS, backend_note
 from ..models import DEFAULT_ARCH
 from ..models.graph import with_window
 from ..scoring import BACKENDS, PRECISIONS, load_scoring_network
@@ -127,11 +127,15 @@ TargetLayerOption = Annotated[str | None, typer.Option(
     "convolutional stage before the pool; e.g. features.layer4.0).", show_default=False)]
 
 
-def check_method_window(method: str, window: int | None) -> None:
-    """``--method cam`` is ``--window 1``: another window with it would be silently overridden."""
+def check_method_window(method: str, window: int | None, backend: str | None = None) -> None:
+    """``--method cam`` is ``--window 1``: another window with it would be silently overridden. A saliency method
+    asked for with another backend runs on torch: said once, on stderr."""
     if method == CAM and window not in (None, 1):
         raise OptionError("window", f"--method cam scores one feature cell (window 1), not {window}; drop --window "
                                     "or use --method fcn")
+    note = backend_note(method, backend)
+    if note:
+        error_console.print(f"note: {note}", highlight=False)
 
 
 def load_command_network(*, model: str, weights: Path | None, checkpoint: Path | None, device: str,

@@ -19,8 +19,7 @@ from ..scoring import ScoringOptions
 from ..tasks import DetectionTask, process_image
 from ..text import check_font
 from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, MethodOption, ModelOption,
-                  PrecisionOption, TargetLayerOption,
-                  VerboseOption, WeightsOption, app,
+                  PrecisionOption, TargetLayerOption, VerboseOption, WeightsOption, app, check_method_window,
                   cli_errors, console, load_command_network, print_metrics, print_report,
                   refuse_classifier_options, setup_logging)
 from .jobs import (
@@ -107,6 +106,7 @@ def detect(
                                 box_mode=box_mode, window_fill=window_fill, center=center, nms_iou=nms_iou,
                                 classwise_nms=classwise_nms, masks=masks)
         check_font(font)
+        check_method_window(method, None, backend)
         scoring = ScoringOptions(precision=precision, backend=backend)
         refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=class_names_file)
         if not inputs and list_file is None:

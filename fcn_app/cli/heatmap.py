@@ -169,7 +169,7 @@ def heatmap(
             font=str(font) if font is not None else None, work_size=work_size, scales=scales, fuse=fuse,
             image_format=image_format, method=method, target_layer=target_layer,
         )
-        check_method_window(options.method, window)
+        check_method_window(options.method, window, backend)
         scoring = ScoringOptions(precision, max_memory, backend)
         if not inputs and list_file is None:
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
