@@ -371,10 +371,12 @@ def compute_score_maps(
 _torch_only: weakref.WeakSet = weakref.WeakSet()
 
 
-def _network_summary(network: torch.nn.Module, precision: str, backend: str) -> dict:
-    """:func:`scoring_summary` for ``network``: on its device, and torch where ``auto``'s runtime failed it."""
-    fell_back = backend == "auto" and network in _torch_only
-    summary = scoring_summary(precision, "torch" if fell_back else backend, module_device(network))
+def _network_summary(network: torch.nn.Module | None, precision: str, backend: str) -> dict:
+    """:func:`scoring_summary` for ``network``: on its device, and torch where ``auto``'s runtime failed it. No
+    network (a task rendering score maps it was handed): as on the CPU."""
+    fell_back = backend == "auto" and network is not None and network in _torch_only
+    device = module_device(network) if network is not None else torch.device("cpu")
+    summary = scoring_summary(precision, "torch" if fell_back else backend, device)
     if fell_back:
         summary["requested"]["backend"] = "auto"
     return summary
