@@ -83,7 +83,8 @@ error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging; tracebacks on errors.")]
 ModelOption = Annotated[
     str, typer.Option("--model", "-m", help="Any torchvision classifier (`fcn-heatmap models` lists them: "
-                                            "vgg16, resnet50, convnext_tiny, efficientnet_b0, …) or module:callable.")
+                                            "vgg16, resnet50, convnext_tiny, efficientnet_b0, …), timm:NAME for a timm "
+                                            "CNN (optional extra) or module:callable.")
 ]
 WeightsOption = Annotated[
     Path | None,

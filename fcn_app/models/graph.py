@@ -48,6 +48,7 @@ __all__ = [
     "densify_graph",
     "is_graph_classifier",
     "probe_body_geometry",
+    "register_module_kinds",
     "with_window",
 ]
 
@@ -75,8 +76,35 @@ _REFUSED = {
 _GEOMETRY_CACHE: dict[tuple, "BodyGeometry"] = {}
 
 
+#: Channel gates computed from an average over the whole feature map (squeeze-and-excitation): they scale
+#: channels and move nothing. Other libraries' gates join through :func:`register_module_kinds`.
+_GLOBAL_GATES: tuple[type[nn.Module], ...] = (SqueezeExcitation,)
+#: Other libraries' per-cell modules (timm's channels-first LayerNorm …), kept whole when tracing.
+_EXTRA_PER_CELL: tuple[type[nn.Module], ...] = ()
+#: Other libraries' modules kept whole when tracing (subclasses of torch layers, e.g. timm's Linear).
+_EXTRA_LEAVES: tuple[type[nn.Module], ...] = ()
+
+
+def register_module_kinds(*, per_cell: Sequence[type[nn.Module]] = (), global_gates: Sequence[type[nn.Module]] = (),
+                          leaves: Sequence[type[nn.Module]] = ()) -> None:
+    """Teach the conversion another library's building blocks (adapters such as :mod:`.timm_zoo` call this).
+
+    ``per_cell``: modules that act on each cell over channels alone; they are traced as one module and may appear
+    in a head. ``global_gates``: modules returning ``x`` times a per-channel gate computed from the whole map;
+    they mark a network :attr:`~GraphFullyConvolutionalNet.global_context` and are switched off for the probe
+    (so both are traced as one module, which keeps their type). ``leaves``: subclasses of torch layers to keep
+    whole (a Linear subclass then converts as a Linear).
+    """
+    global _EXTRA_PER_CELL, _GLOBAL_GATES, _EXTRA_LEAVES
+    _EXTRA_PER_CELL = tuple(dict.fromkeys((*_EXTRA_PER_CELL, *per_cell)))
+    _GLOBAL_GATES = tuple(dict.fromkeys((*_GLOBAL_GATES, *global_gates)))
+    _EXTRA_LEAVES = tuple(dict.fromkeys((*_EXTRA_LEAVES, *leaves)))
+
+
 def _leaf_modules() -> list[type[nn.Module]]:
-    return [LayerNorm2d]
+    # torchvision's SqueezeExcitation keeps its type through tracing without being a leaf: its graph stays as it was
+    registered_gates = [gate for gate in _GLOBAL_GATES if gate is not SqueezeExcitation]
+    return [LayerNorm2d, *_EXTRA_PER_CELL, *registered_gates, *_EXTRA_LEAVES]
 
 
 @dataclass(frozen=True)
@@ -242,11 +270,13 @@ def _per_cell_layer(graph_module: fx.GraphModule, node: fx.Node, channels: int) 
             norm = LayerNorm2d(channels, eps=module.eps, elementwise_affine=module.elementwise_affine)
             norm.load_state_dict(module.state_dict(), assign=True)  # shares nothing: state_dict() tensors are views
             return norm, channels
-        if isinstance(module, _PER_CELL_MODULES):
+        if isinstance(module, (*_PER_CELL_MODULES, *_EXTRA_PER_CELL)):
             return copy.deepcopy(module), channels
+        if _is_pointwise_conv(module):  # timm's MobileNetV3 head: a 1×1 conv on the pooled vector
+            return copy.deepcopy(module), module.out_channels
         raise ConversionError(
             f"cannot run a {type(module).__name__} ({node.target}) of the classifier head per cell; supported are "
-            "Linear, LayerNorm, Flatten, activations and Dropout"
+            "Linear, 1×1 convolutions, LayerNorm, Flatten, activations and Dropout"
         )
     if node.op == "call_function" and node.target in _PER_CELL_FUNCTIONS:
         return _PER_CELL_FUNCTIONS[node.target](), channels
@@ -256,6 +286,12 @@ def _per_cell_layer(graph_module: fx.GraphModule, node: fx.Node, channels: int) 
         return None, channels
     raise ConversionError(f"cannot run {node.op} {getattr(node.target, '__name__', node.target)!s} of the "
                           "classifier head per cell")
+
+
+def _is_pointwise_conv(module: nn.Module) -> bool:
+    """A 1×1 convolution that maps each cell to itself (no stride, padding or groups): per cell on any grid."""
+    return (isinstance(module, nn.Conv2d) and tuple(module.kernel_size) == (1, 1) and tuple(module.stride) == (1, 1)
+            and module.padding in (0, (0, 0)) and module.groups == 1)
 
 
 def _split_at_global_pool(graph_module: fx.GraphModule) -> tuple[fx.Node, str, list[fx.Node]]:
@@ -362,7 +398,7 @@ def convert_graph_classifier(
         layer, width = _per_cell_layer(graph_module, node, width)
         if layer is not None:
             layers.append(layer)
-    global_context = any(isinstance(module, SqueezeExcitation) for module in body.modules())
+    global_context = any(isinstance(module, _GLOBAL_GATES) for module in body.modules())
     network = GraphFullyConvolutionalNet(
         body, nn.Sequential(*layers), window=window, global_context=global_context, input_size=input_size,
         num_classes=width, categories=categories, arch=arch or type(model).__name__.lower(), mean=mean, std=std,
@@ -385,7 +421,7 @@ def _without_global_gates(body: nn.Module) -> nn.Module:
     """A copy of ``body`` with squeeze-and-excitation gates removed (they scale channels, they move nothing)."""
     probe = copy.deepcopy(body)
     for name, module in list(probe.named_modules()):
-        if isinstance(module, SqueezeExcitation):
+        if isinstance(module, _GLOBAL_GATES):
             parent_name, _, child = name.rpartition(".")
             setattr(probe.get_submodule(parent_name) if parent_name else probe, child, nn.Identity())
     return probe.eval()
