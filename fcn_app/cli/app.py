@@ -100,6 +100,9 @@ ClassesOption = Annotated[
                                    "classes than ImageNet's 1000).", dir_okay=False),
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+WindowOption = Annotated[int | None, typer.Option(
+    "--window", min=1, help="Feature cells pooled per score cell, for classifiers ending in global pooling "
+    "(default: the training window, e.g. 7 for 224/32). 1 = CAM: finer maps for localisation.")]
 CheckpointOption = Annotated[
     Path | None,
     typer.Option("--checkpoint", help="A trained segmentation checkpoint (fcn-heatmap train) instead of a classifier.",

@@ -25,8 +25,9 @@ from ..resolution import DEFAULT_WORK_WINDOWS, default_work_size
 from ..scoring import PRECISIONS, ScoringOptions
 from ..tasks import HeatmapOptions, HeatmapTask, ImageTask, SegmentationTask, process_input
 from ..tasks.heatmap import IMAGE_FORMATS
-from .app import (ClassesOption, DeviceOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors,
-                  error_console, load_command_network, print_report, refuse_classifier_options, setup_logging)
+from .app import (ClassesOption, DeviceOption, ModelOption, VerboseOption, WeightsOption, WindowOption, app,
+                  cli_errors, error_console, load_command_network, print_report, refuse_classifier_options,
+                  setup_logging)
 from .jobs import (
     BatchSizeOption,
     ExcludeOption,
@@ -126,9 +127,7 @@ def heatmap(
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
     class_names_file: ClassesOption = None,
-    window: Annotated[int | None, typer.Option(
-        "--window", min=1, help="Feature cells pooled per score cell, for classifiers ending in global pooling "
-        "(default: the training window, e.g. 7 for 224/32). 1 = CAM: finer maps for localisation.")] = None,
+    window: WindowOption = None,
     checkpoint: Annotated[
         Path | None,
         typer.Option("--checkpoint", help="Trained segmentation checkpoint (fcn-heatmap train): palette overlay "
