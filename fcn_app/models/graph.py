@@ -491,14 +491,16 @@ def _probe_axis(body: nn.Module, in_channels: int, axis: int, stride: int, thin:
     probe = _AxisProbe(body, in_channels, axis, thin)
     length = 4 * stride
     while True:  # an image long enough that neither end of the reached run is clipped by the grid
-        (first, _, _), (_, last, cells) = probe.reach(length, [length - 1, 0])
+        # the middle row: the last rows may reach no cell at all (a strided first layer without padding drops them)
+        row = length // 2
+        ((first, last, cells),) = probe.reach(length, [row])
         if first >= 1 and 0 <= last < cells - 1:
             break
         length *= 2
         if length > 16384:
             raise ConversionError(f"the receptive field along axis {axis} exceeds 8192 pixels; cannot measure it")
-    top_range = [length - 1 - stride * first, length - 1 - stride * first + stride - 1]
-    bottom_range = [-stride * last - stride + 1, -stride * last]
+    top_range = [row - stride * first, row - stride * first + stride - 1]
+    bottom_range = [row - stride * last - stride + 1, row - stride * last]
     length += 4 * stride
     while top_range[0] < top_range[1] or bottom_range[0] < bottom_range[1]:
         top_mid = (top_range[0] + top_range[1]) // 2
