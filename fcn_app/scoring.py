@@ -472,7 +472,8 @@ def load_scoring_network(
     return the same network object. Treat it as read-only."""
     device = resolve_device(device)
     # a module:callable loads its own weights; otherwise the file that would be read decides (zoo's resolution)
-    weights_identity = (arch,) if ":" in arch else _file_identity(resolve_weights_path(arch, weights_path))
+    weights_identity = ((arch,) if weights_path is None else _file_identity(weights_path)) if ":" in arch else \
+        _file_identity(resolve_weights_path(arch, weights_path))
     classes_identity = _file_identity(classes_path) if classes_path is not None else None
     return _load_prepared(arch, weights_identity, None if weights_path is None else str(weights_path), str(device),
                           classes_identity, None if classes_path is None else str(classes_path))

@@ -14,6 +14,7 @@ f. onnxruntime on the exported network vs the default path (same size as b)
 h. every backend × precision (torch, OpenVINO, ONNX Runtime; fp32, bf16) at 512² and 1024², each as a ratio to
    the naive NCHW fp32 torch pass measured in the same run, with its agreement with torch fp32; and what
    converting the network for a runtime costs (once per process)
+--families: one row per classifier family (ResNet, ConvNeXt, EfficientNet, …) at 512²: top-5 heatmaps vs GradCAM ×5
 
 Weights: the real ImageNet VGG16 weights when they are in the torch hub cache (or ``--weights``), otherwise a
 seeded random VGG16 (same shapes and cost; agreement figures are then only indicative). Times are the best of
@@ -422,6 +423,85 @@ def bench_compile(report: Report, network, size: int, repeats: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- main
+# ------------------------------------------------------------------------------------ families (--families)
+#: One torchvision classifier per family, with the layer GradCAM explains (pytorch-grad-cam's documented choice:
+#: the last block before the global pool).
+FAMILY_MODELS = {
+    "ResNet": ("resnet50", lambda m: m.layer4[-1]),
+    "ConvNeXt": ("convnext_tiny", lambda m: m.features[-1]),
+    "EfficientNet": ("efficientnet_b0", lambda m: m.features[-1]),
+    "MobileNetV3": ("mobilenet_v3_large", lambda m: m.features[-1]),
+    "RegNet": ("regnet_y_400mf", lambda m: m.trunk_output[-1]),
+    "DenseNet": ("densenet121", lambda m: m.features[-1]),
+    "ShuffleNetV2": ("shufflenet_v2_x1_0", lambda m: m.conv5),
+    "MNASNet": ("mnasnet1_0", lambda m: m.layers[-1]),
+    "SqueezeNet": ("squeezenet1_1", lambda m: m.features[-1]),
+    "GoogLeNet": ("googlenet", lambda m: m.inception5b),
+    "Inception-v3": ("inception_v3", lambda m: m.Mixed_7c),
+    "VGG": ("vgg16", lambda m: m.features[-1]),
+    "AlexNet": ("alexnet", lambda m: m.features[-1]),
+}
+
+
+def _family_models(arch: str) -> tuple[torch.nn.Module, torch.nn.Module, str]:
+    """(classifier, converted network, weights source): ImageNet weights if cached, else seeded random ones."""
+    from fcn_app.models import cached_weights_path, convert_classifier
+    from fcn_app.models.zoo import _drop_auxiliary_heads
+
+    entry = default_weights(arch)
+    if cached_weights_path(entry).is_file():
+        classifier, entry = load_classifier(arch, progress=False)
+        source = "ImageNet"
+    else:
+        torch.manual_seed(0)
+        classifier, source = _drop_auxiliary_heads(build_classifier(arch), arch).eval(), "random"
+    preprocessing = entry.transforms()
+    crop = int(preprocessing.crop_size[0])
+    network = convert_classifier(classifier, input_size=crop, categories=entry.meta["categories"], arch=arch,
+                                 mean=preprocessing.mean, std=preprocessing.std)
+    return classifier, prepare_network(network), source
+
+
+def bench_families(repeats: int, size: int = 512) -> None:
+    """One row per family at ``size``²: top-5 class heatmaps from the converted network (the product's default
+    path, upsampling included) vs pytorch-grad-cam's GradCAM ×5 on the same classifier and image."""
+    try:
+        from pytorch_grad_cam import GradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    except ImportError:
+        print("families skipped: pip install grad-cam (bench-only dependency)")
+        return
+    os.environ.setdefault("FCN_HEATMAP_OFFLINE", "1")
+    print(f"families: top-5 heatmaps at {size}², FCN vs GradCAM ×5, best of {repeats} after a warm-up")
+    print(f"machine: {cpu_model()} ({cpu_flags()}), torch threads {torch.get_num_threads()}, load average "
+          f"{os.getloadavg()[0]:.1f} at start")
+    image = photo(size)
+    rows = ["| family | model | weights | score grid | FCN top-5 | GradCAM ×5 | GradCAM / FCN |", "|---|---|---|---|---|---|---|"]
+    for family, (arch, target_layer) in FAMILY_MODELS.items():
+        classifier, network, source = _family_models(arch)
+        score_map = compute_score_map(network, image)
+        classes = [heat.selection.indices[0] for heat in class_heatmaps(score_map, topk=5)]
+        model = copy.deepcopy(classifier).eval()
+        for module in model.modules():  # grad-cam needs gradients through the ReLUs; in-place ones break hooks
+            if isinstance(module, torch.nn.ReLU):
+                module.inplace = False
+        batch = prepare_batch(network, [image])[0].contiguous()
+
+        def gradcam():
+            with GradCAM(model=model, target_layers=[target_layer(model)]) as cam:
+                return [cam(input_tensor=batch, targets=[ClassifierOutputTarget(index)])[0] for index in classes]
+
+        times = best_times({"ours": lambda: class_heatmaps(compute_score_map(network, image), topk=5),
+                            "gradcam": gradcam}, repeats)
+        grid = "×".join(map(str, score_map.logits.shape[1:]))
+        rows.append(f"| {family} | {arch} | {source} | {grid} | {times['ours']:.2f} s | {times['gradcam']:.2f} s | "
+                    f"{times['gradcam'] / times['ours']:.1f}× |")
+        print(f"  {rows[-1]}", flush=True)
+    print()
+    print("\n".join(rows))
+    print(f"load average {os.getloadavg()[0]:.1f} at end")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller sizes and fewer repeats")
@@ -431,11 +511,16 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--huge-child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--families", action="store_true",
+                        help="only: one row per classifier family, top-5 heatmaps vs GradCAM at 512²")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.huge_child:
         huge_child(args.huge_child, args.weights)
+        return
+    if args.families:
+        bench_families(args.repeats or 1)
         return
 
     repeats = args.repeats or (2 if args.quick else 3)

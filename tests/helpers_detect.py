@@ -120,14 +120,30 @@ def digit_classifier() -> nn.Sequential:
     )
 
 
-def train_digit_classifier(seed: int = 0, epochs: int = 5, copies: int = 2) -> nn.Sequential:
-    """Train :func:`digit_classifier` on :func:`training_crops` (seeded; a few seconds on a CPU)."""
+def pooled_digit_classifier() -> nn.Sequential:
+    """A digit classifier ending in global average pooling (ResNet-style), so its 4×4 training window of feature
+    cells is free after conversion (``--window``). Wider than :func:`digit_classifier`, with a fourth conv that
+    lets each cell see past its own 8 px: an average of cells must carry what a Flatten keeps by position."""
+    return nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(64, 64), nn.ReLU(),
+        nn.Linear(64, len(CATEGORIES)),
+    )
+
+
+def train_digit_classifier(seed: int = 0, epochs: int = 5, copies: int = 2,
+                           make_model=digit_classifier) -> nn.Sequential:
+    """Train ``make_model()`` (:func:`digit_classifier`) on :func:`training_crops` (seeded; seconds on a CPU)."""
     torch.manual_seed(seed)
     crops, labels = training_crops(seed, copies)
     inputs = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255.0)
     inputs = inputs.contiguous(memory_format=torch.channels_last)  # ~2× faster convolutions on CPU
     targets = torch.from_numpy(labels)
-    model = digit_classifier().to(memory_format=torch.channels_last)
+    model = make_model().to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
     generator = torch.Generator().manual_seed(seed)
     steps = epochs * ((len(inputs) + 127) // 128)

@@ -95,7 +95,7 @@ def _gradient_support(body: nn.Module, length: int, thin: int, cell: int) -> tup
 
 
 @pytest.mark.parametrize("arch", [
-    "resnet18", "mobilenet_v3_small",
+    "resnet18", "mobilenet_v3_small", pytest.param("squeezenet1_1", marks=pytest.mark.slow),
     pytest.param("convnext_tiny", marks=pytest.mark.slow), pytest.param("efficientnet_b0", marks=pytest.mark.slow),
     pytest.param("resnet50", marks=pytest.mark.slow), pytest.param("mobilenet_v3_large", marks=pytest.mark.slow),
 ])

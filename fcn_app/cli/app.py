@@ -89,7 +89,8 @@ error_console = Console(stderr=True, highlight=False, soft_wrap=True)
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging; tracebacks on errors.")]
 ModelOption = Annotated[
     str, typer.Option("--model", "-m", help="Any torchvision classifier (`fcn-heatmap models` lists them: "
-                                            "vgg16, resnet50, convnext_tiny, efficientnet_b0, …) or module:callable.")
+                                            "vgg16, resnet50, convnext_tiny, efficientnet_b0, …), timm:NAME for a timm "
+                                            "CNN (optional extra) or module:callable.")
 ]
 WeightsOption = Annotated[
     Path | None,
@@ -111,6 +112,9 @@ BackendOption = Annotated[str, typer.Option(
 PrecisionOption = Annotated[str, typer.Option(
     "--precision", help=f"{'|'.join(PRECISIONS)}. auto: bf16 on a CPU with AMX-bf16 or on a GPU, else fp32 "
     "(fp32: bit-stable results).")]
+WindowOption = Annotated[int | None, typer.Option(
+    "--window", min=1, help="Feature cells pooled per score cell, for classifiers ending in global pooling "
+    "(default: the training window, e.g. 7 for 224/32). 1 = CAM: finer maps for localisation.")]
 CheckpointOption = Annotated[
     Path | None,
     typer.Option("--checkpoint", help="A segmentation checkpoint (fcn-heatmap train or import-weights), or "

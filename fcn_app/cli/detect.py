@@ -19,8 +19,8 @@ from ..scoring import ScoringOptions
 from ..tasks import DetectionTask, process_image
 from ..text import check_font
 from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, MethodOption, ModelOption,
-                  PrecisionOption, TargetLayerOption, VerboseOption, WeightsOption, app, check_method_window,
-                  cli_errors, console, load_command_network, print_metrics, print_report,
+                  PrecisionOption, TargetLayerOption, VerboseOption, WeightsOption, WindowOption, app,
+                  check_method_window, cli_errors, console, load_command_network, print_metrics, print_report,
                   refuse_classifier_options, setup_logging)
 from .jobs import (
     BatchSizeOption,
@@ -83,6 +83,7 @@ def detect(
     weights: WeightsOption = None,
     checkpoint: CheckpointOption = None,
     class_names_file: ClassesOption = None,
+    window: WindowOption = None,
     font: Annotated[
         Path | None,
         typer.Option("--font", help="TrueType/OpenType font for labels, e.g. one covering CJK (default: bundled "
@@ -106,20 +107,23 @@ def detect(
                                 box_mode=box_mode, window_fill=window_fill, center=center, nms_iou=nms_iou,
                                 classwise_nms=classwise_nms, masks=masks)
         check_font(font)
-        check_method_window(method, None, backend)
+        check_method_window(method, window, backend)
         scoring = ScoringOptions(precision=precision, backend=backend)
-        refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=class_names_file)
+        refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=class_names_file,
+                                  window=window)
         if not inputs and list_file is None:
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
 
         def make_task() -> DetectionTask:
             # with a checkpoint: region boxes from the segmentation (box mode auto → region)
             network = load_command_network(model=model, weights=weights, checkpoint=checkpoint, device=device,
-                                           classes_path=class_names_file, stride=stride)
+                                           classes_path=class_names_file, stride=stride, window=window)
             return DetectionTask(
                 network, options, scales=pyramid_scales,
                 classes=classes or None, fuse=fuse, topk=topk, max_side=max_side, max_pixels=max_pixels,
-                description={"model": str(checkpoint) if checkpoint is not None else model, "stride": stride}, font=str(font) if font is not None else None,
+                description={"model": str(checkpoint) if checkpoint is not None else model, "stride": stride,
+                             **({"window": window} if window is not None else {})},
+                font=str(font) if font is not None else None,
                 scoring=scoring,
                 method=method, target_layer=target_layer,
             )

@@ -27,7 +27,7 @@ from ..scoring import ScoringOptions
 from ..tasks import HeatmapOptions, HeatmapTask, ImageTask, SegmentationTask, process_input
 from ..tasks.heatmap import IMAGE_FORMATS
 from .app import (BackendOption, ClassesOption, DeviceOption, MethodOption, ModelOption, PrecisionOption,
-                  TargetLayerOption, VerboseOption, WeightsOption, app, check_method_window, cli_errors,
+                  TargetLayerOption, VerboseOption, WeightsOption, WindowOption, app, check_method_window, cli_errors,
                   error_console, load_command_network, print_report, refuse_classifier_options, setup_logging)
 from .jobs import (
     BatchSizeOption,
@@ -130,9 +130,7 @@ def heatmap(
     model: ModelOption = DEFAULT_ARCH,
     weights: WeightsOption = None,
     class_names_file: ClassesOption = None,
-    window: Annotated[int | None, typer.Option(
-        "--window", min=1, help="Feature cells pooled per score cell, for classifiers ending in global pooling "
-        "(default: the training window, e.g. 7 for 224/32). 1 = CAM: finer maps for localisation.")] = None,
+    window: WindowOption = None,
     checkpoint: Annotated[
         Path | None,
         typer.Option("--checkpoint", help="Trained segmentation checkpoint (fcn-heatmap train): palette overlay "

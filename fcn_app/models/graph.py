@@ -45,6 +45,7 @@ __all__ = [
     "densify_graph",
     "is_graph_classifier",
     "probe_body_geometry",
+    "register_module_kinds",
     "with_window",
 ]
 
@@ -86,12 +87,43 @@ def _squeeze_excitation() -> type[nn.Module]:
     return SqueezeExcitation
 
 
+#: Other libraries' channel gates computed from an average over the whole feature map (squeeze-and-excitation, like
+#: torchvision's SqueezeExcitation): they scale channels and move nothing. They join through
+#: :func:`register_module_kinds`.
+_EXTRA_GATES: tuple[type[nn.Module], ...] = ()
+#: Other libraries' per-cell modules (timm's channels-first LayerNorm …), kept whole when tracing.
+_EXTRA_PER_CELL: tuple[type[nn.Module], ...] = ()
+#: Other libraries' modules kept whole when tracing (subclasses of torch layers, e.g. timm's Linear).
+_EXTRA_LEAVES: tuple[type[nn.Module], ...] = ()
+
+
+def register_module_kinds(*, per_cell: Sequence[type[nn.Module]] = (), global_gates: Sequence[type[nn.Module]] = (),
+                          leaves: Sequence[type[nn.Module]] = ()) -> None:
+    """Teach the conversion another library's building blocks (adapters such as :mod:`.timm_zoo` call this).
+
+    ``per_cell``: modules that act on each cell over channels alone; they are traced as one module and may appear
+    in a head. ``global_gates``: modules returning ``x`` times a per-channel gate computed from the whole map;
+    they mark a network :attr:`~GraphFullyConvolutionalNet.global_context` and are switched off for the probe
+    (so both are traced as one module, which keeps their type). ``leaves``: subclasses of torch layers to keep
+    whole (a Linear subclass then converts as a Linear).
+    """
+    global _EXTRA_PER_CELL, _EXTRA_GATES, _EXTRA_LEAVES
+    _EXTRA_PER_CELL = tuple(dict.fromkeys((*_EXTRA_PER_CELL, *per_cell)))
+    _EXTRA_GATES = tuple(dict.fromkeys((*_EXTRA_GATES, *global_gates)))
+    _EXTRA_LEAVES = tuple(dict.fromkeys((*_EXTRA_LEAVES, *leaves)))
+
+
+def _global_gates() -> tuple[type[nn.Module], ...]:
+    return (_squeeze_excitation(), *_EXTRA_GATES)
+
+
 def _per_cell_modules() -> tuple[type[nn.Module], ...]:
-    return (*_PER_CELL_MODULES, _layer_norm_2d())
+    return (*_PER_CELL_MODULES, _layer_norm_2d(), *_EXTRA_PER_CELL)
 
 
 def _leaf_modules() -> list[type[nn.Module]]:
-    return [_layer_norm_2d()]
+    # torchvision's SqueezeExcitation keeps its type through tracing without being a leaf: its graph stays as it was
+    return [_layer_norm_2d(), *_EXTRA_PER_CELL, *_EXTRA_GATES, *_EXTRA_LEAVES]
 
 
 @dataclass(frozen=True)
@@ -261,9 +293,11 @@ def _per_cell_layer(graph_module: fx.GraphModule, node: fx.Node, channels: int) 
             return norm, channels
         if isinstance(module, _per_cell_modules()):
             return copy.deepcopy(module), channels
+        if _is_pointwise_conv(module):  # timm's MobileNetV3 head: a 1×1 conv on the pooled vector
+            return copy.deepcopy(module), module.out_channels
         raise ConversionError(
             f"cannot run a {type(module).__name__} ({node.target}) of the classifier head per cell; supported are "
-            "Linear, LayerNorm, Flatten, activations and Dropout"
+            "Linear, 1×1 convolutions, LayerNorm, Flatten, activations and Dropout"
         )
     if node.op == "call_function" and node.target in _PER_CELL_FUNCTIONS:
         return _PER_CELL_FUNCTIONS[node.target](), channels
@@ -273,6 +307,12 @@ def _per_cell_layer(graph_module: fx.GraphModule, node: fx.Node, channels: int) 
         return None, channels
     raise ConversionError(f"cannot run {node.op} {getattr(node.target, '__name__', node.target)!s} of the "
                           "classifier head per cell")
+
+
+def _is_pointwise_conv(module: nn.Module) -> bool:
+    """A 1×1 convolution that maps each cell to itself (no stride, padding or groups): per cell on any grid."""
+    return (isinstance(module, nn.Conv2d) and tuple(module.kernel_size) == (1, 1) and tuple(module.stride) == (1, 1)
+            and module.padding in (0, (0, 0)) and module.groups == 1)
 
 
 def _split_at_global_pool(graph_module: fx.GraphModule) -> tuple[fx.Node, str, list[fx.Node]]:
@@ -379,7 +419,7 @@ def convert_graph_classifier(
         layer, width = _per_cell_layer(graph_module, node, width)
         if layer is not None:
             layers.append(layer)
-    global_context = any(isinstance(module, _squeeze_excitation()) for module in body.modules())
+    global_context = any(isinstance(module, _global_gates()) for module in body.modules())
     network = GraphFullyConvolutionalNet(
         body, nn.Sequential(*layers), window=window, global_context=global_context, input_size=input_size,
         num_classes=width, categories=categories, arch=arch or type(model).__name__.lower(), mean=mean, std=std,
@@ -403,7 +443,7 @@ def _without_global_gates(body: nn.Module) -> nn.Module:
     """A copy of ``body`` with squeeze-and-excitation gates removed (they scale channels, they move nothing)."""
     probe = copy.deepcopy(body)
     for name, module in list(probe.named_modules()):
-        if isinstance(module, _squeeze_excitation()):
+        if isinstance(module, _global_gates()):
             parent_name, _, child = name.rpartition(".")
             setattr(probe.get_submodule(parent_name) if parent_name else probe, child, nn.Identity())
     return probe.eval()
@@ -473,14 +513,16 @@ def _probe_axis(body: nn.Module, in_channels: int, axis: int, stride: int, thin:
     probe = _AxisProbe(body, in_channels, axis, thin)
     length = 4 * stride
     while True:  # an image long enough that neither end of the reached run is clipped by the grid
-        (first, _, _), (_, last, cells) = probe.reach(length, [length - 1, 0])
+        # the middle row: the last rows may reach no cell at all (a strided first layer without padding drops them)
+        row = length // 2
+        ((first, last, cells),) = probe.reach(length, [row])
         if first >= 1 and 0 <= last < cells - 1:
             break
         length *= 2
         if length > 16384:
             raise ConversionError(f"the receptive field along axis {axis} exceeds 8192 pixels; cannot measure it")
-    top_range = [length - 1 - stride * first, length - 1 - stride * first + stride - 1]
-    bottom_range = [-stride * last - stride + 1, -stride * last]
+    top_range = [row - stride * first, row - stride * first + stride - 1]
+    bottom_range = [row - stride * last - stride + 1, row - stride * last]
     length += 4 * stride
     while top_range[0] < top_range[1] or bottom_range[0] < bottom_range[1]:
         top_mid = (top_range[0] + top_range[1]) // 2

@@ -52,6 +52,7 @@ __all__ = [
     "build_classifier",
     "build_fcn",
     "cached_weights_path",
+    "class_names_for",
     "default_weights",
     "fetch_default_weights",
     "fetch_weights",
@@ -74,6 +75,8 @@ TINY_ARCH = "tiny_vgg"
 _TINY_PREPROCESSING_ARCH = "vgg11_bn"
 _TINY_INPUT_SIZE = 32
 WEIGHTS_ENV = "FCN_HEATMAP_WEIGHTS"
+#: ``--model timm:NAME``: a timm CNN (optional extra, :mod:`.timm_zoo`).
+TIMM_PREFIX = "timm:"
 OFFLINE_ENV = "FCN_HEATMAP_OFFLINE"
 _HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
 #: torchvision classifiers without an exact sliding-window form, by name prefix → the class that says why.
@@ -395,6 +398,23 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
     return names
 
 
+def class_names_for(num_classes: int, classes_path: str | os.PathLike | None,
+                    imagenet_categories: Sequence[str]) -> list[str]:
+    """Names of a classifier's outputs: from ``classes_path`` (one per line) if given, else ImageNet's when it has
+    as many outputs; otherwise one :class:`WeightsError` line asking for the file."""
+    if classes_path is not None:
+        categories = read_class_names(classes_path)
+        if len(categories) != num_classes:
+            raise WeightsError(f"{classes_path}: {len(categories)} class names for a model with {num_classes} "
+                               "classes; give one name per line for each output", option="classes")
+        return categories
+    if num_classes == len(imagenet_categories):
+        return list(imagenet_categories)
+    raise WeightsError(f"the weights have {num_classes} classes, not ImageNet's {len(imagenet_categories)}"
+                       "; name them in a text file, one per line, and give it as the class names file",
+                       option="classes")
+
+
 def tiny_vgg_classifier(widths: Sequence[int] = (16, 32, 48, 64, 64), hidden: int = 128, num_classes: int = 10) -> nn.Sequential:
     """A VGG-shaped classifier for 32×32 inputs (five conv+BN+ReLU+pool blocks, two hidden FC layers), random init.
 
@@ -442,18 +462,7 @@ def build_fcn(
         classifier = _drop_auxiliary_heads(build_classifier(arch), arch).eval()
     preprocessing = _weights_facts(arch)
     crop = preprocessing.crop
-    num_classes = _output_size(classifier)
-    if classes_path is not None:
-        categories = read_class_names(classes_path)
-        if len(categories) != num_classes:
-            raise WeightsError(f"{classes_path}: {len(categories)} class names for a model with {num_classes} "
-                               "classes; give one name per line for each output", option="classes")
-    elif num_classes == len(default_categories := _default_categories(arch)):
-        categories = default_categories
-    else:
-        raise WeightsError(f"the weights have {num_classes} classes, not ImageNet's {len(default_categories)}"
-                           "; name them in a text file, one per line, and give it as the class names file",
-                           option="classes")
+    categories = class_names_for(_output_size(classifier), classes_path, _default_categories(arch))
     network = convert_classifier(
         classifier,
         input_size=(crop, crop),
@@ -487,13 +496,18 @@ def _output_size(classifier: nn.Module) -> int:
 def load_network(
     model: str, weights_path: str | os.PathLike | None = None, classes_path: str | os.PathLike | None = None
 ) -> FullyConvolutionalNet:
-    """The converted network named by ``model``: a torchvision architecture, or ``module:callable`` for your own.
+    """The converted network named by ``model``: a torchvision architecture, ``timm:NAME`` for a timm CNN
+    (:func:`.timm_zoo.load_timm_fcn`), or ``module:callable`` for your own.
 
     ``"package.module:make_network"`` imports ``package.module`` and calls ``make_network()``; it may
     return a :class:`FullyConvolutionalNet` (used as is) or a classifier that :func:`to_fully_convolutional`
     converts (224×224 input, no normalisation). This is how people run the CLI on their own classifiers, and how
     tests run folders of images through a tiny model in milliseconds.
     """
+    if model.startswith(TIMM_PREFIX):
+        from .timm_zoo import load_timm_fcn  # timm is optional and slow to import: only when asked for
+
+        return load_timm_fcn(model[len(TIMM_PREFIX):], weights_path=weights_path, classes_path=classes_path)
     if ":" not in model:
         return load_fcn(model, weights_path=weights_path, classes_path=classes_path)
     if weights_path is not None:
