@@ -43,6 +43,7 @@ from .models.convert import FullyConvolutionalNet
 __all__ = [
     "BACKENDS",
     "BACKEND_ENV",
+    "backend_for_one_image",
     "COMPILED_CACHE_SIZE",
     "INSTALL_HINTS",
     "check_backend",
@@ -126,6 +127,15 @@ def resolve_backend(backend: str, device: torch.device | str = "cpu") -> str:
         if explicit:
             raise
         _warn_once(f"{_RUNTIME_NAMES[backend]} is installed but does not import; backend auto uses torch")
+        return "torch"
+    return backend
+
+
+def backend_for_one_image(backend: str) -> str:
+    """The backend to score a single image with: ``auto`` means torch there (unless :data:`BACKEND_ENV` pins it),
+    because converting and compiling a network for a runtime (VGG16: ~10 s on 2 cores) costs more than the runtime
+    saves on one image; a folder, or the web app, converts once and reuses it for every image."""
+    if backend == "auto" and not os.environ.get(BACKEND_ENV):
         return "torch"
     return backend
 

@@ -169,12 +169,12 @@ class ScoringOptions:
     def __post_init__(self) -> None:
         check_precision(self.precision)
         check_backend(self.backend)
+        if self.max_memory is not None:
+            parse_memory_size(self.max_memory)
 
     def summary(self, network: torch.nn.Module) -> dict:
         """How ``network`` is scored with these options (:func:`scoring_summary`), as written in ``--json``."""
         return _network_summary(network, self.precision, self.backend)
-        if self.max_memory is not None:
-            parse_memory_size(self.max_memory)
 
 
 @dataclass

@@ -221,3 +221,15 @@ def test_cli_auto_choice_logged_once_and_in_json_and_runtime_mistakes_in_one_lin
     assert_one_line_error(missing, 2, "--backend: OpenVINO is not installed: pip install 'fcn-heatmap[openvino]'")
     line = assert_one_line_error(failing, 2, "at layer features.1")
     assert "the torch backend runs it (--backend)" in line
+
+
+def test_one_image_scores_on_torch_under_auto(monkeypatch):
+    """Converting a network for a runtime costs more than it saves on one image: auto means torch there, unless
+    the environment pins a backend; an explicit backend is kept."""
+    from fcn_app.runtimes import BACKEND_ENV, backend_for_one_image
+
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    assert backend_for_one_image("auto") == "torch"
+    assert backend_for_one_image("openvino") == "openvino"
+    monkeypatch.setenv(BACKEND_ENV, "onnxruntime")
+    assert backend_for_one_image("auto") == "auto"  # resolved later through the pin

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,7 @@ from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, ensure_output_dir, load_
 from ..methods import FCN
 from ..models import DEFAULT_ARCH
 from ..pyramid import parse_scales
+from ..runtimes import backend_for_one_image
 from ..scoring import ScoringOptions
 from ..tasks import DetectionTask, process_image
 from ..text import check_font
@@ -139,6 +141,7 @@ def detect(
         else:
             image = inputs[0]
             pixels = load_image(image, max_side=max_side, max_pixels=max_pixels)
+            scoring = replace(scoring, backend=backend_for_one_image(scoring.backend))
             task = make_task()
             task.check()  # options that fail for every image fail before any output folder exists
             out_dir = ensure_output_dir(out) if out is not None else image.parent

@@ -10,6 +10,7 @@ are identical either way.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,7 @@ from ..models import DEFAULT_ARCH
 from ..pyramid import FUSE_MODES
 from ..render import COLORMAPS, DEFAULT_COLORMAP
 from ..resolution import DEFAULT_WORK_WINDOWS, default_work_size
+from ..runtimes import backend_for_one_image
 from ..scoring import ScoringOptions
 from ..tasks import HeatmapOptions, HeatmapTask, ImageTask, SegmentationTask, process_input
 from ..tasks.heatmap import IMAGE_FORMATS
@@ -189,6 +191,7 @@ def heatmap(
         else:
             image = check_image_path(inputs[0])  # a typo fails before the model loads
             out_dir = ensure_output_dir(out) if out is not None else image.parent
+            scoring = replace(scoring, backend=backend_for_one_image(scoring.backend))
             task = _build_task(options, scoring, model=model, weights=weights, checkpoint=checkpoint, device=device,
                                stride=stride, classes_path=class_names_file, window=window)
             task.check()
