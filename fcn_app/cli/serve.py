@@ -9,9 +9,10 @@ import typer
 
 from ..io import DEFAULT_MAX_PIXELS
 from ..models import DEFAULT_ARCH
-from ..scoring import PRECISIONS, ScoringOptions
+from ..scoring import ScoringOptions
 from ..serve import LOCAL_HOSTS, require_extra, run_server
-from .app import (CheckpointOption, ClassesOption, DeviceOption, ModelOption, VerboseOption, WeightsOption, app,
+from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, ModelOption, PrecisionOption,
+                  VerboseOption, WeightsOption, app,
                   cli_errors, error_console, load_command_network, refuse_classifier_options, setup_logging)
 
 __all__ = ["serve"]
@@ -33,7 +34,8 @@ def serve(
     window: Annotated[int | None, typer.Option("--window", min=1, help="Feature cells pooled per score cell "
                                                "(pooled-head classifiers; 1 = CAM).")] = None,
     device: DeviceOption = "auto",
-    precision: Annotated[str, typer.Option(help=f"{'|'.join(PRECISIONS)}.")] = "auto",
+    precision: PrecisionOption = "auto",
+    backend: BackendOption = "auto",
     max_memory: Annotated[str | None, typer.Option(help="Activation budget, e.g. 2G (larger images run in exact "
                                                         "tiles).")] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Refuse uploads larger than this (MiB).", min=0.001)] = 32.0,
@@ -52,7 +54,7 @@ def serve(
 
         refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=class_names_file,
                                   window=window)
-        scoring = ScoringOptions(precision, max_memory)
+        scoring = ScoringOptions(precision, max_memory, backend)
         network = load_command_network(model=model, weights=weights, checkpoint=checkpoint, device=device,
                                        classes_path=class_names_file, stride=stride, window=window)
         settings = ServeSettings(network, segmentation=checkpoint is not None,
