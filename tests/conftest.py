@@ -20,6 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import write_default_weights  # noqa: E402
 
+# What "auto" means in this suite: torch fp32, for the bit-exact comparisons. Set at import, before any test
+# module copies os.environ for its subprocesses (a session fixture would come too late for those copies).
+os.environ["FCN_HEATMAP_BACKEND"] = "torch"
+os.environ["FCN_HEATMAP_PRECISION"] = "fp32"
+
 
 @pytest.fixture(scope="session", autouse=True)
 def torch_home(tmp_path_factory) -> Path:
@@ -28,8 +33,6 @@ def torch_home(tmp_path_factory) -> Path:
                                                      "FCN_HEATMAP_BACKEND", "FCN_HEATMAP_PRECISION")}
     os.environ["TORCH_HOME"] = str(home)
     os.environ["FCN_HEATMAP_OFFLINE"] = "1"
-    os.environ["FCN_HEATMAP_BACKEND"] = "torch"
-    os.environ["FCN_HEATMAP_PRECISION"] = "fp32"
     os.environ.pop("FCN_HEATMAP_WEIGHTS", None)
     write_default_weights(home, "vgg16", seed=0)
     yield home
