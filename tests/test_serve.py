@@ -271,3 +271,92 @@ def test_segment_answers_the_cli_json_and_legend(tmp_path):
     np.testing.assert_array_equal(_pixels(pictures["segmentation"]), np.asarray(Image.open(outputs["segmentation"])))
     assert {entry["index"]: entry["pixel_fraction"] for entry in legend} == pytest.approx(
         {int(label): float(np.mean(labels == label)) for label in np.unique(labels)}, abs=1e-6)
+
+
+POOLED = "helpers_methods:tiny_pooled_fcn"  # a pooled head: every method, cam included
+
+
+@pytest.fixture(scope="module")
+def pooled_client():
+    network = load_command_network(model=POOLED, weights=None, checkpoint=None, device="cpu")
+    with TestClient(create_app(ServeSettings(network, model=POOLED))) as test_client:
+        yield test_client
+
+
+def test_a_saliency_method_answers_the_cli_json_picture_and_maps(pooled_client, tmp_path):
+    image = tmp_path / "photo.png"
+    image.write_bytes(png_bytes())
+    expected = _cli_json("heatmap", image, "--model", POOLED, "--json", "--out", tmp_path / "cli", "--method",
+                         "gradcam", "--topk", "2", "--target-layer", "features")
+    answer = pooled_client.post("/api/heatmap", files={"image": ("photo.png", image.read_bytes())},
+                                data={"method": "GradCAM", "topk": "2", "target_layer": "features", "pixels": "true"})
+    assert answer.status_code == 200, answer.text
+    payload = answer.json()
+    pictures, grid, outputs = payload.pop("pictures"), payload.pop("pixels"), expected.pop("outputs")
+    assert payload.pop("image") == "photo.png" and expected.pop("image") == str(image)
+    assert payload.pop("seconds") >= 0 and expected.pop("seconds") >= 0  # the time each run took
+    assert payload == expected and payload["method"] == "gradcam"
+    np.testing.assert_array_equal(_pixels(pictures["overlay"]), np.asarray(Image.open(outputs["overlay"])))
+    # a picture under 256 px: the page gets each class's map at the picture's own size
+    assert grid["kind"] == "saliency" and (grid["rows"], grid["cols"]) == (grid["height"], grid["width"]) == (80, 96)
+    maps = np.frombuffer(base64.b64decode(grid["cells"]), "<f4").reshape(grid["classes"], 80, 96)
+    for rank, heat in enumerate(payload["classes"]):
+        assert maps[rank].max() == pytest.approx(heat["peak_probability"], abs=1e-6)
+        assert maps[rank][heat["peak_pixel"]["y"], heat["peak_pixel"]["x"]] == pytest.approx(maps[rank].max(), abs=1e-6)
+
+
+def test_the_saliency_maps_sent_small_are_put_back_on_the_picture_bilinearly():
+    """A smooth 600×450 map sent at 256×192 and put back as the page does (documented in saliency_pixels, here with
+    geometry.interpolation_matrix in float64) is within 0.01 of the map."""
+    from fcn_app.geometry import interpolation_matrix
+    from fcn_app.heatmaps import ClassHeatmap, ClassSelection
+    from fcn_app.serve.service import saliency_pixels
+
+    y, x = np.mgrid[0:450, 0:600].astype(np.float32)
+    heat = np.exp(-((x - 380) ** 2 + (y - 150) ** 2) / (2 * 70.0 ** 2)).astype(np.float32)
+    grid = saliency_pixels([ClassHeatmap.from_pixels(ClassSelection("a", (0,)), heat)])
+    rows, cols = grid["rows"], grid["cols"]
+    assert (rows, cols, grid["height"], grid["width"]) == (192, 256, 450, 600)
+    small = np.frombuffer(base64.b64decode(grid["cells"]), "<f4").reshape(rows, cols).astype(np.float64)
+    along_y = interpolation_matrix(450, rows, (450 / rows - 1) / 2, 450 / rows).double().numpy()
+    along_x = interpolation_matrix(600, cols, (600 / cols - 1) / 2, 600 / cols).double().numpy()
+    assert np.abs(along_y @ small @ along_x.T - heat).max() < 0.01
+
+
+def test_cam_detect_and_the_methods_on_offer(pooled_client, network, monkeypatch):
+    info = pooled_client.get("/api/info").json()
+    assert info["methods"][:3] == ["fcn", "cam", "gradcam"] and info["default_method"] == "fcn"
+    cam = pooled_client.post("/api/heatmap", files={"image": ("a.png", png_bytes())},
+                             data={"method": "cam", "pixels": "true"}).json()
+    fcn = pooled_client.post("/api/heatmap", files={"image": ("a.png", png_bytes())}).json()
+    assert cam["method"] == "cam" and cam["pixels"]["kind"] == "probabilities"
+    assert cam["map_size"]["rows"] > fcn["map_size"]["rows"]  # one feature cell per window: a finer map
+    boxes = pooled_client.post("/api/detect", files={"image": ("a.png", png_bytes())},
+                               data={"method": "gradcam", "min_score": "0"})
+    assert boxes.status_code == 200 and boxes.json()["method"] == "gradcam", boxes.text
+    assert "cam" not in create_app(ServeSettings(network)).state.server.methods  # no pooled head
+    monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)  # import → ImportError
+    assert create_app(ServeSettings(network)).state.server.methods == ["fcn"]
+    _assert_one_line(pooled_client.post("/api/heatmap", files={"image": ("a.png", png_bytes())},
+                                        data={"method": "scorecam"}),
+                     400, "the scorecam method needs pytorch-grad-cam, an optional extra: pip install 'fcn-heatmap[cam]'")
+
+
+@pytest.mark.parametrize(("data", "status", "text"), [
+    ({"method": "gradcan"}, 422, "method: unknown method 'gradcan'; choose one of fcn, cam, gradcam"),
+    ({"method": "cam"}, 422, "method: cam: "),
+    ({"target_layer": "features"}, 422, "target_layer: applies to pytorch-grad-cam methods"),
+    ({"method": "gradcam", "target_layer": "nope"}, 422, "target_layer: the network has no layer 'nope'"),
+])
+def test_bad_methods_are_one_line_4xx(client, data, status, text):
+    _assert_one_line(client.post("/api/heatmap", files={"image": ("a.png", png_bytes())}, data=data), status, text)
+
+
+def test_serve_method_sets_the_default_and_is_checked_at_start(monkeypatch):
+    started = {}
+    monkeypatch.setattr("fcn_app.cli.serve.run_server", lambda settings, host, port: started.update(m=settings.method))
+    result = CliRunner().invoke(cli_app, ["serve", "--model", POOLED, "--method", "cam"])
+    assert result.exit_code == 0 and started == {"m": "cam"}, result.output
+    refused = CliRunner().invoke(cli_app, ["serve", "--model", TINY, "--method", "cam"])
+    assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "--method: cam:" in refused.stderr, refused.stderr

@@ -7,12 +7,14 @@ from typing import Annotated
 
 import typer
 
+from ..errors import OptionError
 from ..io import DEFAULT_MAX_PIXELS
+from ..methods import FCN, check_method, is_saliency_method, method_network, require_grad_cam
 from ..models import DEFAULT_ARCH
 from ..scoring import ScoringOptions
 from ..serve import LOCAL_HOSTS, require_extra, run_server
-from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, ModelOption, PrecisionOption,
-                  VerboseOption, WeightsOption, app,
+from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, MethodOption, ModelOption,
+                  PrecisionOption, VerboseOption, WeightsOption, app, check_method_window,
                   cli_errors, error_console, load_command_network, refuse_classifier_options, setup_logging)
 
 __all__ = ["serve"]
@@ -36,6 +38,8 @@ def serve(
     device: DeviceOption = "auto",
     precision: PrecisionOption = "auto",
     backend: BackendOption = "auto",
+    method: Annotated[str, typer.Option("--method", help="The page's and API's default heatmap method (each request "
+                                        "may name another); see fcn-heatmap --help.")] = FCN,
     max_memory: Annotated[str | None, typer.Option(help="Activation budget, e.g. 2G (larger images run in exact "
                                                         "tiles).")] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Refuse uploads larger than this (MiB).", min=0.001)] = 32.0,
@@ -52,15 +56,23 @@ def serve(
         require_extra()
         from ..serve.app import ServeSettings
 
+        method = check_method(method)
+        if checkpoint is not None and method != FCN:
+            raise OptionError("method", "applies to classifiers; a segmentation checkpoint's map is its own")
+        check_method_window(method, window, backend)
+        if is_saliency_method(method):
+            require_grad_cam(method)  # the install line now, not on every request
         refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=class_names_file,
                                   window=window)
         scoring = ScoringOptions(precision, max_memory, backend)
         network = load_command_network(model=model, weights=weights, checkpoint=checkpoint, device=device,
                                        classes_path=class_names_file, stride=stride, window=window)
+        if checkpoint is None:
+            method_network(network, method)  # cam without a pooled head: refused at start
         settings = ServeSettings(network, segmentation=checkpoint is not None,
                                  model=str(checkpoint) if checkpoint is not None else model, stride=stride,
                                  scoring=scoring, root=root, max_upload_bytes=int(max_upload_mb * 2**20),
-                                 max_pixels=max_pixels, queue_size=queue, timeout_s=timeout)
+                                 max_pixels=max_pixels, queue_size=queue, timeout_s=timeout, method=method)
         if host not in LOCAL_HOSTS:
             error_console.print(f"warning: listening on {host}: other machines can use the model"
                                 f"{' and read the images below --root' if root else ''}; there is no "

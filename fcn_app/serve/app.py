@@ -27,13 +27,14 @@ from ..detect import DetectOptions
 from ..errors import ClassSelectionError, FcnError, InputImageError, OptionError
 from ..heatmaps import resolve_classes
 from ..io import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
+from ..methods import FCN, METHODS
 from ..pyramid import parse_scales
 from ..render import DEFAULT_COLORMAP
 from ..scoring import ScoringOptions
 from ..tasks import HeatmapOptions
 from .files import ImageRoot, PrivateFolder, RootPathError
-from .service import (ModelQueue, QueueFull, RequestTimeout, Source, colormap_tables, detect_job, heatmap_job,
-                      segment_job)
+from .service import (ModelQueue, QueueFull, RequestTimeout, Source, available_methods, colormap_tables, detect_job,
+                      heatmap_job, segment_job)
 
 __all__ = ["BodySizeLimit", "ServeSettings", "create_app"]
 
@@ -51,7 +52,8 @@ class ServeSettings:
     """What one server runs: ``network`` (loaded once), and its limits.
 
     ``segmentation``: the network is a segmentation checkpoint's (``/api/segment``; ``/api/heatmap`` refuses);
-    ``model`` and ``stride`` are reported in detection JSON as ``fcn-heatmap detect`` reports them.
+    ``model`` and ``stride`` are reported in detection JSON as ``fcn-heatmap detect`` reports them;
+    ``method`` is the heatmap method of requests that name none (``serve --method``).
     """
 
     network: torch.nn.Module
@@ -64,6 +66,7 @@ class ServeSettings:
     max_pixels: int = DEFAULT_MAX_PIXELS
     queue_size: int = 8
     timeout_s: float = 120.0
+    method: str = FCN
 
 
 class BodySizeLimit:
@@ -153,6 +156,7 @@ class _Server:
         self.private = PrivateFolder()
         self.root = ImageRoot(settings.root) if settings.root is not None else None
         self.colormaps = colormap_tables()
+        self.methods = [] if settings.segmentation else available_methods(settings.network)
 
     def max_pixels(self, requested: int | None) -> int:
         if requested is None:
@@ -224,6 +228,11 @@ ClassField = Annotated[list[str] | None, Form(alias="class", description="Class 
 MaxSideField = Annotated[int | None, Form(ge=1, description="Downscale so the longer side is at most this.")]
 MaxPixelsField = Annotated[int | None, Form(ge=1, description="Refuse images declaring more pixels (at most the "
                                                               "server's limit, which is the default).")]
+MethodField = Annotated[str | None, Form(description=f"How the map is made: {', '.join(METHODS)} (the CLI's --method; "
+                                                     "default: the server's --method). /api/info lists those this "
+                                                     "server can run.")]
+TargetLayerField = Annotated[str | None, Form(description="The layer a pytorch-grad-cam method reads (the CLI's "
+                                                          "--target-layer).")]
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
@@ -271,7 +280,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return {"model": settings.model, "mode": "segmentation" if settings.segmentation else "classifier",
                 "classes": len(settings.network.categories), "root": server.root is not None,
                 "max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels,
-                "default_colormap": DEFAULT_COLORMAP, "colormaps": server.colormaps}
+                "default_colormap": DEFAULT_COLORMAP, "colormaps": server.colormaps,
+                "methods": server.methods, "default_method": settings.method}
 
     @app.get("/api/classes", summary="The model's class names, or what a --class value selects")
     def classes(server: ServerDependency, query: Annotated[str | None, Query(
@@ -315,14 +325,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
         normalize: Annotated[bool, Form()] = False, work_size: Annotated[str | None, Form()] = None,
         scales: Annotated[str, Form()] = "1", fuse: Annotated[str, Form()] = "max",
         image_format: Annotated[str, Form(alias="format")] = "png", max_side: MaxSideField = None,
-        max_pixels: MaxPixelsField = None,
-        pixels: Annotated[bool, Form(description="Also the per-cell probabilities and interpolation matrices the "
-                                                 "page reads any pixel's classes from.")] = False,
+        max_pixels: MaxPixelsField = None, method: MethodField = None, target_layer: TargetLayerField = None,
+        pixels: Annotated[bool, Form(description="Also what the page blends and hovers: the per-cell probabilities "
+                                                 "and interpolation matrices it reads any pixel's classes from, or "
+                                                 "for a saliency method each class's map (longer side ≤ 256).")] = False,
     ) -> JSONResponse:
         def job(source: Source, folder: Path, limit: int) -> dict:
             options = HeatmapOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid,
                                      normalize=normalize, max_side=max_side, max_pixels=limit, work_size=work_size,
-                                     scales=scales, fuse=fuse, image_format=image_format)
+                                     scales=scales, fuse=fuse, image_format=image_format,
+                                     method=method or server.settings.method, target_layer=target_layer or None)
             return heatmap_job(server.settings.network, options, server.settings.scoring, source, folder, pixels,
                                server.queue.report_progress)
 
@@ -360,13 +372,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
         window_fill: Annotated[float, Form()] = 1.0, center: Annotated[str, Form()] = "peak",
         nms_iou: Annotated[float, Form(ge=0.0, le=1.0)] = 0.3, classwise_nms: Annotated[bool, Form()] = False,
         masks: Annotated[bool, Form()] = False, max_side: MaxSideField = None, max_pixels: MaxPixelsField = None,
+        method: MethodField = None, target_layer: TargetLayerField = None,
     ) -> JSONResponse:
         def job(source: Source, folder: Path, limit: int) -> dict:
             options = DetectOptions(threshold_mode=threshold_mode, threshold=threshold, min_score=min_score,
                                     box_mode=box_mode, window_fill=window_fill, center=center, nms_iou=nms_iou,
                                     classwise_nms=classwise_nms, masks=masks)
             settings = {"scales": parse_scales(scales), "classes": classes or None, "fuse": fuse, "topk": topk,
-                        "max_side": max_side, "max_pixels": limit,
+                        "max_side": max_side, "max_pixels": limit, "method": method or server.settings.method,
+                        "target_layer": target_layer or None,
                         "description": {"model": server.settings.model, "stride": server.settings.stride}}
             return detect_job(server.settings.network, options, settings, source, folder)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 import math
 import threading
 import time
@@ -25,23 +26,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
 from ..detect import DetectOptions
+from ..errors import FcnError
 from ..geometry import interpolation_matrix
+from ..heatmaps import ClassHeatmap
 from ..io import decode_input, load_image
+from ..methods import CAM, FCN, GRAD_CAM_METHODS, method_network
 from ..render import COLORMAPS, colorize
 from ..scoring import ScoreMap, ScoringOptions
 from ..segmentation.datasets import voc_palette
 from ..tasks import (DetectionTask, HeatmapOptions, HeatmapTask, ProgressCallback, SegmentationTask, process_image,
                      process_input)
 
-__all__ = ["ModelQueue", "QueueFull", "RequestTimeout", "colormap_tables", "detect_job", "heatmap_job",
-           "pixel_probabilities", "segment_job"]
+__all__ = ["ModelQueue", "QueueFull", "RequestTimeout", "available_methods", "colormap_tables", "detect_job",
+           "heatmap_job", "pixel_probabilities", "saliency_pixels", "segment_job"]
 
 _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".webp": "image/webp"}
 _PICTURES = ("overlay", "grid", "segmentation", "classes")
+#: The longer side of the saliency maps sent to the page (pytorch-grad-cam upsamples a coarse feature grid, so a
+#: photo's map loses nothing visible at this size, and a 12 MP photo's five maps stay a few hundred kB).
+SALIENCY_SIDE = 256
 
 
 class QueueFull(Exception):
@@ -149,9 +157,41 @@ def pixel_probabilities(score_map: ScoreMap) -> dict:
     along_x = interpolation_matrix(width, cols, geometry.first_center[1], geometry.stride[1])
     windows = [[round(value, 3) for value in geometry.window_box(row, col)]
                for row in range(rows) for col in range(cols)]
-    return {"classes": len(score_map.categories), "rows": rows, "cols": cols, "height": height, "width": width,
+    return {"kind": "probabilities", "classes": len(score_map.categories), "rows": rows, "cols": cols, "height": height, "width": width,
             "cells": _float32_base64(score_map.probabilities()), "along_y": _float32_base64(along_y),
             "along_x": _float32_base64(along_x), "windows": windows}
+
+
+def saliency_pixels(heatmaps: list[ClassHeatmap], max_side: int = SALIENCY_SIDE) -> dict:
+    """What the page blends for a saliency method: each returned class's map (``K×rows×cols``, the picture's map
+    shrunk by area averaging so the longer side is at most ``max_side``, never enlarged). The page puts it back on
+    the picture's pixels bilinearly, pixel centres aligned as OpenCV's resize does: row ``y`` reads map position
+    ``(y + 0.5)·rows/height − 0.5`` (clamped), which is :func:`~fcn_app.geometry.interpolation_matrix` with
+    ``first_center = (height/rows − 1)/2`` and ``stride = height/rows``. There are no window scores to hover."""
+    height, width = heatmaps[0].heatmap.shape
+    scale = min(1.0, max_side / max(height, width))
+    rows, cols = max(1, round(height * scale)), max(1, round(width * scale))
+    maps = [heat.heatmap if (rows, cols) == (height, width) else
+            cv2.resize(heat.heatmap.astype(np.float32), (cols, rows), interpolation=cv2.INTER_AREA)
+            for heat in heatmaps]
+    return {"kind": "saliency", "classes": len(heatmaps), "rows": rows, "cols": cols, "height": int(height),
+            "width": int(width), "cells": _float32_base64(np.stack(maps))}
+
+
+def available_methods(network: torch.nn.Module) -> list[str]:
+    """The ``method`` values this server can run on ``network``: ``fcn``; ``cam`` where the network has a free
+    window (a pooled head); pytorch-grad-cam's methods where that extra is installed."""
+    methods = [FCN]
+    try:
+        method_network(network, CAM)
+        methods.append(CAM)
+    except FcnError:
+        pass
+    try:
+        installed = importlib.util.find_spec("pytorch_grad_cam") is not None
+    except (ImportError, ValueError):  # blocked in sys.modules
+        installed = False
+    return methods + (list(GRAD_CAM_METHODS) if installed else [])
 
 
 def colormap_tables() -> dict[str, list[list[int]]]:
@@ -170,7 +210,8 @@ class Source:
 
 def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: ScoringOptions, source: Source,
                 out_dir: Path, with_pixels: bool = False, progress: ProgressCallback | None = None) -> dict:
-    """``fcn-heatmap IMAGE --json`` for one image: its summary, the pictures, and optionally the page's data."""
+    """``fcn-heatmap IMAGE --json`` for one image: its summary, the pictures, and optionally the page's data
+    (:func:`pixel_probabilities` for a score map, :func:`saliency_pixels` for a saliency method's maps)."""
     task = HeatmapTask(network, options, scoring)
     task.check()
     rendered, written = process_input(task, decode_input(source.path, task.decode_request), out_dir / "image",
@@ -178,6 +219,8 @@ def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
     payload = dict(rendered.summary, pictures=_pictures(written))
     if with_pixels and rendered.score_map is not None:
         payload["pixels"] = pixel_probabilities(rendered.score_map)
+    elif with_pixels and options.is_saliency:
+        payload["pixels"] = saliency_pixels(rendered.heatmaps)
     return payload
 
 
