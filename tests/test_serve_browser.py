@@ -96,6 +96,10 @@ def test_upload_hover_and_sliders(browser, server_url, network, tmp_path):
     page.locator("#opacity").fill("50")
     page.select_option("#colormap", "turbo")
     page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.35)
+    shown = page.evaluate(CANVAS_SUM)  # another method: the page asks again and blends that method's map
+    page.select_option("#method", "gradcam")
+    page.wait_for_function("state.saliency === 'gradcam' && document.getElementById('canvas').dataset.state === 'ready'")
+    assert page.evaluate(CANVAS_SUM) != shown and page.locator("#classes li").count() == 5
     (tmp_path / "notes.png").write_text("not an image")  # errors: one readable line
     page.set_input_files("#file", str(tmp_path / "notes.png"))
     page.wait_for_selector("#canvas[data-state='error']")

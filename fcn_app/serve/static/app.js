@@ -1,6 +1,7 @@
 // The page of `fcn-heatmap serve`: no framework, no build step, nothing fetched from outside this server.
 // The server sends, once per image, the per-cell class probabilities and the interpolation matrices the CLI
-// uses to place them on pixels; opacity, colormap, class search and hover are then computed here.
+// uses to place them on pixels; opacity, colormap, class search and hover are then computed here. For a saliency
+// method (gradcam, …) it sends each returned class's map instead, shrunk to at most 256 px, put back bilinearly.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -58,8 +59,26 @@ function sparseRows(matrix, pixels, cells) {
   return rows;
 }
 
+// Bilinear rows from a map of `cells` values to `pixels` pixels, centres aligned as OpenCV's resize (the server's
+// saliency_pixels): pixel p reads position (p + 0.5)·cells/pixels − 0.5, clamped.
+function bilinearRows(pixels, cells) {
+  const rows = new Array(pixels);
+  for (let p = 0; p < pixels; p++) {
+    if (cells === 1) { rows[p] = [0, 1]; continue; }
+    const position = Math.min(cells - 1, Math.max(0, (p + 0.5) * cells / pixels - 0.5));
+    const lower = Math.min(cells - 2, Math.floor(position)), fraction = position - lower;
+    rows[p] = [lower, 1 - fraction, lower + 1, fraction];
+  }
+  return rows;
+}
+
 function decodeGrid(pixels) {
   const grid = { ...pixels, cells: float32(pixels.cells) };
+  if (pixels.kind === "saliency") {
+    grid.alongY = bilinearRows(pixels.height, pixels.rows);
+    grid.alongX = bilinearRows(pixels.width, pixels.cols);
+    return grid;
+  }
   grid.alongY = sparseRows(float32(pixels.along_y), pixels.height, pixels.rows);
   grid.alongX = sparseRows(float32(pixels.along_x), pixels.width, pixels.cols);
   return grid;
@@ -175,7 +194,7 @@ async function analyse(source) {
   const fields = source.file ? { image: source.file } : { path: source.path };
   try {
     const result = await post(segmentation ? "/api/segment" : "/api/heatmap",
-      segmentation ? fields : { ...fields, topk: 5, pixels: "true" },
+      segmentation ? fields : { ...fields, topk: 5, pixels: "true", method: $("method").value },
       (fraction) => { uploaded = fraction >= 1; showProgress(uploaded ? "scoring…" : "uploading…", uploaded ? null : fraction); });
     state.result = result;
     const size = result.image_size;
@@ -187,8 +206,12 @@ async function analyse(source) {
     } else {
       state.grid = decodeGrid(result.pixels);
       await loadPicture(size.width, size.height);
-      for (const heat of result.classes) addClass({ name: heat.name, indices: heat.indices, peak: heat.peak_probability });
-      select({ name: result.classes[0].name, indices: result.classes[0].indices });
+      // a saliency method's maps are sent in the order of its classes: entry k is map k
+      const saliency = result.pixels.kind === "saliency";
+      state.saliency = saliency ? result.method : null;
+      result.classes.forEach((heat, rank) => addClass({ name: heat.name, indices: saliency ? [rank] : heat.indices,
+                                                      peak: saliency ? heat.window_probability : heat.peak_probability }));
+      select({ name: result.classes[0].name, indices: saliency ? [0] : result.classes[0].indices });
     }
     $("canvas").dataset.state = "ready";
     showProgress(null);
@@ -252,12 +275,14 @@ function onHover(event) {
   const canvas = $("canvas"), box = canvas.getBoundingClientRect();
   const x = Math.min(canvas.width - 1, Math.max(0, Math.floor((event.clientX - box.left) * canvas.width / box.width)));
   const y = Math.min(canvas.height - 1, Math.max(0, Math.floor((event.clientY - box.top) * canvas.height / box.height)));
-  const values = probabilitiesAt(x, y);
+  const values = probabilitiesAt(x, y);  // saliency: each shown class's map value there, not a probability
   const order = Array.from(values.keys()).sort((a, b) => values[b] - values[a]).slice(0, 5);
-  const names = state.categories;
+  const names = state.saliency ? state.result.classes.map((heat) => heat.name) : state.categories;
   const rows = order.map((k) => `<tr data-index="${k}" data-probability="${values[k]}"><td>${escapeHtml(names[k])}</td>` +
                                 `<td class="p">${values[k].toFixed(3)}</td></tr>`).join("");
-  $("hover").innerHTML = `<div class="muted" id="hover-pixel" data-x="${x}" data-y="${y}">pixel (${x}, ${y})</div><table>${rows}</table>`;
+  const what = state.saliency ? ` · ${escapeHtml(state.saliency)} map values (0–1 per map), not probabilities` : "";
+  $("hover").innerHTML = `<div class="muted" id="hover-pixel" data-x="${x}" data-y="${y}">pixel (${x}, ${y})${what}</div><table>${rows}</table>`;
+  if (state.saliency) { drawMarks(null); return; }  // no score cells: no window to outline
   const cell = heaviest(state.grid.alongY[y]) * state.grid.cols + heaviest(state.grid.alongX[x]);
   drawMarks(state.grid.windows[cell]);  // the window of the score cell nearest to the pixel
 }
@@ -271,7 +296,7 @@ async function toggleDetections() {
     showProgress("detecting…");
     try {
       const fields = state.source.file ? { image: state.source.file } : { path: state.source.path };
-      state.detections = (await post("/api/detect", fields)).detections;
+      state.detections = (await post("/api/detect", { ...fields, method: $("method").value })).detections;
       showProgress(`${state.detections.length} detections`, 1);
     } catch (error) {
       showProgress(null);
@@ -286,6 +311,10 @@ async function search(event) {
   event.preventDefault();
   const query = $("query").value.trim();
   if (!query || !state.grid) return;
+  if (state.saliency) {  // the server computed maps for the classes shown only
+    showError(`${state.saliency} makes a map per class on the server: search classes with fcn or cam`);
+    return;
+  }
   try {
     const selection = await getJSON(`/api/classes?query=${encodeURIComponent(query)}`);
     const heat = heatFor(selection.indices);
@@ -331,6 +360,8 @@ async function start() {
   }
   $("model").textContent = `${state.info.model} · ${state.info.classes} classes`;
   document.body.classList.toggle("segmentation", state.info.mode === "segmentation");
+  for (const name of state.info.methods) $("method").append(new Option(name, name, false, name === state.info.default_method));
+  $("method").onchange = () => { if (state.source && state.result) analyse(state.source); };
   for (const name of Object.keys(state.info.colormaps)) $("colormap").append(new Option(name, name, false, name === state.info.default_colormap));
   const names = await getJSON("/api/classes");
   state.categories = names.classes;
