@@ -323,7 +323,7 @@ def test_the_saliency_maps_sent_small_are_put_back_on_the_picture_bilinearly():
     assert np.abs(along_y @ small @ along_x.T - heat).max() < 0.01
 
 
-def test_cam_detect_and_the_methods_on_offer(pooled_client, network, monkeypatch):
+def test_cam_detect_and_the_methods_on_offer(pooled_client, network, monkeypatch, tmp_path):
     info = pooled_client.get("/api/info").json()
     assert info["methods"][:3] == ["fcn", "cam", "gradcam"] and info["default_method"] == "fcn"
     cam = pooled_client.post("/api/heatmap", files={"image": ("a.png", png_bytes())},
@@ -334,6 +334,15 @@ def test_cam_detect_and_the_methods_on_offer(pooled_client, network, monkeypatch
     boxes = pooled_client.post("/api/detect", files={"image": ("a.png", png_bytes())},
                                data={"method": "gradcam", "min_score": "0"})
     assert boxes.status_code == 200 and boxes.json()["method"] == "gradcam", boxes.text
+    image = tmp_path / "a.png"
+    image.write_bytes(png_bytes())
+    result = CliRunner().invoke(cli_app, ["detect", str(image), "--model", POOLED, "--out", str(tmp_path / "cli"),
+                                          "--min-score", "0", "--method", "gradcam"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    expected = json.loads((tmp_path / "cli" / "a.detections.json").read_text())
+    payload = boxes.json()
+    payload.pop("pictures"), payload.pop("image"), expected.pop("image")
+    assert payload == expected and len(payload["detections"]) > 0  # detect --method gradcam's JSON
     assert "cam" not in create_app(ServeSettings(network)).state.server.methods  # no pooled head
     monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)  # import → ImportError
     assert create_app(ServeSettings(network)).state.server.methods == ["fcn"]

@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
 from fcn_app.cli.app import load_command_network  # noqa: E402
-from fcn_app.geometry import upsample_to_pixels  # noqa: E402
+from fcn_app.geometry import interpolation_matrix, upsample_to_pixels  # noqa: E402
 from fcn_app.io import decode_input  # noqa: E402
 from fcn_app.resolution import score_map_on_original  # noqa: E402
 from fcn_app.serve.app import ServeSettings, create_app  # noqa: E402
@@ -100,6 +100,12 @@ def test_upload_hover_and_sliders(browser, server_url, network, tmp_path):
     page.select_option("#method", "gradcam")
     page.wait_for_function("state.saliency === 'gradcam' && document.getElementById('canvas').dataset.state === 'ready'")
     assert page.evaluate(CANVAS_SUM) != shown and page.locator("#classes li").count() == 5
+    placed = torch.zeros(450, 192, dtype=torch.float64)  # how the page puts a shrunk map back on 450 pixels
+    for pixel, pairs in enumerate(page.evaluate("bilinearRows(450, 192)")):
+        for cell, weight in zip(pairs[::2], pairs[1::2]):
+            placed[pixel, cell] += weight
+    torch.testing.assert_close(placed, interpolation_matrix(450, 192, (450 / 192 - 1) / 2, 450 / 192).double(),
+                               rtol=0, atol=1e-6)  # = the bilinear rule saliency_pixels documents
     (tmp_path / "notes.png").write_text("not an image")  # errors: one readable line
     page.set_input_files("#file", str(tmp_path / "notes.png"))
     page.wait_for_selector("#canvas[data-state='error']")
