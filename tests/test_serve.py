@@ -348,7 +348,8 @@ def test_cam_detect_and_the_methods_on_offer(pooled_client, network, monkeypatch
     assert create_app(ServeSettings(network)).state.server.methods == ["fcn"]
     _assert_one_line(pooled_client.post("/api/heatmap", files={"image": ("a.png", png_bytes())},
                                         data={"method": "scorecam"}),
-                     400, "the scorecam method needs pytorch-grad-cam, an optional extra: pip install 'fcn-heatmap[cam]'")
+                     400, "the scorecam method needs pytorch-grad-cam, an optional extra: "
+                          "pip install 'fcn-heatmap[cam]'")
 
 
 @pytest.mark.parametrize(("data", "status", "text"), [

@@ -98,7 +98,8 @@ def test_upload_hover_and_sliders(browser, server_url, network, tmp_path):
     page.mouse.move(box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.35)
     shown = page.evaluate(CANVAS_SUM)  # another method: the page asks again and blends that method's map
     page.select_option("#method", "gradcam")
-    page.wait_for_function("state.saliency === 'gradcam' && document.getElementById('canvas').dataset.state === 'ready'")
+    page.wait_for_function("state.saliency === 'gradcam' && "
+                           "document.getElementById('canvas').dataset.state === 'ready'")
     assert page.evaluate(CANVAS_SUM) != shown and page.locator("#classes li").count() == 5
     placed = torch.zeros(450, 192, dtype=torch.float64)  # how the page puts a shrunk map back on 450 pixels
     for pixel, pairs in enumerate(page.evaluate("bilinearRows(450, 192)")):

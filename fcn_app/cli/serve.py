@@ -13,7 +13,7 @@ from ..methods import FCN, check_method, is_saliency_method, method_network, req
 from ..models import DEFAULT_ARCH
 from ..scoring import ScoringOptions
 from ..serve import LOCAL_HOSTS, require_extra, run_server
-from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, MethodOption, ModelOption,
+from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, ModelOption,
                   PrecisionOption, VerboseOption, WeightsOption, app, check_method_window,
                   cli_errors, error_console, load_command_network, refuse_classifier_options, setup_logging)
 

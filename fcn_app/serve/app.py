@@ -328,7 +328,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         max_pixels: MaxPixelsField = None, method: MethodField = None, target_layer: TargetLayerField = None,
         pixels: Annotated[bool, Form(description="Also what the page blends and hovers: the per-cell probabilities "
                                                  "and interpolation matrices it reads any pixel's classes from, or "
-                                                 "for a saliency method each class's map (longer side ≤ 256).")] = False,
+                                                 "for a saliency method each class's map (side ≤ 256).")] = False,
     ) -> JSONResponse:
         def job(source: Source, folder: Path, limit: int) -> dict:
             options = HeatmapOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid,

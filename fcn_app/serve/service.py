@@ -157,7 +157,8 @@ def pixel_probabilities(score_map: ScoreMap) -> dict:
     along_x = interpolation_matrix(width, cols, geometry.first_center[1], geometry.stride[1])
     windows = [[round(value, 3) for value in geometry.window_box(row, col)]
                for row in range(rows) for col in range(cols)]
-    return {"kind": "probabilities", "classes": len(score_map.categories), "rows": rows, "cols": cols, "height": height, "width": width,
+    return {"kind": "probabilities", "classes": len(score_map.categories), "rows": rows, "cols": cols,
+            "height": height, "width": width,
             "cells": _float32_base64(score_map.probabilities()), "along_y": _float32_base64(along_y),
             "along_x": _float32_base64(along_x), "windows": windows}
 
