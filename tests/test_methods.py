@@ -168,7 +168,8 @@ def test_a_folder_runs_a_saliency_method_and_a_missing_extra_is_one_line(tmp_pat
     without_extra = cli_environment()
     without_extra["PYTHONPATH"] = os.pathsep.join([str(blocked), without_extra["PYTHONPATH"]])
     model = ["--model", "helpers_methods:tiny_pooled_fcn"]
-    commands = [([folder, "--out", tmp_path / "out", "--method", "scorecam", "--json", *model], cli_environment()),
+    commands = [([folder, "--out", tmp_path / "out", "--method", "scorecam", "--json", "--no-gallery", *model],
+                 cli_environment()),
                 ([folder / "a.png", "--method", "gradcam", *model, "--out", tmp_path / "x"], without_extra)]
     running = [subprocess.Popen([sys.executable, "-m", "fcn_app", *map(str, args)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=environment) for args, environment in commands]

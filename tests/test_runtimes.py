@@ -190,7 +190,9 @@ def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_cli_auto_choice_logged_once_and_in_json_and_runtime_mistakes_in_one_line(tmp_path):
     _requires("openvino")
-    image = tmp_path / "img.png"
+    folder = tmp_path / "in"  # a folder: auto converts for a runtime where it is reused (one image: torch)
+    folder.mkdir()
+    image = folder / "img.png"
     Image.fromarray(random_rgb(64, 80, seed=5)).save(image)
     blocker = tmp_path / "blocked"  # a package that fails to import as an absent one does
     (blocker / "openvino").mkdir(parents=True)
@@ -200,7 +202,7 @@ def test_cli_auto_choice_logged_once_and_in_json_and_runtime_mistakes_in_one_lin
     # three commands side by side (each spends most of its life importing torch)
     processes = [
         # empty pins: auto means what it means on this machine
-        _start_cli(image, "--model", "helpers_batch:tiny_fcn", "--json", "--verbose", "--out", tmp_path / "auto",
+        _start_cli(folder, "--model", "helpers_batch:tiny_fcn", "--json", "--verbose", "--out", tmp_path / "auto",
                    environment=cli_environment({BACKEND_ENV: "", PRECISION_ENV: ""})),
         _start_cli(image, "--model", "helpers_batch:tiny_fcn", "--backend", "openvino", "--out", tmp_path,
                    environment=blocked),
@@ -210,7 +212,7 @@ def test_cli_auto_choice_logged_once_and_in_json_and_runtime_mistakes_in_one_lin
     chosen, missing, failing = [_finish(process) for process in processes]
 
     assert chosen.returncode == 0, chosen.stderr
-    runtime = json.loads(chosen.stdout)["runtime"]
+    runtime = json.loads((tmp_path / "auto" / "img.json").read_text())["runtime"]
     assert runtime["backend"] == "openvino"
     assert runtime["precision"] == ("bf16" if _cpu_has_amx_bf16() else "fp32")
     assert runtime["requested"] == {"backend": "auto", "precision": "auto"}
