@@ -7,10 +7,11 @@
 2. Agreement with torch fp32 of every backend × precision, on TRAINED weights (random VGG16 logits are nearly flat,
    so their argmax flips mean nothing): the digits classifier of ``scripts/bench_detect.py`` (score maps of 12
    digit scenes at stride 4, and the AP50 of its detection recipe) and a small VGG-shaped classifier trained here
-   briefly here (BatchNorm, Adam, normalised inputs; ~1 min on 2 cores) on the bundled photos (``examples/*.jpg``
-   and scikit-learn's two sample images: "which photo is this 64×64 crop from?", crops of the photos resized to
-   384–512 px wide; score maps of the five photos 448 px wide at stride 16). Printed per row: top-1 agreement of the
-   cells whose fp32 top-1 probability is ≥ 0.5, max |Δ probability| over all cells and classes, digits AP50.
+   briefly (BatchNorm, Adam, normalised inputs; 300 steps: 3 min on 2 shared cores) on the bundled photos
+   (``examples/*.jpg`` and scikit-learn's two sample images: "which photo is this 64×64 crop from?", crops of the
+   photos resized to 384–512 px wide; score maps of the five photos 448 px wide at stride 16). Printed per row:
+   top-1 agreement of the cells whose fp32 top-1 probability is ≥ 0.5, max |Δ probability| over all cells and
+   classes, digits AP50.
    ``--precision auto`` picks bf16 only where these and ``scripts/bench.py``'s speed-ups were measured.
 """
 
