@@ -299,7 +299,8 @@ def bench_gradcam(report: Report, classifier, network, size: int, repeats: int) 
                         "one_image": lambda: class_heatmaps(compute_score_map(
                             network, image, precision=one_image["precision"], backend=one_image["backend"]), topk=5),
                         "gradcam": gradcam}, max(1, repeats - 1))
-    report.add(f"d. 5 class heatmaps ({size}²): FCN ({fastest_name}, auto in the API/folders) + upsampling vs GradCAM ×5",
+    report.add(f"d. 5 class heatmaps ({size}²): FCN ({fastest_name}, auto in the API/folders) + upsampling "
+               "vs GradCAM ×5",
                f"{times['fastest']:.2f} s", f"{times['gradcam']:.2f} s", f"{times['gradcam'] / times['fastest']:.1f}×",
                "≥ 50× (AMX) / ≥ 25×")
     report.add(f"d'. same, CLI's auto for one image ({one_image_name}) vs GradCAM ×5", f"{times['one_image']:.2f} s",
