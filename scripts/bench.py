@@ -283,7 +283,7 @@ def bench_gradcam(report: Report, classifier, network, size: int, repeats: int) 
 
     start = time.perf_counter()
     classes = [heat.selection.indices[0] for heat in ours_fastest()]
-    print(f"     {fastest_name}: first call (conversion + compile, once per process) "
+    print(f"     {fastest_name}: first call at {size}² (conversion + compile unless an earlier item did them) "
           f"{time.perf_counter() - start:.1f} s", flush=True)
     model = copy.deepcopy(classifier).eval()
     for module in model.modules():  # grad-cam needs gradients through the ReLUs; in-place ones break hooks
