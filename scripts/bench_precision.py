@@ -7,9 +7,11 @@
 2. Agreement with torch fp32 of every backend × precision, on TRAINED weights (random VGG16 logits are nearly flat,
    so their argmax flips mean nothing): the digits classifier of ``scripts/bench_detect.py`` (score maps of 12
    digit scenes at stride 4, and the AP50 of its detection recipe) and a small VGG-shaped classifier trained here
-   briefly on the bundled photos (``examples/*.jpg`` and scikit-learn's two sample images: "which photo is
-   this 64×64 patch from?"; score maps of the five photos at stride 16). Printed per row: top-1 agreement of the
-   cells whose fp32 top-1 probability is ≥ 0.5, max |Δ probability| over all cells and classes, digits AP50.
+   briefly (BatchNorm, Adam, normalised inputs; 300 steps: 3 min on 2 shared cores) on the bundled photos
+   (``examples/*.jpg`` and scikit-learn's two sample images: "which photo is this 64×64 crop from?", crops of the
+   photos resized to 384–512 px wide; score maps of the five photos 448 px wide at stride 16). Printed per row:
+   top-1 agreement of the cells whose fp32 top-1 probability is ≥ 0.5, max |Δ probability| over all cells and
+   classes, digits AP50.
    ``--precision auto`` picks bf16 only where these and ``scripts/bench.py``'s speed-ups were measured.
 """
 
@@ -86,45 +88,79 @@ def bundled_photos() -> list[np.ndarray]:
 
 
 def vgg_shaped_classifier(num_classes: int) -> nn.Sequential:
-    """VGG16's layout at 1/8 of its width and 64-px input: conv blocks of 2, 2, 3, 3 3×3 convs, max-pools (stride
-    16), then fc6/fc7/fc8 (fc6 reads the 4×4×64 grid) — converted the same way as VGG16."""
+    """VGG16's layout at 1/8 of its width and 64-px input: conv blocks of 2, 2, 3, 3 3×3 convs (each with
+    BatchNorm, as in ``vgg16_bn``: without it this 13-layer stack stayed at chance, loss ln 5, in a short run),
+    max-pools (stride 16), then fc6/fc7/fc8 (fc6 reads the 4×4×64 grid) — converted the same way as VGG16."""
     layers, channels = [], 3
     for width, convs in ((8, 2), (16, 2), (32, 3), (64, 3)):
         for _ in range(convs):
-            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
             channels = width
         layers.append(nn.MaxPool2d(2))
-    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(inplace=True), nn.Dropout(0.3),
-                         nn.Linear(128, 128), nn.ReLU(inplace=True), nn.Dropout(0.3), nn.Linear(128, num_classes))
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(inplace=True),
+                         nn.Linear(128, 128), nn.ReLU(inplace=True), nn.Linear(128, num_classes))
 
 
-def train_photo_classifier(photos: list[np.ndarray], steps: int, seed: int = 0) -> nn.Sequential:
-    """Train on random 64×64 patches (random scale 0.5–1, flips) labelled with the photo they come from."""
+#: Widths the photos are resized to for training: the score maps read them at 448 px wide, ±15 % for scale jitter.
+TRAINING_WIDTHS = (384, 448, 512)
+SCORED_WIDTH = 448
+
+
+def resized(photo: np.ndarray, width: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(photo).resize((width, round(width * photo.shape[0] / photo.shape[1])),
+                                                    Image.BICUBIC))
+
+
+def train_photo_classifier(photos: list[np.ndarray], steps: int, mean: torch.Tensor, std: torch.Tensor,
+                           seed: int = 0) -> nn.Sequential:
+    """Train on random 64×64 crops (with flips) of the photos at :data:`TRAINING_WIDTHS`, labelled with the photo
+    they come from: the windows the score map scores at 448 px wide, so many of its cells are confident."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    tensors = [torch.from_numpy(photo.copy()).permute(2, 0, 1).float().div(255.0) for photo in photos]
-    model = vgg_shaped_classifier(len(photos))
-    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    scaled = [[(torch.from_numpy(resized(photo, width).copy()).permute(2, 0, 1).float().div(255.0)
+                - mean[:, None, None]) / std[:, None, None] for width in TRAINING_WIDTHS] for photo in photos]
+    model = vgg_shaped_classifier(len(photos)).to(memory_format=torch.channels_last)  # faster convs on CPU
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.train()
+    correct = seen = 0
     for step in range(steps):
         patches, labels = [], []
         for _ in range(64):
             label = int(rng.integers(len(photos)))
-            image = tensors[label]
-            side = int(min(image.shape[1:]) * rng.uniform(0.15, 0.4))
-            top = int(rng.integers(image.shape[1] - side + 1))
-            left = int(rng.integers(image.shape[2] - side + 1))
-            patch = nn.functional.interpolate(image[None, :, top:top + side, left:left + side], size=(PATCH, PATCH),
-                                              mode="bilinear", align_corners=False, antialias=True)[0]
+            image = scaled[label][int(rng.integers(len(TRAINING_WIDTHS)))]
+            top = int(rng.integers(image.shape[1] - PATCH + 1))
+            left = int(rng.integers(image.shape[2] - PATCH + 1))
+            patch = image[:, top:top + PATCH, left:left + PATCH]
             patches.append(patch.flip(-1) if rng.random() < 0.5 else patch)
             labels.append(label)
-        loss = nn.functional.cross_entropy(model(torch.stack(patches)), torch.tensor(labels))
+        targets = torch.tensor(labels)
+        logits = model(torch.stack(patches).contiguous(memory_format=torch.channels_last))
+        loss = nn.functional.cross_entropy(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        correct += int((logits.argmax(1) == targets).sum())
+        seen += len(labels)
         if step % 100 == 0 or step == steps - 1:
-            print(f"    step {step:4d} loss {loss.item():.3f}", flush=True)
-    return model.eval()
+            print(f"    step {step:4d} loss {loss.item():.3f} (chance ln 5 = 1.609), training accuracy since last "
+                  f"line {correct / seen:.1%}", flush=True)
+            correct = seen = 0
+    return model.to(memory_format=torch.contiguous_format).eval()
+
+
+def trained_photo_network(photo_steps: int):
+    """The VGG-shaped photo classifier, trained and converted, and the five photos it scores (448 px wide)."""
+    photos = bundled_photos()
+    pixels = torch.from_numpy(np.concatenate([photo.reshape(-1, 3) for photo in photos])).float().div(255.0)
+    mean, std = pixels.mean(0), pixels.std(0)
+    print(f"  training the VGG-shaped photo classifier ({photo_steps} steps of 64 patches, 5 bundled photos)",
+          flush=True)
+    started = time.perf_counter()
+    model = train_photo_classifier(photos, photo_steps, mean, std)
+    print(f"  trained in {time.perf_counter() - started:.0f} s", flush=True)
+    network = to_fully_convolutional(model, input_size=PATCH, mean=mean.tolist(), std=std.tolist(),
+                                     categories=["chelsea", "coffee", "rocket", "china", "flower"])
+    return network, [resized(photo, SCORED_WIDTH) for photo in photos]
 
 
 def agreement_figures(network, images: list[np.ndarray], backend: str, precision: str) -> tuple[float, float, int]:
@@ -166,12 +202,7 @@ def agreement_tables(photo_steps: int, scene_count: int) -> None:
           f"stride {RECIPE_STRIDE}", flush=True)
     photo_net = work = None
     if photo_steps:
-        photos = bundled_photos()
-        print(f"  training the VGG-shaped photo classifier ({photo_steps} steps of 64 patches, 5 bundled photos)")
-        photo_net = to_fully_convolutional(train_photo_classifier(photos, photo_steps), input_size=PATCH,
-                                           categories=["chelsea", "coffee", "rocket", "china", "flower"])
-        work = [np.asarray(Image.fromarray(photo).resize((448, 448 * photo.shape[0] // photo.shape[1]),
-                                                         Image.BICUBIC)) for photo in photos]
+        photo_net, work = trained_photo_network(photo_steps)
     reference_ap50 = digits_ap50(digits, scenes, truth, "torch", "fp32")
     header = (f"| backend | precision | digits: top-1 agreement (cells p≥0.5) | digits: max abs Δ prob | "
               f"digits AP50 (fp32 torch {reference_ap50:.3f}) | photos: top-1 agreement (cells p≥0.5) | "
@@ -194,12 +225,7 @@ def agreement_tables(photo_steps: int, scene_count: int) -> None:
 
 def photo_only_table(photo_steps: int, started: float) -> None:
     """The photo classifier's rows alone (``--scenes 0``)."""
-    photos = bundled_photos()
-    print(f"  training the VGG-shaped photo classifier ({photo_steps} steps of 64 patches, 5 bundled photos)")
-    photo_net = to_fully_convolutional(train_photo_classifier(photos, photo_steps), input_size=PATCH,
-                                       categories=["chelsea", "coffee", "rocket", "china", "flower"])
-    work = [np.asarray(Image.fromarray(photo).resize((448, 448 * photo.shape[0] // photo.shape[1]), Image.BICUBIC))
-            for photo in photos]
+    photo_net, work = trained_photo_network(photo_steps)
     print("\n| backend | precision | photos: top-1 agreement (cells p≥0.5) | photos: max abs Δ prob |\n|---|---|---|---|")
     for backend, precision in configurations():
         agree, delta, cells = agreement_figures(photo_net, work, backend, precision)
