@@ -151,9 +151,9 @@ def test_tiled_scores_of_a_residual_network_equal_the_whole_image_pass():
     network = convert_classifier(_seeded("resnet18"), input_size=64)
     image = random_rgb(700, 520, seed=7)
     untiled = compute_score_map(network, image, precision="fp32", max_memory=1 << 30)
-    budget = activation_bytes(network, (480, 480))
+    budget = activation_bytes(network, (560, 560))  # a few real tiles (a smaller budget falls back to hundreds)
     tiles = plan_tiles(network, (700, 520), budget)
-    assert tiles is not None and len(tiles) > 1
+    assert tiles is not None and 1 < len(tiles) < 20
     tiled = compute_score_map(network, image, precision="fp32", max_memory=budget)
     assert tiled.geometry == untiled.geometry
     scale = float(untiled.logits.abs().max())
