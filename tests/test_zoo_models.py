@@ -3,8 +3,6 @@ another number of classes and a class-names file, and one-line errors for the us
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from fcn_app.models.graph import GraphFullyConvolutionalNet
 from fcn_app.models.zoo import SUPPORTED_ARCHS, _materialise, build_classifier, default_weights
 
 from helpers import random_rgb, random_state_dict, write_default_weights
+from helpers_cli import run_fcn_many
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -139,19 +138,15 @@ def test_cli_heatmap_of_a_fine_tuned_graph_network_with_class_names(tmp_path):
     names.write_text("cat\ndog\nfox\nowl\nbee\n", encoding="utf-8")
     image = tmp_path / "photo.png"
     Image.fromarray(random_rgb(300, 420, seed=4)).save(image)
-    result = subprocess.run(
-        [sys.executable, "-m", "fcn_app", "heatmap", str(image), "--model", "mobilenet_v3_small", "--weights",
-         str(path), "--classes", str(names), "--out", str(tmp_path / "out"), "--json"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    assert any(name in result.stdout for name in ("cat", "dog", "fox", "owl", "bee"))
-    result = subprocess.run(
-        [sys.executable, "-m", "fcn_app", "heatmap", str(image), "--model", "mobilenet_v3_small", "--weights",
-         str(path), "--classes", str(names), "--out", str(tmp_path / "cam"), "--window", "1", "--save-scores"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
+    common = ["heatmap", image, "--model", "mobilenet_v3_small", "--weights", path, "--classes", names]
+    named, cam, typo = run_fcn_many([  # side by side: each spends most of its life importing torch
+        [*common, "--out", tmp_path / "out", "--json"],
+        [*common, "--out", tmp_path / "cam", "--window", "1", "--save-scores"],
+        ["heatmap", image, "--model", "resnet51"],
+    ])
+    assert named.returncode == 0, named.stderr
+    assert any(name in named.stdout for name in ("cat", "dog", "fox", "owl", "bee"))
+    assert cam.returncode == 0, cam.stderr
     import numpy as np
 
     scores = np.load(next((tmp_path / "cam").glob("*.npz")))
@@ -159,10 +154,8 @@ def test_cli_heatmap_of_a_fine_tuned_graph_network_with_class_names(tmp_path):
     # window each score stands for shrinks to one stride
     assert tuple(scores["grid"]) == (10, 14) and tuple(scores["window"]) == (32, 32)
     assert scores["logits"].shape == (5, 10, 14)
-    result = subprocess.run([sys.executable, "-m", "fcn_app", "heatmap", str(image), "--model", "resnet51"],
-                            capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert result.returncode == 2 and "did you mean resnet50" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert typo.returncode == 2 and "did you mean resnet50" in typo.stderr
+    assert len(typo.stderr.strip().splitlines()) == 1
 
 
 def test_models_command_prints_window_stride_and_the_se_note(monkeypatch):
