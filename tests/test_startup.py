@@ -101,3 +101,17 @@ def test_loading_vgg16_imports_no_torchvision():
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_the_command_skips_teardown_but_keeps_exit_code_streams_and_exit_handlers(tmp_path):
+    """The console entry point ends with ``os._exit`` (no interpreter teardown): the exit code, the error line on
+    stderr and what exit handlers print must still come out, as with ``sys.exit``."""
+    missing = tmp_path / "missing.jpg"
+    code = ("import atexit, sys; atexit.register(lambda: print('exit handler ran')); from fcn_app.cli import main; "
+            f"sys.argv = ['fcn-heatmap', {str(missing)!r}]; main()")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_environment(),
+                            timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == "exit handler ran\n"
+    assert "no such file" in result.stderr and "Traceback" not in result.stderr

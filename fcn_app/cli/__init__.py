@@ -6,7 +6,10 @@ one line on stderr plus an exit code. ``fcn-heatmap IMAGE`` runs the ``heatmap``
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
+import threading
 
 import typer
 from typer.exceptions import TyperException
@@ -49,4 +52,27 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(getattr(error, "exit_code", 2))
     except typer.Abort:
         sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+    code = code if isinstance(code, int) else 0
+    if argv is None:  # the process's own entry point (console script, python -m fcn_app): nothing runs after us
+        _exit_without_teardown(code)
+    sys.exit(code)
+
+
+def _exit_without_teardown(code: int) -> None:
+    """End the process with ``code`` once the command is done, skipping the interpreter's teardown.
+
+    After ``import torch`` the interpreter spends ~0.4 CPU s (0.5–0.9 s wall on 2 shared cores) finalising modules
+    and freeing objects at exit — a tenth of a whole ``fcn-heatmap photo.jpg`` run, for nothing the user sees.
+    Everything registered to run at exit still runs (``atexit``: logging's flush, multiprocessing's cleanup,
+    ``weakref.finalize`` of temporary folders) and both streams are flushed; outputs were already written
+    atomically and closed. With another thread still alive, the normal exit waits for it as usual.
+    """
+    if threading.active_count() > 1:
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can be said on it
+            pass
+    os._exit(code)
