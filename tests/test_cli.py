@@ -86,6 +86,7 @@ def test_help_shows_examples():
     assert result.returncode == 0 and "Examples" in result.stdout and "heatmap" in result.stdout
 
 
+@pytest.mark.slow  # a subprocess or a training run: kept out of the quick loop
 def test_usage_mistakes_are_one_line_on_stderr(tmp_path):
     """Caught before any model loads (cheap, so in the quick loop): our own check and click's option parsing."""
     missing, zero_topk = run_fcn_many([["missing.jpg"], [EXAMPLES / "chelsea.jpg", "--topk", "0"]])

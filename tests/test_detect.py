@@ -291,6 +291,7 @@ def test_cli_detect_bad_options_one_line_exit_2(image_folder, alexnet_weights, t
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # a subprocess or a training run: kept out of the quick loop
 def test_cli_evaluate_missing_file_in_a_subprocess(tmp_path):
     process = subprocess.run(
         [sys.executable, "-m", "fcn_app", "evaluate-detections", str(tmp_path / "nope.json"), str(tmp_path / "gt.json")],

@@ -169,6 +169,7 @@ def test_kill_9_after_a_checkpoint_and_mid_validation_then_resume_gives_the_unin
           f"max |Δ weight| = {largest:g}")
 
 
+@pytest.mark.slow  # a subprocess or a training run: kept out of the quick loop
 def test_in_process_crash_at_the_end_of_validation_then_resume_gives_the_uninterrupted_weights(
     train_folder, tmp_path, monkeypatch
 ):
