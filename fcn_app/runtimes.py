@@ -243,8 +243,11 @@ _per_network: weakref.WeakKeyDictionary[nn.Module, _NetworkRuntimes] = weakref.W
 
 
 def _weights_version(network: nn.Module) -> tuple:
-    """Changes when a parameter is replaced or modified in place, so a stale compiled copy is never used."""
-    return tuple((parameter.data_ptr(), parameter._version) for parameter in network.parameters())
+    """Changes when a parameter is replaced or modified in place, so a stale compiled copy is never used.
+    Inference tensors (weights loaded under ``torch.inference_mode``) keep no version counter: their storage
+    address alone identifies them."""
+    return tuple((parameter.data_ptr(), -1 if parameter.is_inference() else parameter._version)
+                 for parameter in network.parameters())
 
 
 def _graph_for(network: nn.Module, size: tuple[int, int] | None, device: torch.device) -> bytes:

@@ -235,3 +235,15 @@ def test_one_image_scores_on_torch_under_auto(monkeypatch):
     assert backend_for_one_image("openvino") == "openvino"
     monkeypatch.setenv(BACKEND_ENV, "onnxruntime")
     assert backend_for_one_image("auto") == "auto"  # resolved later through the pin
+
+
+def test_a_network_holding_inference_tensors_runs_on_a_runtime():
+    """Weights made under torch.inference_mode keep no version counter; the compiled-model cache must not ask."""
+    _requires("onnxruntime")
+    with torch.inference_mode():
+        network = tiny_fcn()
+    assert next(network.parameters()).is_inference()
+    image = random_rgb(40, 48, seed=3)
+    expected = compute_score_maps(network, [image], backend="torch", precision="fp32")[0].logits
+    scored = compute_score_maps(network, [image], backend="onnxruntime", precision="fp32")[0].logits
+    torch.testing.assert_close(scored, expected, rtol=1e-4, atol=1e-4)
