@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from ..errors import WeightsError
-from ..geometry import LayerGeometry, ScoreLayout
 from ..models.zoo import fetch_weights, read_state_dict
+from .whole import WholeImageSegmentation
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
@@ -74,12 +74,9 @@ def _display_name(category: str) -> str:
     return "background" if category == "__background__" else category
 
 
-class TorchvisionSegmentation(nn.Module):
+class TorchvisionSegmentation(WholeImageSegmentation, nn.Module):
     """A torchvision segmentation model as this package runs segmentation models: ``forward(normalised images)
     → logits N×C×H×W``, with ``mean``/``std``, ``categories`` and a per-pixel :meth:`score_layout`."""
-
-    #: NCHW, as torchvision runs it, so scores equal torchvision's own
-    channels_last = False
 
     def __init__(self, model: nn.Module, name: str, weights: WeightsEnum) -> None:
         super().__init__()
@@ -90,22 +87,6 @@ class TorchvisionSegmentation(nn.Module):
         self.class_names = [_display_name(category) for category in weights.meta["categories"]]
         self.num_classes = len(self.class_names)
         self.published = {key: value for key, value in weights.meta.get("_metrics", {}).get(PUBLISHED_ON, {}).items()}
-
-    @property
-    def categories(self) -> list[str]:
-        return self.class_names
-
-    @property
-    def min_input_size(self) -> tuple[int, int]:
-        return (1, 1)
-
-    #: read by the tiler: scored whole (see the module docstring)
-    tileable = False
-
-    def score_layout(self, input_size: tuple[int, int]) -> ScoreLayout:
-        """One score per input pixel; every pixel may depend on the whole input."""
-        size = (int(input_size[0]), int(input_size[1]))
-        return ScoreLayout(LayerGeometry((1, 1), (0.0, 0.0), size), size, (1, 1), (1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)["out"]

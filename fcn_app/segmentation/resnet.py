@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..geometry import LayerGeometry, ScoreLayout
 from ..models import default_weights, load_classifier
+from .whole import WholeImageSegmentation
 
 __all__ = ["DILATED_RESNETS", "DilatedResNetFCN"]
 
@@ -31,11 +31,8 @@ DILATED_RESNETS = ("resnet50", "resnet101")
 RESNET_VARIANT = "fcn8s"
 
 
-class DilatedResNetFCN(nn.Module):
+class DilatedResNetFCN(WholeImageSegmentation, nn.Module):
     """``forward(images N×3×H×W normalised) → logits N×C×H×W``: dilated ResNet (stride 8), FCNHead, bilinear."""
-
-    channels_last = False
-    tileable = False  # read by the tiler (see the module docstring)
 
     def __init__(self, arch: str, num_classes: int, *, variant: str = RESNET_VARIANT, pretrained: bool = True,
                  weights_path: str | os.PathLike | None = None, class_names: Sequence[str] | None = None,
@@ -68,18 +65,6 @@ class DilatedResNetFCN(nn.Module):
         self.mean, self.std = tuple(preprocessing.mean), tuple(preprocessing.std)
         self.learnable_upsampling = False
 
-    @property
-    def categories(self) -> list[str]:
-        return self.class_names
-
-    @property
-    def min_input_size(self) -> tuple[int, int]:
-        return (1, 1)
-
-    def score_layout(self, input_size: tuple[int, int]) -> ScoreLayout:
-        """One score per input pixel; a pixel may depend on the whole input (bilinear resize)."""
-        size = (int(input_size[0]), int(input_size[1]))
-        return ScoreLayout(LayerGeometry((1, 1), (0.0, 0.0), size), size, (1, 1), (1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         scores = self.head(self.body(images))
