@@ -60,28 +60,9 @@ def vgg_gap_classifier() -> nn.Sequential:
 
 
 def train_vgg_gap(seed: int = 0, epochs: int = 4) -> nn.Sequential:
-    """:func:`vgg_gap_classifier` trained on the digits' 32×32 crops (seeded; Adam, one-cycle schedule)."""
-    torch.manual_seed(seed)
-    crops, labels = training_crops(seed, copies=2)
-    inputs = torch.from_numpy(crops).permute(0, 3, 1, 2).float().div_(255.0).contiguous(
-        memory_format=torch.channels_last)
-    targets = torch.from_numpy(labels)
-    model = vgg_gap_classifier().to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-3)
-    steps = epochs * ((len(inputs) + 127) // 128)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=5e-3, total_steps=steps)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(inputs), generator=generator)
-        for start in range(0, len(inputs), 128):
-            batch = order[start:start + 128]
-            loss = nn.functional.cross_entropy(model(inputs[batch]), targets[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-    return model.to(memory_format=torch.contiguous_format).eval()
+    """:func:`vgg_gap_classifier` trained on the digits' 32×32 crops by the digits classifier's own recipe
+    (seeded; Adam, one-cycle schedule)."""
+    return train_digit_classifier(seed, epochs, copies=2, make_model=vgg_gap_classifier)
 
 
 def crop_accuracy(classifier: nn.Module, seed: int = 99) -> float:
