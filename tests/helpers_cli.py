@@ -54,3 +54,17 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, messag
     if message is not None:
         assert message in lines[0], shown
     return lines[0]
+
+
+def run_in_process(capsys, *args) -> tuple[int, str, str]:
+    """``fcn-heatmap ARGS`` in this process (pytest's ``capsys``): ``(exit code, stdout, stderr)``."""
+    from fcn_app.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(arg) for arg in args])
+        code = 0
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

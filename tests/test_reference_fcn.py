@@ -21,6 +21,7 @@ from fcn_app.models.preprocess import normalize_pixels
 from fcn_app.segmentation.reference import import_reference_fcn, reference_model
 
 from helpers import random_rgb
+from helpers_cli import run_in_process
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -201,19 +202,6 @@ def reference_file(path, variant: str, *, drop: str | None = None, extra: str | 
         state[reshape[0]] = torch.zeros(()).expand(reshape[1])
     torch.save(state, path)
     return path
-
-
-def run_in_process(capsys, *args) -> tuple[int, str, str]:
-    from fcn_app.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(arg) for arg in args])
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from fcn_app.segmentation.datasets import VOC_CLASSES
 from fcn_app.segmentation.pretrained import TORCHVISION_MODELS, torchvision_weights
 
 from helpers import random_rgb
+from helpers_cli import run_in_process
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -102,19 +103,6 @@ def test_unknown_names_and_missing_weights_are_one_line():
         load_segmentation_model("torchvision:fcn_resnet5")
     with pytest.raises(WeightsUnavailableError, match="fcn_resnet101_coco-7ecb50ca.pth"):
         load_segmentation_model("torchvision:fcn_resnet101")
-
-
-def run_in_process(capsys, *args) -> tuple[int, str, str]:
-    from fcn_app.cli import main
-
-    capsys.readouterr()
-    try:
-        main([str(arg) for arg in args])
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.mark.slow
