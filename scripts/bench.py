@@ -260,6 +260,16 @@ def bench_gflops(report: Report, network, size: int, repeats: int, default_time:
                f"{head_times['conv'] / head_times['gemm']:.2f}×", "—")
 
 
+def gradcam_model(classifier: torch.nn.Module) -> torch.nn.Module:
+    """An eval-mode copy of ``classifier`` for pytorch-grad-cam: gradients must flow through the ReLUs, and
+    in-place ones break its hooks."""
+    model = copy.deepcopy(classifier).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.ReLU):
+            module.inplace = False
+    return model
+
+
 def bench_gradcam(report: Report, classifier, network, size: int, repeats: int) -> None:
     """Top-5 heatmaps on the fastest path — ``auto``'s choice in the Python API and for a folder, the runtime and
     precision ``scoring_summary`` names, the network converted once beforehand as a folder does — and on what the
@@ -285,10 +295,7 @@ def bench_gradcam(report: Report, classifier, network, size: int, repeats: int) 
     classes = [heat.selection.indices[0] for heat in ours_fastest()]
     print(f"     {fastest_name}: first call at {size}² (conversion + compile unless an earlier item did them) "
           f"{time.perf_counter() - start:.1f} s", flush=True)
-    model = copy.deepcopy(classifier).eval()
-    for module in model.modules():  # grad-cam needs gradients through the ReLUs; in-place ones break hooks
-        if isinstance(module, torch.nn.ReLU):
-            module.inplace = False
+    model = gradcam_model(classifier)
     batch = prepare_batch(network, [image])[0].contiguous()
 
     def gradcam():
@@ -502,10 +509,7 @@ def bench_families(repeats: int, size: int = 512) -> None:
         classifier, network, source = _family_models(arch)
         score_map = compute_score_map(network, image)
         classes = [heat.selection.indices[0] for heat in class_heatmaps(score_map, topk=5)]
-        model = copy.deepcopy(classifier).eval()
-        for module in model.modules():  # grad-cam needs gradients through the ReLUs; in-place ones break hooks
-            if isinstance(module, torch.nn.ReLU):
-                module.inplace = False
+        model = gradcam_model(classifier)
         batch = prepare_batch(network, [image])[0].contiguous()
 
         def gradcam():

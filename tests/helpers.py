@@ -18,6 +18,11 @@ def random_state_dict(arch: str = "vgg16", seed: int = 0) -> dict[str, torch.Ten
     """A seeded random state dict of torchvision's ``arch`` (He-scaled, so activations stay in range)."""
     with torch.device("meta"):
         shapes = {key: value.shape for key, value in build_classifier(arch).state_dict().items()}
+    return random_state_for_shapes(shapes, seed)
+
+
+def random_state_for_shapes(shapes: dict[str, torch.Size], seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded random tensors for a state dict's ``shapes`` (He-scaled weights, small biases, unit batch norms)."""
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for key, shape in shapes.items():

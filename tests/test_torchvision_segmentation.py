@@ -8,7 +8,6 @@ the others are checked by name resolution and meta-device shapes.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +23,7 @@ from fcn_app.segmentation.checkpoint import load_segmentation_model
 from fcn_app.segmentation.datasets import VOC_CLASSES
 from fcn_app.segmentation.pretrained import TORCHVISION_MODELS, torchvision_weights
 
-from helpers import random_rgb
+from helpers import random_rgb, random_state_for_shapes
 from helpers_cli import run_in_process
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -38,20 +37,7 @@ def random_segmentation_state(name: str, seed: int = 0) -> dict[str, torch.Tenso
         extra = {} if name.startswith("lraspp") else {"aux_loss": True}
         shapes = {key: value.shape for key, value in get_model(name, weights=None, weights_backbone=None,
                                                                 num_classes=21, **extra).state_dict().items()}
-    generator = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in shapes.items():
-        if key.endswith("running_var"):
-            state[key] = torch.ones(shape)
-        elif key.endswith("num_batches_tracked"):
-            state[key] = torch.zeros(shape, dtype=torch.long)
-        elif key.endswith(("running_mean", "bias")):
-            state[key] = 0.01 * torch.randn(shape, generator=generator)
-        elif len(shape) == 1:
-            state[key] = 1.0 + 0.1 * torch.randn(shape, generator=generator)
-        else:
-            state[key] = torch.randn(shape, generator=generator) * math.sqrt(2.0 / math.prod(shape[1:]))
-    return state
+    return random_state_for_shapes(shapes, seed)
 
 
 @pytest.fixture(scope="module")
