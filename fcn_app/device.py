@@ -7,13 +7,20 @@ support are decided in one place.
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 from torch import nn
 
 from .errors import OptionError
 
-__all__ = ["cpu_flags", "cpu_has_amx_bf16", "cpu_has_native_bf16", "cpu_model", "module_device", "resolve_device"]
+__all__ = ["ISA_CAP_ENV", "cpu_flags", "cpu_has_amx_bf16", "cpu_has_native_bf16", "cpu_isa_cap", "cpu_model",
+           "module_device", "resolve_device"]
+
+#: oneDNN's cap on the instruction sets its kernels use (``AVX2``, ``AVX512_CORE``, ``AVX512_CORE_BF16``, …):
+#: torch's and OpenVINO's CPU kernels both honour it, so a capped machine is, for inference, a CPU without the
+#: extensions above the cap — which is how a CPU without AMX can be measured on one that has it.
+ISA_CAP_ENV = "ONEDNN_MAX_CPU_ISA"
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -50,10 +57,37 @@ def _cpuinfo_field(name: str) -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=1)
+def cpu_isa_cap() -> str | None:
+    """The instruction-set cap oneDNN is given (:data:`ISA_CAP_ENV`, or its older name ``DNNL_MAX_CPU_ISA``),
+    upper-cased; ``None`` when there is none (``ALL`` and ``DEFAULT`` are none)."""
+    cap = (os.environ.get(ISA_CAP_ENV) or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return None if cap in ("", "ALL", "DEFAULT") else cap
+
+
+def _flags_above(cap: str) -> tuple[str, ...]:
+    """Prefixes of the ``/proc/cpuinfo`` flags that oneDNN's ISA ``cap`` forbids."""
+    if "AMX" in cap:
+        return ()
+    if not cap.startswith(("AVX512", "AVX10")):  # SSE41, AVX, AVX2, AVX2_VNNI…: no AVX-512 at all
+        return ("avx512", "amx")
+    if cap in ("AVX512_CORE", "AVX512_CORE_VNNI"):
+        return ("amx", "avx512_bf16", "avx512_fp16")
+    if cap == "AVX512_CORE_BF16":
+        return ("amx", "avx512_fp16")
+    return ("amx",)
+
+
+@functools.lru_cache(maxsize=4)
+def _cpu_flags(cap: str | None) -> frozenset[str]:
+    flags = (_cpuinfo_field("flags") or "").split()
+    above = _flags_above(cap) if cap else ()
+    return frozenset(flag for flag in flags if not flag.startswith(above))
+
+
 def cpu_flags() -> frozenset[str]:
-    """The feature flags of this CPU as ``/proc/cpuinfo`` lists them (empty where it cannot be read)."""
-    return frozenset((_cpuinfo_field("flags") or "").split())
+    """The feature flags of this CPU as ``/proc/cpuinfo`` lists them (empty where it cannot be read), less those
+    above oneDNN's instruction-set cap (:func:`cpu_isa_cap`), which no kernel may use."""
+    return _cpu_flags(cpu_isa_cap())
 
 
 @functools.lru_cache(maxsize=1)

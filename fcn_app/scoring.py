@@ -34,7 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .device import cpu_flags, cpu_has_amx_bf16, cpu_has_native_bf16, cpu_model, module_device, resolve_device
+from .device import (cpu_flags, cpu_has_amx_bf16, cpu_has_native_bf16, cpu_isa_cap, cpu_model, module_device,
+                     resolve_device)
 from .errors import OptionError, RuntimeCompileError
 from .geometry import AxisTile, ScoreGeometry, Tile, centered_padding, score_layout
 from .models import DEFAULT_ARCH, load_network, resolve_weights_path
@@ -137,7 +138,8 @@ def scoring_summary(precision: str, backend: str, device: str | torch.device = "
         "requested": {"backend": backend, "precision": precision},
         "device": str(device),
         "cpu": {"model": cpu_model(),
-                "flags": sorted(flag for flag in cpu_flags() if flag.startswith(_DECISIVE_FLAG_PREFIXES))},
+                "flags": sorted(flag for flag in cpu_flags() if flag.startswith(_DECISIVE_FLAG_PREFIXES)),
+                "isa_cap": cpu_isa_cap()},
     }
 
 
@@ -149,10 +151,11 @@ def _log_choice_once(summary: dict) -> None:
     if key in _logged_choices:
         return
     _logged_choices.add(key)
-    logger.info("scoring on %s with backend %s (asked: %s), precision %s (asked: %s); CPU %s, flags: %s",
+    cap = summary["cpu"]["isa_cap"]
+    logger.info("scoring on %s with backend %s (asked: %s), precision %s (asked: %s); CPU %s, flags: %s%s",
                 summary["device"], summary["backend"], summary["requested"]["backend"], summary["precision"],
                 summary["requested"]["precision"], summary["cpu"]["model"],
-                " ".join(summary["cpu"]["flags"]) or "no amx/avx512")
+                " ".join(summary["cpu"]["flags"]) or "no amx/avx512", f" (capped at {cap})" if cap else "")
 
 
 @dataclass(frozen=True)

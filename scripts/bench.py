@@ -42,8 +42,10 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from fcn_app.device import ISA_CAP_ENV, cpu_isa_cap  # noqa: E402
 from fcn_app.device import cpu_flags as device_cpu_flags  # noqa: E402
-from fcn_app.errors import WeightsError  # noqa: E402
+from fcn_app.device import cpu_model as device_cpu_model  # noqa: E402
+from fcn_app.errors import FcnError, WeightsError  # noqa: E402
 from fcn_app.heatmaps import class_heatmaps  # noqa: E402
 from fcn_app.models import build_classifier, default_weights, load_classifier, to_fully_convolutional  # noqa: E402
 from fcn_app.runtimes import backend_for_one_image, runtime_available, runtime_precisions  # noqa: E402
@@ -87,27 +89,15 @@ def openvino_version() -> str:
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return device_cpu_model()
 
 
 def cpu_flags() -> str:
-    """The vector/matrix extensions that decide CPU inference speed (AVX2, AVX-512 variants, AMX), per /proc/cpuinfo."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    return " ".join(sorted(flag for flag in flags if flag.startswith(("avx", "amx", "fma")))) or "none"
-    except OSError:
-        pass
-    return "unknown"
+    """The vector/matrix extensions that decide CPU inference speed (AVX2, AVX-512 variants, AMX) that kernels may
+    use here: /proc/cpuinfo's, less those above an ``ONEDNN_MAX_CPU_ISA`` cap (then named)."""
+    flags = " ".join(sorted(flag for flag in device_cpu_flags() if flag.startswith(("avx", "amx", "fma")))) or "none"
+    cap = cpu_isa_cap()
+    return f"{flags}; capped at {ISA_CAP_ENV}={cap}, emulating a CPU without the extensions above it" if cap else flags
 
 
 def load_models(weights: str | None) -> tuple[torch.nn.Module, torch.nn.Module, str]:
@@ -411,8 +401,19 @@ def bench_backends(report: Report, network, sizes: tuple[int, ...], repeats: int
             with torch.no_grad():
                 return naive(batch)
 
-        rows = [(backend, precision) for backend in backends for precision in ("fp32", "bf16")
-                if precision in runtime_precisions(backend)]
+        rows = []
+        for backend in backends:
+            for precision in (p for p in ("fp32", "bf16") if p in runtime_precisions(backend)):
+                if precision == "bf16" and not cpu_has_native_bf16():
+                    report.add(f"h. {backend} {precision} ({size}²)", "—", "—",
+                               "not run: no native bf16 on this CPU (emulated bf16 is several times slower)", "—")
+                    continue
+                try:  # e.g. OpenVINO bf16 under ONEDNN_MAX_CPU_ISA=AVX2: not every CPU can run every row
+                    compute_score_map(network, photo(256), precision=precision, backend=backend)
+                except FcnError as error:
+                    report.add(f"h. {backend} {precision} ({size}²)", "—", "—", f"cannot run here: {error}", "—")
+                    continue
+                rows.append((backend, precision))
         functions = {"naive": naive_pass}
         for backend, precision in rows:
             functions[(backend, precision)] = (
@@ -557,7 +558,7 @@ def main() -> None:
     print("fcn-heatmap benchmark", "(--quick)" if args.quick else "")
     print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}, "
           f"native bf16: {'yes' if cpu_has_native_bf16() else 'no'}, load average {os.getloadavg()[0]:.1f} at start")
-    print(f"cpu flags (amx*, avx512*): {' '.join(sorted(flag for flag in device_cpu_flags() if flag.startswith(('amx', 'avx512')))) or 'none'}")
+    print(f"cpu flags: {cpu_flags()}")
     default = scoring_summary("auto", "auto", "cpu")
     print(f"auto here: backend {default['backend']}, precision {default['precision']}")
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}, torchvision "

@@ -25,7 +25,7 @@ from fcn_app.detect import detect_objects
 from fcn_app.errors import OptionError, RuntimeCompileError
 from fcn_app.pyramid import score_pyramid
 from fcn_app.runtimes import BACKEND_ENV, resolve_backend
-from fcn_app.scoring import PRECISION_ENV, ScoringOptions, choose_precision, compute_score_maps
+from fcn_app.scoring import PRECISION_ENV, ScoringOptions, choose_precision, compute_score_maps, scoring_summary
 from fcn_app.segmentation.checkpoint import load_segmentation_model
 from helpers import random_rgb
 from helpers_batch import tiny_fcn, tiny_segmentation_checkpoint
@@ -175,6 +175,26 @@ def test_auto_precision_follows_the_cpu_flags(monkeypatch):
         assert choose_precision("auto", "cpu", "openvino") == chosen
     monkeypatch.setenv(PRECISION_ENV, "fp32")
     assert choose_precision("auto", "cpu", "torch") == "fp32"
+
+
+def test_an_isa_cap_makes_this_cpu_one_without_the_extensions_above_it(monkeypatch):
+    """``ONEDNN_MAX_CPU_ISA`` caps torch's and OpenVINO's kernels; ``auto`` must then choose as on a CPU that lacks
+    what the cap forbids (this is how bench.py measures a CPU without AMX on one that has it)."""
+    from fcn_app.device import ISA_CAP_ENV, cpu_flags, cpu_isa_cap
+
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    listed = set(open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].strip(" :\t").split())
+    for cap, allowed in (("AVX2", lambda flag: not flag.startswith(("avx512", "amx"))),
+                         ("avx512_core", lambda flag: not flag.startswith(("amx", "avx512_bf16", "avx512_fp16"))),
+                         ("AVX512_CORE_BF16", lambda flag: not flag.startswith(("amx", "avx512_fp16"))),
+                         ("AVX512_CORE_AMX", lambda flag: True), ("ALL", lambda flag: True)):
+        monkeypatch.setenv(ISA_CAP_ENV, cap)
+        assert cpu_flags() == {flag for flag in listed if allowed(flag)}, cap
+        assert cpu_isa_cap() == (None if cap == "ALL" else cap.upper())
+        expected = "bf16" if "amx_bf16" in listed and allowed("amx_bf16") else "fp32"
+        assert choose_precision("auto", "cpu", "openvino") == expected, cap
+        assert scoring_summary("auto", "torch")["cpu"]["isa_cap"] == cpu_isa_cap()
 
 
 def _start_cli(*args, environment: dict) -> subprocess.Popen:
