@@ -261,12 +261,27 @@ def prepare_network(network: torch.nn.Module) -> torch.nn.Module:
     """Put ``network``'s convolution weights in channels-last format (in place, values unchanged) unless it asks for
     NCHW (``channels_last = False``); returns it.
 
-    Cheap when already done, so :func:`compute_score_maps` calls it on every network it is given.
+    The head's window convolution (VGG16's fc6: 411 MB) keeps its own layout: it runs as a GEMM that reads the
+    weight as it is (:func:`window_conv_as_matmul`), so converting it would only copy it. Cheap when already
+    done, so :func:`compute_score_maps` calls it on every network it is given.
     """
+    memory_format = _memory_format(network)
     weight = next((parameter for parameter in network.parameters() if parameter.dim() == 4), None)
-    if weight is not None and not weight.is_contiguous(memory_format=_memory_format(network)):
-        network.to(memory_format=_memory_format(network))
+    if weight is None or weight.is_contiguous(memory_format=memory_format):
+        return network
+    gemm_layers = {id(layer) for layer in _head_layers(network) if _is_window_conv(layer)}
+    for module in network.modules():
+        if id(module) not in gemm_layers and next(module.children(), None) is None:
+            module.to(memory_format=memory_format)
     return network
+
+
+def _head_layers(network: torch.nn.Module) -> list[torch.nn.Module]:
+    """The layers of a converted classifier's head, in order; empty for any other network."""
+    head = getattr(network, "head", None)
+    if not isinstance(network, FullyConvolutionalNet) or not isinstance(head, torch.nn.Sequential):
+        return []
+    return list(head)
 
 
 def _is_window_conv(layer: torch.nn.Module) -> bool:
@@ -280,24 +295,30 @@ def window_conv_as_matmul(conv: torch.nn.Conv2d, feature_map: torch.Tensor) -> t
 
     The converted fc6 of VGG16 (4096 kernels of 512×7×7) on a grid of a few dozen cells is where oneDNN's direct
     convolution is weakest; as a GEMM the same arithmetic runs at the matrix unit's speed (``scripts/bench.py``
-    prints both). In channels-last memory a window is ``(y, x, c)``-ordered and so is a channels-last weight, so
-    neither needs reordering: only the windows are gathered. Same sums in another order: equal up to fp32 rounding.
+    prints both). The windows are gathered in the weight's own order — ``(c, y, x)`` for an NCHW weight (what
+    :func:`prepare_network` leaves), ``(y, x, c)`` for a channels-last one — so the weight is never copied. Same
+    sums in another order: equal up to fp32 rounding.
     """
     batch, _, height, width = feature_map.shape
     kernel_height, kernel_width = conv.kernel_size
     rows, cols = height - kernel_height + 1, width - kernel_width + 1
     if rows < 1 or cols < 1:
         return conv(feature_map)
-    pixels = feature_map.permute(0, 2, 3, 1)  # N×H×W×C view, contiguous for channels-last input
-    if not pixels.is_contiguous():
-        pixels = pixels.contiguous()
-    channels = pixels.shape[-1]
-    batch_step, row_step, col_step, channel_step = pixels.stride()
-    windows = pixels.as_strided(
-        (batch, rows, cols, kernel_height, kernel_width, channels),
-        (batch_step, row_step, col_step, row_step, col_step, channel_step),
-    ).reshape(batch * rows * cols, kernel_height * kernel_width * channels)
-    weight = conv.weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)  # a view for a channels-last weight
+    if conv.weight.is_contiguous():  # NCHW weight (prepare_network leaves it so): windows gathered (c, y, x)
+        pixels = feature_map.contiguous()  # the feature map is small; the weight is not copied
+        batch_step, channel_step, row_step, col_step = pixels.stride()
+        shape = (batch, rows, cols, pixels.shape[1], kernel_height, kernel_width)
+        strides = (batch_step, row_step, col_step, channel_step, row_step, col_step)
+        weight = conv.weight.reshape(conv.out_channels, -1)  # a view
+    else:  # channels-last weight: windows gathered (y, x, c)
+        pixels = feature_map.permute(0, 2, 3, 1)  # N×H×W×C view, contiguous for channels-last input
+        if not pixels.is_contiguous():
+            pixels = pixels.contiguous()
+        batch_step, row_step, col_step, channel_step = pixels.stride()
+        shape = (batch, rows, cols, kernel_height, kernel_width, pixels.shape[-1])
+        strides = (batch_step, row_step, col_step, row_step, col_step, channel_step)
+        weight = conv.weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)  # a view for a channels-last weight
+    windows = pixels.as_strided(shape, strides).reshape(batch * rows * cols, -1)
     if conv.bias is not None:
         scores = torch.addmm(conv.bias, windows, weight.t())
     else:
@@ -307,8 +328,8 @@ def window_conv_as_matmul(conv: torch.nn.Conv2d, feature_map: torch.Tensor) -> t
 
 def _forward(network: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
     """``network(batch)``, with the head's window convolution run as a GEMM (see :func:`window_conv_as_matmul`)."""
-    head = getattr(network, "head", None)
-    if not isinstance(network, FullyConvolutionalNet) or not isinstance(head, torch.nn.Sequential):
+    head = _head_layers(network)
+    if not head:
         return network(batch)
     scores = network.forward_features(batch)
     for layer in head:

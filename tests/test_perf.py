@@ -79,6 +79,20 @@ def test_prepare_network_is_idempotent_and_keeps_values(tiny_network):
         torch.testing.assert_close(value, before[name], rtol=0, atol=0)
 
 
+def test_prepare_network_leaves_the_window_conv_weight_where_it_is(tiny_network):
+    """The head's window convolution runs as a GEMM on its own NCHW weight: converting it would only copy it."""
+    from fcn_app.scoring import _is_window_conv
+
+    window_convs = [layer for layer in tiny_network.head if _is_window_conv(layer)]
+    assert window_convs, "the tiny classifier's converted head has a window convolution"
+    addresses = [layer.weight.data_ptr() for layer in window_convs]
+    prepare_network(tiny_network)
+    assert [layer.weight.data_ptr() for layer in window_convs] == addresses
+    for name, parameter in tiny_network.named_parameters():
+        if parameter.dim() == 4 and all(parameter is not layer.weight for layer in window_convs):
+            assert parameter.is_contiguous(memory_format=torch.channels_last), name
+
+
 @pytest.mark.slow
 def test_scoring_network_is_loaded_once_per_process():
     load_scoring_network.cache_clear()
@@ -119,10 +133,11 @@ def test_window_conv_as_matmul_equals_the_convolution(bias):
     feature_map = torch.randn(2, 6, 9, 11)
     with torch.no_grad():
         expected = conv(feature_map)
-        for layout in (torch.contiguous_format, torch.channels_last):
-            conv.to(memory_format=layout)
-            actual = window_conv_as_matmul(conv, feature_map.contiguous(memory_format=layout))
-            torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+        for weight_layout in (torch.contiguous_format, torch.channels_last):
+            conv.to(memory_format=weight_layout)
+            for input_layout in (torch.contiguous_format, torch.channels_last):
+                actual = window_conv_as_matmul(conv, feature_map.contiguous(memory_format=input_layout))
+                torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
         too_small = torch.randn(1, 6, 2, 11)  # fewer rows than the kernel: falls back to the conv's own error
         with pytest.raises(RuntimeError):
             window_conv_as_matmul(conv, too_small)
