@@ -70,7 +70,9 @@ def _flags_above(cap: str) -> tuple[str, ...]:
         return ()
     if not cap.startswith(("AVX512", "AVX10")):  # SSE41, AVX, AVX2, AVX2_VNNI…: no AVX-512 at all
         return ("avx512", "amx")
-    if cap in ("AVX512_CORE", "AVX512_CORE_VNNI"):
+    if cap == "AVX512_CORE":
+        return ("amx", "avx512_bf16", "avx512_fp16", "avx512_vnni")
+    if cap == "AVX512_CORE_VNNI":
         return ("amx", "avx512_bf16", "avx512_fp16")
     if cap == "AVX512_CORE_BF16":
         return ("amx", "avx512_fp16")

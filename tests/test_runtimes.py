@@ -186,7 +186,8 @@ def test_an_isa_cap_makes_this_cpu_one_without_the_extensions_above_it(monkeypat
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     listed = set(open("/proc/cpuinfo").read().split("flags", 1)[1].split("\n", 1)[0].strip(" :\t").split())
     for cap, allowed in (("AVX2", lambda flag: not flag.startswith(("avx512", "amx"))),
-                         ("avx512_core", lambda flag: not flag.startswith(("amx", "avx512_bf16", "avx512_fp16"))),
+                         ("avx512_core", lambda flag: not flag.startswith(("amx", "avx512_bf16", "avx512_fp16", "avx512_vnni"))),
+                         ("AVX512_CORE_VNNI", lambda flag: not flag.startswith(("amx", "avx512_bf16", "avx512_fp16"))),
                          ("AVX512_CORE_BF16", lambda flag: not flag.startswith(("amx", "avx512_fp16"))),
                          ("AVX512_CORE_AMX", lambda flag: True), ("ALL", lambda flag: True)):
         monkeypatch.setenv(ISA_CAP_ENV, cap)
