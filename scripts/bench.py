@@ -97,7 +97,12 @@ def cpu_flags() -> str:
     use here: /proc/cpuinfo's, less those above an ``ONEDNN_MAX_CPU_ISA`` cap (then named)."""
     flags = " ".join(sorted(flag for flag in device_cpu_flags() if flag.startswith(("avx", "amx", "fma")))) or "none"
     cap = cpu_isa_cap()
-    return f"{flags}; capped at {ISA_CAP_ENV}={cap}, emulating a CPU without the extensions above it" if cap else flags
+    if not cap:
+        return flags
+    # torch's own vector kernels and MKL (torch's BLAS: the GEMM head) have caps of their own
+    others = "".join(f", {name}={os.environ[name]}" for name in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+                     if os.environ.get(name))
+    return f"{flags}; capped at {ISA_CAP_ENV}={cap}{others}, emulating a CPU without the extensions above it"
 
 
 def load_models(weights: str | None) -> tuple[torch.nn.Module, torch.nn.Module, str]:
