@@ -10,7 +10,8 @@ like noise, JPEG quality 90 with an sRGB ICC profile (~a phone photo's size in b
   fast path row is what showing one class and the peaks of three costs with ``peak_on_pixels``);
 * **native** (the path before issue 17): full decode, VGG16 on all 12 MP (tiled), the same rendering, PNG;
 * **the whole command, cold** (``--command-repeats``): ``python -m fcn_app phone.jpg --format jpg`` as a fresh
-  process each time (imports, weight loading and all), wall and CPU seconds, and its start-up alone (``import
+  process each time (imports, weight loading and all; default settings, so ``--precision auto``: bf16 on a CPU
+  with AMX), then the same with ``--precision fp32``, wall and CPU seconds, and its start-up alone (``import
   torch``; ``import fcn_app.cli``; ``load_scoring_network("vgg16")``). With ``--before TREE`` (another source tree
   of fcn-heatmap, e.g. ``git worktree add /tmp/before COMMIT``) the same runs alternate between the two trees, so
   both columns see the same machine load, and are printed side by side.
@@ -168,13 +169,16 @@ def cold_command(trees: dict[str, Path], photo: Path, folder: Path, torch_home: 
     environment = dict(os.environ, TORCH_HOME=str(torch_home), FCN_HEATMAP_OFFLINE="1", OMP_NUM_THREADS=str(threads))
     load_before = os.getloadavg()[0]
     command: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
+    fp32: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
     startup: dict[str, list[list[float]]] = {name: [] for name in trees}
     for _ in range(repeats):
         for name, tree in trees.items():
             out = folder / f"out-{name}"
-            wall, cpu, _ = run_in_tree(tree, ["-m", "fcn_app", str(photo), "--format", "jpg", "--out", str(out)],
-                                       environment)
+            argv = ["-m", "fcn_app", str(photo), "--format", "jpg", "--out", str(out)]
+            wall, cpu, _ = run_in_tree(tree, argv, environment)
             command[name].append((wall, cpu))
+            wall, cpu, _ = run_in_tree(tree, [*argv, "--precision", "fp32"], environment)
+            fp32[name].append((wall, cpu))
             startup[name].append([float(value) for value in run_in_tree(tree, ["-c", STARTUP_PROBE],
                                                                           environment)[2].split()])
     names = list(trees)
@@ -191,6 +195,8 @@ def cold_command(trees: dict[str, Path], photo: Path, folder: Path, torch_home: 
 
     row("wall s, whole command", lambda name: [wall for wall, _ in command[name]])
     row("CPU s, whole command", lambda name: [cpu for _, cpu in command[name]])
+    row("wall s, same with --precision fp32", lambda name: [wall for wall, _ in fp32[name]])
+    row("CPU s, same with --precision fp32", lambda name: [cpu for _, cpu in fp32[name]])
     for index, label in enumerate(("  import torch (wall s)", "  import fcn_app.cli (wall s)",
                                    "  load VGG16 weights (wall s)")):
         row(label, lambda name, index=index: [values[index] for values in startup[name]])
