@@ -23,7 +23,7 @@ from .geometry import ScoreGeometry, interpolation_matrix, upsample_to_pixels
 from .scoring import ScoreMap
 
 __all__ = ["DEFAULT_WORK_WINDOWS", "default_work_size", "peak_on_pixels", "pixel_scores_on_original",
-           "score_map_on_original"]
+           "score_map_on_original", "working_pixels_on_original"]
 
 #: Default working size as a multiple of the model's window (longer side); chosen by scripts/bench_scale.py.
 DEFAULT_WORK_WINDOWS = 4
@@ -41,12 +41,23 @@ def score_map_on_original(score_map: ScoreMap, original_size: tuple[int, int]) -
     The factors are per axis (``working / original``; rounding to whole pixels makes them differ slightly), and
     pixel centres stay at integers in both images (see :meth:`fcn_app.geometry.ScoreGeometry.scaled`).
     """
-    height, width = score_map.image_size
-    if (height, width) == tuple(original_size):
+    if tuple(score_map.image_size) == tuple(original_size):
         return score_map
-    factor = (height / original_size[0], width / original_size[1])
-    return replace(score_map, geometry=score_map.geometry.scaled(factor),
+    return replace(score_map, geometry=score_map.geometry.scaled(_work_factor(score_map.image_size, original_size)),
                    image_size=(int(original_size[0]), int(original_size[1])))
+
+
+def _work_factor(work_size: tuple[int, int], original_size: tuple[int, int]) -> tuple[float, float]:
+    return (work_size[0] / original_size[0], work_size[1] / original_size[1])
+
+
+def working_pixels_on_original(work_size: tuple[int, int], original_size: tuple[int, int]) -> ScoreGeometry:
+    """The pixels of an image resized from ``original_size`` to ``work_size`` (both ``(height, width)``) as a grid
+    placed on the original: ``cell_center(row, col)`` is where working pixel ``(row, col)`` lies in original
+    pixel coordinates — the mapping of :func:`score_map_on_original`, for things found on the working pixels."""
+    pixel_grid = ScoreGeometry(grid=(int(work_size[0]), int(work_size[1])), stride=(1.0, 1.0),
+                               first_center=(0.0, 0.0), window=(1.0, 1.0), receptive_field=(1.0, 1.0))
+    return pixel_grid.scaled(_work_factor(work_size, original_size))
 
 
 def _is_resized_pixel_grid(geometry: ScoreGeometry, original_size: tuple[int, int]) -> bool:

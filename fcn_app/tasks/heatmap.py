@@ -31,7 +31,7 @@ from ..text import check_font
 from .base import DecodeLimitsFromOptions, ProgressCallback, Report, picture_of, write_each
 
 __all__ = ["IMAGE_FORMATS", "NATIVE", "HeatmapOptions", "HeatmapTask", "RenderedImage", "ScoreMapTask", "check_work_size",
-           "write_scores"]
+           "native_unless_given", "native_unless_given_rule", "write_scores"]
 
 OVERLAY_SUFFIX = ".heatmap"
 GRID_SUFFIX = ".grid"
@@ -61,6 +61,18 @@ def check_work_size(value: int | str | None) -> int | str | None:
     if value < 1:
         raise OptionError("work_size", f"must be at least 1 pixel, got {value}")
     return value
+
+
+def native_unless_given(work_size: int | str | None, max_side: int | None, max_pixels: int) -> DecodeRequest:
+    """The decode request of a task whose network sees the picture itself (``None`` or ``native``) unless a
+    working size in pixels is given (then the picture is resized to it, enlarged if need be)."""
+    return DecodeRequest(max_side=max_side, max_pixels=max_pixels,
+                         work_size=None if work_size in (None, NATIVE) else work_size, enlarge=True)
+
+
+def native_unless_given_rule(work_size: int | str | None) -> str:
+    """How :func:`native_unless_given` chose the working size, as printed: ``"native"`` or ``"520 px"``."""
+    return NATIVE if work_size in (None, NATIVE) else f"{work_size} px"
 
 
 @dataclass

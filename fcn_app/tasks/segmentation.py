@@ -31,7 +31,7 @@ from ..resolution import pixel_scores_on_original, score_map_on_original
 from ..scoring import ScoreMap, ScoringOptions
 from ..segmentation.datasets import voc_palette
 from .base import ProgressCallback, Report, picture_of, write_each
-from .heatmap import NATIVE, HeatmapOptions, ScoreMapTask, heat_panel
+from .heatmap import HeatmapOptions, ScoreMapTask, heat_panel, native_unless_given, native_unless_given_rule
 
 __all__ = ["SegmentationResult", "SegmentationTask"]
 
@@ -76,9 +76,7 @@ class SegmentationTask(ScoreMapTask):
 
     @property
     def decode_request(self) -> DecodeRequest:
-        work_size = self.options.work_size
-        return DecodeRequest(max_side=self.max_side, max_pixels=self.max_pixels,
-                             work_size=None if work_size in (None, NATIVE) else work_size, enlarge=True)
+        return native_unless_given(self.options.work_size, self.max_side, self.max_pixels)
 
     @property
     def fuse(self) -> str:
@@ -86,9 +84,7 @@ class SegmentationTask(ScoreMapTask):
 
     @property
     def work_size_rule(self) -> str:
-        """How the working size was chosen, as printed: ``"native"`` or ``"520 px"``."""
-        work_size = self.options.work_size
-        return NATIVE if work_size in (None, NATIVE) else f"{work_size} px"
+        return native_unless_given_rule(self.options.work_size)
 
     def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None
                 ) -> list[ScoreMap] | list[list[PyramidLevel]]:
