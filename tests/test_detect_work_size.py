@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcn_app.detect import Detection, detect_objects, detection_on_original
+from fcn_app.detect import Detection, DetectOptions, detect_objects, detection_on_original
 from fcn_app.io import load_image
 from fcn_app.resolution import score_map_on_original
 from fcn_app.scoring import ScoreMap, compute_score_map
@@ -43,14 +43,15 @@ def scene(tmp_path_factory) -> dict[str, Path]:
 
 
 def detect_json(capsys, image: Path, out: Path, *args) -> dict:
-    code, _, err = run_in_process(capsys, "detect", image, *ARGS, "--out", out, *args)
+    code, printed, err = run_in_process(capsys, "detect", image, *ARGS, "--out", out, *args)
     assert code == 0, err
-    return json.loads((out / f"{image.stem}.detections.json").read_text())
+    return dict(json.loads((out / f"{image.stem}.detections.json").read_text()), printed=" ".join(printed.split()))
 
 
 def test_boxes_found_at_a_working_size_land_on_the_original_pixels(capsys, scene, tmp_path):
     native = detect_json(capsys, scene["small"], tmp_path / "native")
     work = detect_json(capsys, scene["photo"], tmp_path / "work", "--work-size", "128")
+    assert "2 detections · network sees 128×96 (128 px)" in work["printed"]
     assert native["work_size"] == {"width": 128, "height": 96, "rule": "native"}
     assert work["image_size"] == {"width": 256, "height": 192}
     assert work["work_size"] == {"width": 128, "height": 96, "rule": "128 px"}
@@ -68,17 +69,12 @@ def test_boxes_found_at_a_working_size_land_on_the_original_pixels(capsys, scene
 
 def test_native_default_gives_the_detections_of_before(capsys, scene, tmp_path):
     default = detect_json(capsys, scene["photo"], tmp_path)
+    assert "network sees 256×192 (native)" in default["printed"]
     network = spot_fcn()
     before = detect_objects(network, load_image(scene["photo"]), classes=["red spot"],
-                            options=default_options_with_masks())
+                            options=DetectOptions(masks=True))
     assert default["detections"] == [detection.to_dict() for detection in before]
     assert default["work_size"] == {"width": 256, "height": 192, "rule": "native"}
-
-
-def default_options_with_masks():
-    from fcn_app.detect import DetectOptions
-
-    return DetectOptions(masks=True)
 
 
 @pytest.mark.parametrize("work, original", [((45, 61), (131, 177)), ((40, 40), (29, 33))])

@@ -111,6 +111,8 @@ def test_scales_one_is_the_plain_run_and_a_pyramid_is_the_mean_of_probabilities(
     assert torch.equal(torch.from_numpy(pyramid.labels.astype(np.int64)), expected)
     assert not np.array_equal(pyramid.labels, plain.labels)  # the other scales did change something
     assert pyramid.summary["scales"] == [0.5, 1.5] and pyramid.summary["fuse"] == "mean"
+    maximum, _ = run_task(model, photo, tmp_path / "max", work_size=45, scales="0.5,1.5", fuse="max")
+    assert torch.equal(torch.from_numpy(maximum.labels.astype(np.int64)), torch.stack(levels).amax(0).argmax(0))
 
 
 def test_jpg_overlay_keeps_the_icc_profile_labels_and_panels_stay_png(capsys, checkpoint, photo, tmp_path):

@@ -66,7 +66,8 @@ def detect(
                      "image as decoded, so small objects stay big enough for the window). Boxes, masks and COCO "
                      "results refer to the image's own pixels.", show_default=False),
     ] = None,
-    scales: Annotated[str, typer.Option(help="Image pyramid scales (multiples of the working size), e.g. 0.5,1,2.")] = "1",
+    scales: Annotated[str, typer.Option(help="Image pyramid scales (multiples of the working size), e.g. 0.5,1,2.")
+                      ] = "1",
     fuse: Annotated[str, typer.Option(help="Fuse pyramid levels per pixel: max or mean.")] = "max",
     threshold_mode: Annotated[str, typer.Option(help="absolute, relative (× class peak) or otsu.")] = "relative",
     threshold: Annotated[float, typer.Option(help="Threshold for absolute/relative modes.", min=0.0, max=1.0)] = 0.5,

@@ -102,14 +102,16 @@ def heatmap(
         str | None,
         typer.Option("--work-size", help="Longer side (px) of the image the network sees, or 'native' for the "
                      f"image as decoded. Default: {DEFAULT_WORK_WINDOWS} model windows "
-                     f"({default_work_size(224)} px for VGG), never enlarged; a checkpoint's segmentation: native (with N, "
-                     "its logits are resized bilinearly to the image's pixels). Outputs keep the image's size.",
+                     f"({default_work_size(224)} px for VGG), never enlarged; a checkpoint's segmentation: native "
+                     "(with N, its logits are resized bilinearly to the image's pixels). Outputs keep the image's "
+                     "size.",
                      show_default=False),
     ] = None,
     scales: Annotated[str, typer.Option(help="Pyramid: score at these multiples of the working size, e.g. 0.5,1,2.")] = "1",
     fuse: Annotated[str | None, typer.Option(
         help=f"Fuse pyramid levels per pixel: {' or '.join(FUSE_MODES)} of the class probabilities. Default: max; a "
-        "checkpoint's segmentation: mean (then argmax → labels).", show_default=False)] = None,
+        "checkpoint's segmentation: mean of the softmax probabilities, then argmax → labels.",
+        show_default=False)] = None,
     image_format: Annotated[
         str, typer.Option("--format", help=f"Overlay and grid format: {', '.join(IMAGE_FORMATS)} (ICC profile kept). "
                           "A checkpoint's segmentation overlay only: class panels and labels stay PNG (lossless).")

@@ -30,8 +30,8 @@ from ..scoring import ScoreMap, ScoringOptions, compute_score_maps
 from ..text import check_font
 from .base import DecodeLimitsFromOptions, ProgressCallback, Report, picture_of, write_each
 
-__all__ = ["IMAGE_FORMATS", "NATIVE", "HeatmapOptions", "HeatmapTask", "RenderedImage", "ScoreMapTask", "check_work_size",
-           "native_unless_given", "native_unless_given_rule", "write_scores"]
+__all__ = ["IMAGE_FORMATS", "NATIVE", "HeatmapOptions", "HeatmapTask", "RenderedImage", "ScoreMapTask",
+           "check_work_size", "native_unless_given", "native_unless_given_rule", "write_scores"]
 
 OVERLAY_SUFFIX = ".heatmap"
 GRID_SUFFIX = ".grid"

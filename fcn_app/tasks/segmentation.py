@@ -1,9 +1,9 @@
 """A segmentation model as an image task: per-pixel class probabilities → palette overlay, class panels, labels.
 
-Outputs for an image ``<stem>``: ``<stem>.segmentation.png`` (palette colours of the predicted classes blended
-over the photo, with a legend), ``<stem>.classes.png`` (one heatmap panel per shown class, drawn like the
-classifier heatmaps), ``<stem>.labels.png`` (the predicted label of every pixel, greyscale — readable as a
-mask by the folder dataset) and optionally ``<stem>.json`` and ``<stem>.scores.npz``.
+Outputs for an image ``<stem>``: ``<stem>.segmentation.png`` (or ``.jpg``/``.webp``: palette colours of the
+predicted classes blended over the photo, with a legend), ``<stem>.classes.png`` (one heatmap panel per shown
+class, drawn like the classifier heatmaps), ``<stem>.labels.png`` (the predicted label of every pixel, greyscale —
+readable as a mask by the folder dataset) and optionally ``<stem>.json`` and ``<stem>.scores.npz``.
 
 The model labels the image as decoded (working size ``native``) unless a working size is asked for: then it
 runs on a working-size copy (or a pyramid of scales of it, as torchvision's references resize to 520 px and
@@ -60,8 +60,8 @@ class SegmentationTask(ScoreMapTask):
     option is refused, since the panels are always written. The model labels the pixels of the image as decoded
     (``options.work_size`` ``None`` or ``native``: it was trained on the user's own images at their own scale)
     unless a working size in pixels is given; ``options.scales`` score a pyramid of the working size, each
-    pixel's class probabilities fused by ``options.fuse`` (default ``mean``). ``options.image_format`` applies to the overlay;
-    the class panels and the labels stay PNG (lossless).
+    pixel's class probabilities fused by ``options.fuse`` (default ``mean``). ``options.image_format`` applies
+    to the overlay; the class panels and the labels stay PNG (lossless).
     """
 
     network: nn.Module
@@ -129,7 +129,8 @@ class SegmentationTask(ScoreMapTask):
                 "pixel_fraction": float(sum(counts[i] for i in selection.indices) / labels.size),
                 "peak_probability": heat.peak_probability,
             })
-        work_height, work_width = (prediction if isinstance(prediction, ScoreMap) else prediction[0].score_map).image_size
+        network_map = prediction if isinstance(prediction, ScoreMap) else prediction[0].score_map
+        work_height, work_width = network_map.image_size
         summary = {
             "image": source,
             "image_size": {"width": int(image.shape[1]), "height": int(image.shape[0])},
