@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -30,6 +30,7 @@ from .heatmaps import ClassSelection, resolve_classes
 from .methods import FCN, is_saliency_method, saliency_maps
 from .models.convert import FullyConvolutionalNet
 from .pyramid import FusedProbabilities, fuse_levels, score_pyramid
+from .resolution import working_pixels_on_original
 from .scoring import ScoringOptions
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "Detection",
     "DetectOptions",
     "detect_objects",
+    "detection_on_original",
     "detections_from_probabilities",
     "non_max_suppression",
     "resolve_box_mode",
@@ -246,6 +248,25 @@ def detections_from_probabilities(
             detections.append(Detection(categories[class_index], int(class_index), score, box, (peak_x, peak_y),
                                         level.scale, mask))
     return detections
+
+
+def detection_on_original(detection: Detection, work_size: tuple[int, int],
+                          original_size: tuple[int, int]) -> Detection:
+    """``detection``, found on an image resized from ``original_size`` to ``work_size`` (both ``(height, width)``),
+    in original pixels: box edges and peak through :func:`~fcn_app.resolution.working_pixels_on_original` (exact
+    per-axis factors), the mask resized nearest-neighbour with pixel centres aligned."""
+    pixels = working_pixels_on_original(work_size, original_size)
+    x, y, width, height = detection.box
+    # An edge lies half a pixel before the pixel that starts there; cell_center maps pixel positions.
+    left, top = pixels.cell_center(y - 0.5, x - 0.5)
+    right, bottom = pixels.cell_center(y + height - 0.5, x + width - 0.5)
+    peak_x, peak_y = pixels.cell_center(detection.peak[1], detection.peak[0])
+    peak = (min(max(round(peak_x), 0), original_size[1] - 1), min(max(round(peak_y), 0), original_size[0] - 1))
+    mask = detection.mask
+    if mask is not None:
+        mask = cv2.resize(mask.astype(np.uint8), (int(original_size[1]), int(original_size[0])),
+                          interpolation=cv2.INTER_NEAREST_EXACT).astype(bool)
+    return replace(detection, box=(left + 0.5, top + 0.5, right - left, bottom - top), peak=peak, mask=mask)
 
 
 def non_max_suppression(

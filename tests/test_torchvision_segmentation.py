@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torchvision.models import get_model, get_model_weights
 
@@ -106,6 +107,16 @@ def test_the_commands_take_torchvision_names(small_weights, tmp_path, capsys):
     labels = np.asarray(Image.open(tmp_path / "one" / "p0.labels.png"))
     expected = torchvision_output(small_weights, random_rgb(30, 41, seed=0)).argmax(0).numpy()
     np.testing.assert_array_equal(labels, expected)
+    code, out, err = run_in_process(capsys, photos / "p0.png", "--checkpoint", checkpoint, "--out", tmp_path / "work",
+                                    "--work-size", "20", "--format", "webp", "--json")
+    assert code == 0, err
+    assert json.loads(out)["work_size"] == {"width": 20, "height": 15, "rule": "20 px"}  # the same task
+    labels = np.asarray(Image.open(tmp_path / "work" / "p0.labels.png"))
+    seen = np.asarray(Image.fromarray(random_rgb(30, 41, seed=0)).resize((20, 15), Image.LANCZOS))
+    expected = F.interpolate(torchvision_output(small_weights, seen)[None], size=(30, 41), mode="bilinear",
+                             align_corners=False)[0].argmax(0).numpy()
+    np.testing.assert_array_equal(labels, expected)
+    assert (tmp_path / "work" / "p0.segmentation.webp").exists()
     code, out, err = run_in_process(capsys, photos, "--checkpoint", checkpoint, "--out", tmp_path / "folder")
     assert code == 0, err
     assert sorted(path.name for path in (tmp_path / "folder").glob("*.labels.png")) == ["p0.labels.png", "p1.labels.png"]

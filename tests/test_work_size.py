@@ -241,13 +241,11 @@ def test_the_picture_is_decoded_again_only_when_the_network_saw_other_pixels(pho
     np.testing.assert_array_equal(picture, load_image(photos["photo"], max_side=1200))
 
 
-def test_segmentation_runs_native_and_refuses_a_working_size():
-    for values, option in (({"work_size": 512}, "work_size"), ({"scales": "1,2"}, "scales"),
-                           ({"image_format": "jpg"}, "image_format")):
-        with pytest.raises(OptionError) as refused:
-            SegmentationTask(None, HeatmapOptions(**values)).check()
-        assert refused.value.option == option
+def test_segmentation_runs_native_unless_a_working_size_is_given():
     assert SegmentationTask(None, HeatmapOptions()).decode_request.work_size is None
+    assert SegmentationTask(None, HeatmapOptions(work_size="native")).decode_request.work_size is None
+    request = SegmentationTask(None, HeatmapOptions(work_size=520)).decode_request
+    assert (request.work_size, request.enlarge) == (520, True)  # tests/test_seg_work_size.py runs it
 
 
 @pytest.mark.slow

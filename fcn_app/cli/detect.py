@@ -12,13 +12,14 @@ import typer
 from ..coco import coco_results_from_summary, evaluate_detections, to_coco_results
 from ..detect import DetectOptions
 from ..errors import OptionError
-from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, ensure_output_dir, load_image
+from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, check_image_path, decode_input, ensure_output_dir
 from ..methods import FCN
 from ..models import DEFAULT_ARCH
 from ..pyramid import parse_scales
 from ..runtimes import backend_for_one_image
 from ..scoring import ScoringOptions
-from ..tasks import DetectionTask, process_image
+from ..tasks import DetectionTask, process_input
+from ..tasks.heatmap import check_work_size
 from ..text import check_font
 from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, MethodOption, ModelOption,
                   PrecisionOption, TargetLayerOption, VerboseOption, WeightsOption, WindowOption, app,
@@ -59,7 +60,14 @@ def detect(
     ] = None,
     topk: Annotated[int, typer.Option(help="Without --class: look for the top-k classes of each image.", min=1)] = 5,
     stride: Annotated[int | None, typer.Option(help="Output stride of the map: 32 (native VGG), 16 or 8.")] = None,
-    scales: Annotated[str, typer.Option(help="Image pyramid scales, e.g. 0.5,1,2.")] = "1",
+    work_size: Annotated[
+        str | None,
+        typer.Option("--work-size", help="Longer side (px) of the image the network sees, or 'native' (default: the "
+                     "image as decoded, so small objects stay big enough for the window). Boxes, masks and COCO "
+                     "results refer to the image's own pixels.", show_default=False),
+    ] = None,
+    scales: Annotated[str, typer.Option(help="Image pyramid scales (multiples of the working size), e.g. 0.5,1,2.")
+                      ] = "1",
     fuse: Annotated[str, typer.Option(help="Fuse pyramid levels per pixel: max or mean.")] = "max",
     threshold_mode: Annotated[str, typer.Option(help="absolute, relative (× class peak) or otsu.")] = "relative",
     threshold: Annotated[float, typer.Option(help="Threshold for absolute/relative modes.", min=0.0, max=1.0)] = 0.5,
@@ -105,6 +113,7 @@ def detect(
     code = 0
     with cli_errors(verbose):
         pyramid_scales = parse_scales(scales)
+        work_size = check_work_size(work_size)
         options = DetectOptions(threshold_mode=threshold_mode, threshold=threshold, min_score=min_score,
                                 box_mode=box_mode, window_fill=window_fill, center=center, nms_iou=nms_iou,
                                 classwise_nms=classwise_nms, masks=masks)
@@ -127,25 +136,26 @@ def detect(
                              **({"window": window} if window is not None else {})},
                 font=str(font) if font is not None else None,
                 scoring=scoring,
-                method=method, target_layer=target_layer,
+                method=method, target_layer=target_layer, work_size=work_size,
             )
 
         if is_batch_input(inputs, list_file):
             folder = FolderOptions(list_file, recursive, include, exclude, batch_size, num_workers, overwrite, shard,
                                    gallery)
             code, job = run_folder_job(make_task, inputs, out, folder, description="detecting", verbose=verbose,
-                                       extra_summary={"model": model, "stride": stride, "scales": list(pyramid_scales)})
+                                       extra_summary={"model": model, "stride": stride, "scales": list(pyramid_scales),
+                                                      "work_size": work_size})
             if job.summary_path is not None:
                 results_path = atomic_write_json(Path(out) / RESULTS_NAME, coco_results_from_summary(job.summary_path))
                 console.print(f"wrote {results_path}", highlight=False)
         else:
-            image = inputs[0]
-            pixels = load_image(image, max_side=max_side, max_pixels=max_pixels)
+            image = check_image_path(inputs[0])  # a typo fails before the model loads
             scoring = replace(scoring, backend=backend_for_one_image(scoring.backend))
             task = make_task()
             task.check()  # options that fail for every image fail before any output folder exists
+            decoded = decode_input(image, task.decode_request)
             out_dir = ensure_output_dir(out) if out is not None else image.parent
-            rendered, written = process_image(task, pixels, out_dir / image.stem, source=str(image))
+            rendered, written = process_input(task, decoded, out_dir / image.stem, source=str(image))
             written["coco"] = atomic_write_json(out_dir / RESULTS_NAME,
                                                 to_coco_results([(1, image.name, rendered.detections)]))
             print_report(task.report(rendered), written)

@@ -27,7 +27,8 @@ from ..resolution import DEFAULT_WORK_WINDOWS, default_work_size
 from ..runtimes import backend_for_one_image
 from ..scoring import ScoringOptions
 from ..tasks import HeatmapOptions, HeatmapTask, ImageTask, SegmentationTask, process_input
-from ..tasks.heatmap import IMAGE_FORMATS
+from ..tasks.heatmap import HEATMAP_FUSE, IMAGE_FORMATS
+from ..tasks.segmentation import SEGMENTATION_FUSE
 from .app import (BackendOption, ClassesOption, DeviceOption, MethodOption, ModelOption, PrecisionOption,
                   TargetLayerOption, VerboseOption, WeightsOption, WindowOption, app, check_method_window, cli_errors,
                   error_console, load_command_network, print_report, refuse_classifier_options, setup_logging)
@@ -102,13 +103,19 @@ def heatmap(
         str | None,
         typer.Option("--work-size", help="Longer side (px) of the image the network sees, or 'native' for the "
                      f"image as decoded. Default: {DEFAULT_WORK_WINDOWS} model windows "
-                     f"({default_work_size(224)} px for VGG), never enlarged; a checkpoint's segmentation: native. "
-                     "Outputs keep the image's size.", show_default=False),
+                     f"({default_work_size(224)} px for VGG), never enlarged; a checkpoint's segmentation: native "
+                     "(with N, its logits are resized bilinearly to the image's pixels). Outputs keep the image's "
+                     "size.",
+                     show_default=False),
     ] = None,
     scales: Annotated[str, typer.Option(help="Pyramid: score at these multiples of the working size, e.g. 0.5,1,2.")] = "1",
-    fuse: Annotated[str, typer.Option(help=f"Fuse pyramid levels per pixel: {' or '.join(FUSE_MODES)}.")] = "max",
+    fuse: Annotated[str | None, typer.Option(
+        help=f"Fuse pyramid levels per pixel: {' or '.join(FUSE_MODES)} of the class probabilities. Default: max; a "
+        "checkpoint's segmentation: mean of the softmax probabilities, then argmax → labels.",
+        show_default=False)] = None,
     image_format: Annotated[
-        str, typer.Option("--format", help=f"Overlay and grid format: {', '.join(IMAGE_FORMATS)} (ICC profile kept).")
+        str, typer.Option("--format", help=f"Overlay and grid format: {', '.join(IMAGE_FORMATS)} (ICC profile kept). "
+                          "A checkpoint's segmentation overlay only: class panels and labels stay PNG (lossless).")
     ] = "png",
     normalize: Annotated[
         bool, typer.Option("--normalize", help="Colours span 0 → each class's own peak (default: probability 0 → 1).")
@@ -180,8 +187,8 @@ def heatmap(
                 "classes": options.classes, "topk": options.topk, "colormap": options.colormap, "grid": options.grid,
                 "save_scores": options.save_scores, "json": options.write_json, "max_side": options.max_side,
                 "normalize": options.normalize, "work_size": options.work_size, "scales": list(options.scales),
-                "fuse": options.fuse, "format": options.image_format, "method": options.method,
-                "target_layer": options.target_layer,
+                "fuse": options.fuse or (HEATMAP_FUSE if checkpoint is None else SEGMENTATION_FUSE),
+                "format": options.image_format, "method": options.method, "target_layer": options.target_layer,
             }}
             code, _ = run_folder_job(
                 lambda: _build_task(options, scoring, model=model, weights=weights, checkpoint=checkpoint,

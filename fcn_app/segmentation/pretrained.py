@@ -8,8 +8,10 @@ read with ``weights_only=True``, and the class names come from the weights' meta
 like a trained checkpoint: normalised ``N×3×H×W`` in (mean/std from the weights' transforms), per-pixel logits
 ``N×21×H×W`` out (torchvision's ``"out"``), scored by the same inference path.
 
-Two differences from torchvision's own evaluation transform, both deliberate: the image is labelled at its own
-size (torchvision resizes the short side to 520 px first — resize the photo yourself to compare), and the
+Two differences from torchvision's own evaluation transform, both deliberate: by default the image is labelled
+at its own size (torchvision resizes the short side to 520 px first; a working size — see
+:class:`~fcn_app.tasks.SegmentationTask` — runs the model on a copy whose *longer* side is that size and resizes
+its logits back onto the photo's pixels), and the
 auxiliary head, which only served training, is not run. These networks are scored whole, never in tiles: their
 outputs are resized to the input with bilinear interpolation and DeepLabV3/LR-ASPP pool over the whole image,
 so no tile computes what the whole image does.

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ..detect import Detection, DetectOptions, detect_objects
+from ..detect import Detection, DetectOptions, detect_objects, detection_on_original
 from ..errors import OptionError
 from ..heatmaps import resolve_classes
 from ..io import DEFAULT_MAX_PIXELS, DecodeRequest, InputImage, atomic_write_json, atomic_write_png
@@ -22,6 +22,7 @@ from ..pyramid import FUSE_MODES
 from ..render import draw_detections
 from ..scoring import ScoringOptions
 from .base import ProgressCallback, Report, picture_of, write_each
+from .heatmap import check_work_size, native_unless_given, native_unless_given_rule
 
 __all__ = ["DetectionTask", "DetectionsImage"]
 
@@ -39,7 +40,10 @@ class DetectionsImage:
 class DetectionTask:
     """Detections of ``network`` (a classifier FCN, possibly densified, or a segmentation model) per image.
 
-    ``scales``/``fuse`` make an image pyramid; ``classes`` (or the ``topk`` best classes of each image) are looked
+    The network sees each image as decoded (``work_size`` ``None`` or ``"native"``: small objects in big images
+    stay big enough for the window), or resized so its longer side is ``work_size`` pixels; boxes, peaks and
+    masks are then mapped onto the original pixels. ``scales``/``fuse`` make an image pyramid of the working
+    size; ``classes`` (or the ``topk`` best classes of each image) are looked
     for; ``description`` (e.g. model and stride) is copied into every JSON; ``font`` draws the labels.
     """
 
@@ -56,8 +60,10 @@ class DetectionTask:
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
     method: str = FCN  # see fcn_app.methods: fcn, cam or a pytorch-grad-cam method (region boxes of its map)
     target_layer: str | None = None
+    work_size: int | str | None = None
 
     def __post_init__(self) -> None:
+        self.work_size = check_work_size(self.work_size)
         self.method = check_method(self.method)
         if self.target_layer is not None and not is_saliency_method(self.method):
             raise OptionError("target_layer", f"applies to pytorch-grad-cam methods; {self.method} reads no layer")
@@ -71,7 +77,7 @@ class DetectionTask:
 
     @property
     def decode_request(self) -> DecodeRequest:
-        return DecodeRequest(max_side=self.max_side, max_pixels=self.max_pixels)
+        return native_unless_given(self.work_size, self.max_side, self.max_pixels)
 
     def check(self) -> None:
         if self.classes:
@@ -86,10 +92,16 @@ class DetectionTask:
         ]
 
     def render(self, image: np.ndarray | InputImage, prediction: list[Detection], source: str | None) -> DetectionsImage:
+        work_height, work_width = (image.network_pixels if isinstance(image, InputImage) else image).shape[:2]
         image, _ = picture_of(image)
+        if (work_height, work_width) != image.shape[:2]:
+            prediction = [detection_on_original(detection, (work_height, work_width), image.shape[:2])
+                          for detection in prediction]
         summary = {
             "image": source,
             "image_size": {"width": int(image.shape[1]), "height": int(image.shape[0])},
+            "work_size": {"width": int(work_width), "height": int(work_height),
+                          "rule": native_unless_given_rule(self.work_size)},
             **self.description,
             "method": self.method,
             "scales": list(self.scales),
@@ -115,5 +127,7 @@ class DetectionTask:
     def report(self, rendered: DetectionsImage) -> Report:
         rows = [[detection.class_name, f"{detection.score:.3f}", ", ".join(f"{v:.0f}" for v in detection.box)]
                 for detection in rendered.detections]
-        return Report(f"{rendered.summary['image']} · {len(rendered.detections)} detections",
+        work = rendered.summary["work_size"]
+        return Report(f"{rendered.summary['image']} · {len(rendered.detections)} detections · network sees "
+                      f"{work['width']}×{work['height']} ({work['rule']})",
                       ["class", "score", "box x, y, w, h"], rows)

@@ -30,7 +30,8 @@ from ..scoring import ScoreMap, ScoringOptions, compute_score_maps
 from ..text import check_font
 from .base import DecodeLimitsFromOptions, ProgressCallback, Report, picture_of, write_each
 
-__all__ = ["IMAGE_FORMATS", "NATIVE", "HeatmapOptions", "HeatmapTask", "RenderedImage", "ScoreMapTask", "write_scores"]
+__all__ = ["IMAGE_FORMATS", "NATIVE", "HeatmapOptions", "HeatmapTask", "RenderedImage", "ScoreMapTask",
+           "check_work_size", "native_unless_given", "native_unless_given_rule", "write_scores"]
 
 OVERLAY_SUFFIX = ".heatmap"
 GRID_SUFFIX = ".grid"
@@ -40,9 +41,11 @@ JSON_SUFFIX = ".json"
 IMAGE_FORMATS = ("png", "jpg", "webp")
 #: ``work_size`` value for "no resizing: the network sees the image at its own size".
 NATIVE = "native"
+#: How classifier heatmaps fuse pyramid levels when ``fuse`` is not given: a class counts where any scale sees it.
+HEATMAP_FUSE = "max"
 
 
-def _check_work_size(value: int | str | None) -> int | str | None:
+def check_work_size(value: int | str | None) -> int | str | None:
     if value is None or value == NATIVE:
         return value
     if isinstance(value, str):
@@ -58,6 +61,18 @@ def _check_work_size(value: int | str | None) -> int | str | None:
     if value < 1:
         raise OptionError("work_size", f"must be at least 1 pixel, got {value}")
     return value
+
+
+def native_unless_given(work_size: int | str | None, max_side: int | None, max_pixels: int) -> DecodeRequest:
+    """The decode request of a task whose network sees the picture itself (``None`` or ``native``) unless a
+    working size in pixels is given (then the picture is resized to it, enlarged if need be)."""
+    return DecodeRequest(max_side=max_side, max_pixels=max_pixels,
+                         work_size=None if work_size in (None, NATIVE) else work_size, enlarge=True)
+
+
+def native_unless_given_rule(work_size: int | str | None) -> str:
+    """How :func:`native_unless_given` chose the working size, as printed: ``"native"`` or ``"520 px"``."""
+    return NATIVE if work_size in (None, NATIVE) else f"{work_size} px"
 
 
 @dataclass
@@ -78,7 +93,8 @@ class HeatmapOptions:
             image as decoded), or ``None``: the task's rule (classifier heatmaps: ``DEFAULT_WORK_WINDOWS``
             windows, never enlarged; segmentation: native).
         scales, fuse: score the working-size image at each scale (``"0.5,1,2"`` or numbers) and fuse the
-            per-pixel probabilities by ``max`` or ``mean``.
+            per-pixel probabilities by ``max`` or ``mean``; ``fuse=None``: the task's rule (classifier heatmaps:
+            ``max``; segmentation: ``mean``).
         image_format: ``png``, ``jpg`` or ``webp`` for overlays and grids (the input's ICC profile is kept).
         font: TrueType/OpenType file for legends (default: the bundled DejaVu Sans).
         method: how the map is made (:mod:`fcn_app.methods`): ``fcn`` (the classifier's window scores), ``cam``
@@ -99,7 +115,7 @@ class HeatmapOptions:
     font: str | None = None
     work_size: int | str | None = None
     scales: tuple[float, ...] | str = (1.0,)
-    fuse: str = "max"
+    fuse: str | None = None
     image_format: str = "png"
     method: str = FCN
     target_layer: str | None = None
@@ -115,9 +131,9 @@ class HeatmapOptions:
             raise OptionError("max_side", f"must be at least 1, got {self.max_side}")
         if self.max_pixels < 1:
             raise OptionError("max_pixels", f"must be at least 1, got {self.max_pixels}")
-        self.work_size = _check_work_size(self.work_size)
+        self.work_size = check_work_size(self.work_size)
         self.scales = parse_scales(self.scales)
-        if self.fuse not in FUSE_MODES:
+        if self.fuse is not None and self.fuse not in FUSE_MODES:
             raise OptionError("fuse", f"unknown fuse mode {self.fuse!r}; choose one of {', '.join(FUSE_MODES)}")
         image_format = str(self.image_format).strip().lower()
         image_format = "jpg" if image_format == "jpeg" else image_format
@@ -200,7 +216,8 @@ def pyramid_heatmaps(levels: list[PyramidLevel], options: HeatmapOptions) -> lis
     for selection in selections:
         per_level = [torch.from_numpy(heatmap_for_class(level.score_map, selection, cells).heatmap)
                      for level, cells in zip(levels, probabilities)]
-        heatmaps.append(ClassHeatmap.from_pixels(selection, fuse_maps(torch.stack(per_level), options.fuse).numpy()))
+        heatmaps.append(ClassHeatmap.from_pixels(selection, fuse_maps(torch.stack(per_level),
+                                                                      options.fuse or HEATMAP_FUSE).numpy()))
     return heatmaps
 
 
@@ -318,7 +335,7 @@ class HeatmapTask(ScoreMapTask):
             score_map = None
             levels = [replace(level, score_map=score_map_on_original(level.score_map, size)) for level in prediction]
             heatmaps = pyramid_heatmaps(levels, options)
-            maps = {"scales": list(options.scales), "fuse": options.fuse,
+            maps = {"scales": list(options.scales), "fuse": options.fuse or HEATMAP_FUSE,
                     "levels": [{"scale": level.scale, **_map_summary(level.score_map)} for level in levels]}
         if probabilities is None:
             lines = [f"{rank}. {heat.selection.name}  {heat.peak_probability:.2f}"
