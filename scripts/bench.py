@@ -430,6 +430,8 @@ def bench_backends(report: Report, network, sizes: tuple[int, ...], repeats: int
             logits = compute_score_map(network, image, precision=precision, backend=backend).logits
             quality = (f"max abs Δ vs torch fp32 {float((logits - exact).abs().max()):.1e}" if precision == "fp32"
                        else f"top-1 agreement {agreement(logits, exact):.1%} (random weights: indicative only)")
+            if backend == "onnxruntime" and cpu_isa_cap():  # MLAS dispatches on CPUID alone
+                quality += "; NOT capped: ONNX Runtime's own kernels ignore the ISA caps and use every extension"
             marker = " ← auto here" if (backend, precision) == (default["backend"], default["precision"]) else ""
             report.add(f"h. {backend} {precision} vs naive NCHW fp32 torch ({size}²){marker}",
                        f"{times[(backend, precision)]:.2f} s", f"{times['naive']:.2f} s",
