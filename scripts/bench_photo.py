@@ -55,7 +55,7 @@ from fcn_app.resolution import (  # noqa: E402
     peak_on_pixels,
     score_map_on_original,
 )
-from fcn_app.scoring import compute_score_map  # noqa: E402
+from fcn_app.scoring import compute_score_map, scoring_summary  # noqa: E402
 
 PHOTO_SIZE = (4032, 3024)  # (width, height): a 12 MP phone photo
 
@@ -203,6 +203,34 @@ def cold_command(trees: dict[str, Path], photo: Path, folder: Path, torch_home: 
     print()
 
 
+def folder_cost(photo: Path, folder: Path, torch_home: Path, images: int, threads: int) -> None:
+    """Folders of phone photos, default settings, as a user runs them: ``fcn-heatmap DIR --format jpg --out OUT``
+    on a folder of one photo and on one of ``images`` copies, fresh processes; the folder's own ``elapsed_s``
+    (summary.json: after start-up, with the runtime's one-time conversion) of both, and their difference per
+    additional photo — the per-image cost of a folder."""
+    import json
+    import shutil
+
+    environment = dict(os.environ, TORCH_HOME=str(torch_home), FCN_HEATMAP_OFFLINE="1", OMP_NUM_THREADS=str(threads))
+    chosen = scoring_summary("auto", "auto", "cpu")
+    print(f"folders (default settings here: backend {chosen['backend']}, precision {chosen['precision']})")
+    elapsed = {}
+    for count in (1, images):
+        source = folder / f"photos-{count}"
+        source.mkdir()
+        for index in range(count):
+            shutil.copyfile(photo, source / f"phone{index:03d}.jpg")
+        out = folder / f"out-photos-{count}"
+        wall, _, _ = run_in_tree(SCRIPTS.parent, ["-m", "fcn_app", str(source), "--format", "jpg", "--out", str(out)],
+                                 environment)
+        summary = json.loads((out / "summary.json").read_text())
+        elapsed[count] = summary["elapsed_s"]
+        print(f"folder of {count} photo(s): whole command {wall:.2f} s wall, folder elapsed_s {elapsed[count]:.2f} s")
+    per_image = (elapsed[images] - elapsed[1]) / (images - 1)
+    print(f"folder, per additional photo (default settings, --format jpg): {per_image:.2f} s "
+          f"(({elapsed[images]:.2f} − {elapsed[1]:.2f}) / {images - 1}; load average {os.getloadavg()[0]:.1f})\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
@@ -212,6 +240,8 @@ def main() -> None:
                         help="working sizes as multiples of the model window, comma-separated (first = default)")
     parser.add_argument("--weights", default=None)
     parser.add_argument("--command-repeats", type=int, default=5, help="runs of the whole command (0: skip)")
+    parser.add_argument("--folder-images", type=int, default=6,
+                        help="photos in the folder run (after --command-repeats; 0 or 1: skip)")
     parser.add_argument("--before", type=Path, default=None,
                         help="another fcn-heatmap source tree whose command runs alternate with this one's")
     args = parser.parse_args()
@@ -236,6 +266,8 @@ def main() -> None:
             trees = {"this tree": SCRIPTS.parent} if args.before is None else \
                 {"before": args.before.resolve(), "after": SCRIPTS.parent}
             cold_command(trees, photo, Path(folder), torch_home, args.command_repeats, args.threads)
+            if args.folder_images > 1:
+                folder_cost(photo, Path(folder), torch_home, args.folder_images, args.threads)
         results = {}
         for multiple in (float(value) for value in args.windows.split(",")):
             work_size = default_work_size(window, multiple)
