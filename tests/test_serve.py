@@ -75,6 +75,10 @@ def test_heatmap_answers_the_cli_json_and_picture(client, tmp_path):
     assert payload == expected
     np.testing.assert_array_equal(_pixels(pictures["overlay"]), np.asarray(Image.open(outputs["overlay"])))
     assert os.listdir(client.private) == []  # the request's folder went with it
+    # pictures=false (what the page asks): nothing drawn, the same summary
+    bare = client.post("/api/heatmap", files={"image": ("photo.png", image.read_bytes(), "image/png")},
+                       data={**options, "class": ["cat", "3"], "pictures": "false"}).json()
+    assert bare.pop("pictures") == {} and bare.pop("image") == "photo.png" and bare == expected
 
 
 def test_detect_answers_the_cli_detections(client, tmp_path):

@@ -329,6 +329,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         pixels: Annotated[bool, Form(description="Also what the page blends and hovers: the per-cell probabilities "
                                                  "and interpolation matrices it reads any pixel's classes from, or "
                                                  "for a saliency method each class's map (side ≤ 256).")] = False,
+        pictures: Annotated[bool, Form(description="Draw and send the pictures (overlay, and grid with grid=true) "
+                                                   "as data URLs. false: nothing is drawn or encoded and "
+                                                   "`pictures` is {} — the JSON summary (and pixels) only, as the "
+                                                   "page asks, since it blends its own overlay.")] = True,
     ) -> JSONResponse:
         def job(source: Source, folder: Path, limit: int) -> dict:
             options = HeatmapOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid,
@@ -336,7 +340,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                                      scales=scales, fuse=fuse, image_format=image_format,
                                      method=method or server.settings.method, target_layer=target_layer or None)
             return heatmap_job(server.settings.network, options, server.settings.scoring, source, folder, pixels,
-                               server.queue.report_progress)
+                               server.queue.report_progress, with_pictures=pictures)
 
         if server.settings.segmentation:
             return JSONResponse({"detail": "this server runs a segmentation checkpoint: POST /api/segment"}, 409)

@@ -110,12 +110,13 @@ class ModelQueue:
             if self._pending >= self.capacity:
                 raise QueueFull(self.retry_after())
             self._pending += 1
+        loop = asyncio.get_running_loop()
         try:
             future: Future = self._executor.submit(self._timed(job))
         except BaseException:
             self._release(cleanup)
             raise
-        future.add_done_callback(lambda _: self._release(cleanup))
+        future.add_done_callback(lambda _: self._release(cleanup, loop))
         try:
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.timeout_s)
         except asyncio.TimeoutError:
@@ -123,10 +124,14 @@ class ModelQueue:
             raise RequestTimeout(f"the image took longer than the server's limit of {self.timeout_s:g} s; "
                                  "send a smaller image (max_side) or restart the server with a longer timeout") from None
 
-    def _release(self, cleanup: Callable[[], None] | None) -> None:
+    def _release(self, cleanup: Callable[[], None] | None, loop: asyncio.AbstractEventLoop | None = None) -> None:
         with self._lock:
             self._pending -= 1
-        if cleanup is not None:
+        if cleanup is None:
+            return
+        try:  # on the event loop's thread: the model's thread goes straight to the next job
+            (loop or asyncio.get_running_loop()).call_soon_threadsafe(cleanup)
+        except RuntimeError:  # no loop, or it has closed (shutting down): here and now
             cleanup()
 
     def close(self) -> None:
@@ -210,13 +215,19 @@ class Source:
 
 
 def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: ScoringOptions, source: Source,
-                out_dir: Path, with_pixels: bool = False, progress: ProgressCallback | None = None) -> dict:
-    """``fcn-heatmap IMAGE --json`` for one image: its summary, the pictures, and optionally the page's data
+                out_dir: Path, with_pixels: bool = False, progress: ProgressCallback | None = None,
+                with_pictures: bool = True) -> dict:
+    """``fcn-heatmap IMAGE --json`` for one image: its summary, the pictures (unless ``with_pictures`` is false:
+    then nothing is drawn, encoded or written — ``pictures`` is empty), and optionally the page's data
     (:func:`pixel_probabilities` for a score map, :func:`saliency_pixels` for a saliency method's maps)."""
     task = HeatmapTask(network, options, scoring)
     task.check()
-    rendered, written = process_input(task, decode_input(source.path, task.decode_request), out_dir / "image",
-                                      source=source.name, progress=progress)
+    image = decode_input(source.path, task.decode_request)
+    if with_pictures:
+        rendered, written = process_input(task, image, out_dir / "image", source=source.name, progress=progress)
+    else:  # process_input's steps without drawing and writing
+        rendered = task.render(image, task.predict([image.network_pixels], progress)[0], source.name, draw=False)
+        written = {}
     payload = dict(rendered.summary, pictures=_pictures(written))
     if with_pixels and rendered.score_map is not None:
         payload["pixels"] = pixel_probabilities(rendered.score_map)
