@@ -117,6 +117,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "0")) or os.cpu_count())
+    parser.add_argument("--job-threads", type=int, default=2, help="serve --job-threads (1: no overlap at all)")
     args = parser.parse_args()
 
     import httpx
@@ -152,7 +153,8 @@ def main() -> None:
 
     port = free_port()
     command = [sys.executable, "-m", "fcn_app", "serve", "--model", args.model, "--device", "cpu", "--port", str(port),
-               "--queue", str(2 * args.clients)] + (["--weights", str(weights)] if weights else [])
+               "--queue", str(2 * args.clients), "--job-threads", str(args.job_threads)] + (
+                   ["--weights", str(weights)] if weights else [])
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO))
     server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -184,6 +186,10 @@ def main() -> None:
     print(f"model {args.model} ({runtime['backend']}, {runtime['precision']}) · image {args.width}×{args.height} "
           f"(network sees {decoded.network_pixels.shape[1]}×{decoded.network_pixels.shape[0]}) · {args.threads} "
           f"torch threads · {args.clients} clients · {args.seconds:g} s each")
+    print(f"serve --job-threads {args.job_threads}: "
+          + ("one request at a time, decode→score→render→encode, no overlap" if args.job_threads == 1 else
+             "the network runs for one request at a time on its thread; meanwhile another request's decode, "
+             "drawing and encoding run on a second job thread (overlap: uses a core the model-only run leaves idle)"))
     print(f"model only (compute_score_maps)    {model_only:8.2f} images/s   (best of {model_only_before:.2f} before "
           f"and {model_only_after:.2f} after the server's runs)")
     print(f"CLI task (decode→score→render→PNG)  {cli_task:8.2f} images/s")

@@ -374,3 +374,40 @@ def test_serve_method_sets_the_default_and_is_checked_at_start(monkeypatch):
     refused = CliRunner().invoke(cli_app, ["serve", "--model", TINY, "--method", "cam"])
     assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "--method: cam:" in refused.stderr, refused.stderr
+
+
+def test_one_job_scores_while_another_decodes_and_never_two_at_once():
+    """ModelQueue with two job threads: job B's steps outside the network run while job A holds the network,
+    and no two jobs are ever inside ``scoring()`` together."""
+    import asyncio
+
+    from fcn_app.serve.service import ModelQueue
+
+    queue = ModelQueue(capacity=4, timeout_s=10, job_threads=2)
+    inside, most, lock = [0], [0], threading.Lock()
+    a_scoring, b_decoded = threading.Event(), threading.Event()
+
+    def job(name):
+        if name == "b":
+            assert a_scoring.wait(5)
+            b_decoded.set()  # B's "decode" runs while A is scoring
+        with queue.scoring():
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            if name == "a":
+                a_scoring.set()
+                assert b_decoded.wait(5)  # A holds the network until B's decode has happened
+            time.sleep(0.01)
+            with lock:
+                inside[0] -= 1
+        return name
+
+    async def both():
+        return await asyncio.gather(*(queue.run(lambda name=name: job(name)) for name in ("a", "b", "a", "b")))
+
+    try:
+        assert asyncio.run(both()) == ["a", "b", "a", "b"]
+    finally:
+        queue.close()
+    assert most[0] == 1 and queue.pending == 0

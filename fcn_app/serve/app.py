@@ -1,7 +1,8 @@
 """The ASGI application: one static page and the HTTP API behind it (FastAPI; OpenAPI at ``/docs``).
 
 Requests never reach the model directly: each becomes a job on :class:`~fcn_app.serve.service.ModelQueue`
-(one model, one image at a time, a bounded queue → 429 with ``Retry-After``, a per-request timeout). Every
+(one model, one image scored at a time while another job decodes or draws, a bounded queue → 429 with
+``Retry-After``, a per-request timeout). Every
 refusal is one readable line in ``{"detail": …}`` with a 4xx status; an unexpected error is a 500 with one line
 and the server keeps serving.
 """
@@ -53,7 +54,8 @@ class ServeSettings:
 
     ``segmentation``: the network is a segmentation checkpoint's (``/api/segment``; ``/api/heatmap`` refuses);
     ``model`` and ``stride`` are reported in detection JSON as ``fcn-heatmap detect`` reports them;
-    ``method`` is the heatmap method of requests that name none (``serve --method``).
+    ``method`` is the heatmap method of requests that name none (``serve --method``);
+    ``job_threads``: jobs in progress at once — one runs the network, the others decode, draw and encode.
     """
 
     network: torch.nn.Module
@@ -67,6 +69,7 @@ class ServeSettings:
     queue_size: int = 8
     timeout_s: float = 120.0
     method: str = FCN
+    job_threads: int = 2
 
 
 class BodySizeLimit:
@@ -152,7 +155,7 @@ class _Server:
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
-        self.queue = ModelQueue(settings.queue_size, settings.timeout_s)
+        self.queue = ModelQueue(settings.queue_size, settings.timeout_s, settings.job_threads)
         self.private = PrivateFolder()
         self.root = ImageRoot(settings.root) if settings.root is not None else None
         self.colormaps = colormap_tables()
@@ -340,7 +343,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                                      scales=scales, fuse=fuse, image_format=image_format,
                                      method=method or server.settings.method, target_layer=target_layer or None)
             return heatmap_job(server.settings.network, options, server.settings.scoring, source, folder, pixels,
-                               server.queue.report_progress, with_pictures=pictures)
+                               server.queue.scoring, with_pictures=pictures)
 
         if server.settings.segmentation:
             return JSONResponse({"detail": "this server runs a segmentation checkpoint: POST /api/segment"}, 409)
@@ -358,7 +361,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             options = HeatmapOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha,
                                      normalize=normalize, max_side=max_side, max_pixels=limit)
             return segment_job(server.settings.network, options, server.settings.scoring, source, folder,
-                               server.queue.report_progress)
+                               server.queue.scoring)
 
         if not server.settings.segmentation:
             return JSONResponse({"detail": "this server runs a classifier; start it with --checkpoint to segment"},
@@ -386,7 +389,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                         "max_side": max_side, "max_pixels": limit, "method": method or server.settings.method,
                         "target_layer": target_layer or None,
                         "description": {"model": server.settings.model, "stride": server.settings.stride}}
-            return detect_job(server.settings.network, options, settings, source, folder)
+            return detect_job(server.settings.network, options, settings, source, folder, server.queue.scoring)
 
         return await server.answer(image, path, max_pixels, job)
 

@@ -1,26 +1,29 @@
-"""What the server computes, without HTTP: the CLI's tasks run on one model, one request at a time.
+"""What the server computes, without HTTP: the CLI's tasks run on one model, one image scored at a time.
 
-Each job calls exactly what the command line calls for one image (``fcn-heatmap IMAGE`` →
+Each job takes the steps the command line takes for one image (``fcn-heatmap IMAGE`` →
 :func:`~fcn_app.tasks.process_input` with the task's decode request; ``fcn-heatmap detect IMAGE`` →
-:func:`~fcn_app.io.load_image` + :func:`~fcn_app.tasks.process_image`), writes the task's files into a private
-request folder, and returns the command's ``--json`` summary plus the pictures as data URLs. No second scoring
+:func:`~fcn_app.io.load_image` + :func:`~fcn_app.tasks.process_image`: the task's predict, render and write),
+writes the task's files into a private request folder, and returns the command's ``--json`` summary plus the pictures as data URLs. No second scoring
 path: the numbers are the CLI's.
 
-:class:`ModelQueue` serialises the jobs on one worker thread (one model in memory, one image being scored) and
-bounds how many may wait: a full queue is refused at once (:class:`QueueFull`, the caller answers 429) rather
-than letting latency and memory grow without limit.
+:class:`ModelQueue` runs the jobs on ``job_threads`` threads (2 by default) and bounds how many may wait: a full
+queue is refused at once (:class:`QueueFull`, the caller answers 429) rather than letting latency and memory grow
+without limit. One model is in memory and one image is scored at a time: a job holds
+:meth:`ModelQueue.scoring` only while the network runs, so one request's decode, drawing and encoding overlap the
+next one's network pass (on a second core where there is one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import importlib.util
 import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +42,7 @@ from ..methods import CAM, FCN, GRAD_CAM_METHODS, method_network
 from ..render import COLORMAPS, colorize
 from ..scoring import ScoreMap, ScoringOptions
 from ..segmentation.datasets import voc_palette
-from ..tasks import (DetectionTask, HeatmapOptions, HeatmapTask, ProgressCallback, SegmentationTask, process_image,
-                     process_input)
+from ..tasks import DetectionTask, HeatmapOptions, HeatmapTask, ProgressCallback, SegmentationTask
 
 __all__ = ["ModelQueue", "QueueFull", "RequestTimeout", "available_methods", "colormap_tables", "detect_job",
            "heatmap_job", "pixel_probabilities", "saliency_pixels", "segment_job"]
@@ -65,13 +67,15 @@ class RequestTimeout(Exception):
 
 
 class ModelQueue:
-    """One worker thread runs the jobs in order; at most ``capacity`` jobs are queued or running."""
+    """``job_threads`` threads run the jobs in order; at most ``capacity`` jobs are queued or running; the network
+    runs for one job at a time (:meth:`scoring`)."""
 
-    def __init__(self, capacity: int = 8, timeout_s: float = 120.0) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
+    def __init__(self, capacity: int = 8, timeout_s: float = 120.0, job_threads: int = 2) -> None:
+        if capacity < 1 or job_threads < 1:
+            raise ValueError("capacity and job_threads must be at least 1")
         self.capacity, self.timeout_s = capacity, timeout_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fcn-serve-model")
+        self._executor = ThreadPoolExecutor(max_workers=job_threads, thread_name_prefix="fcn-serve-job")
+        self._model = threading.Lock()
         self._lock = threading.Lock()
         self._pending = 0
         self._durations: deque[float] = deque(maxlen=32)
@@ -80,6 +84,17 @@ class ModelQueue:
     def report_progress(self, done: int, total: int) -> None:
         """A :data:`~fcn_app.tasks.base.ProgressCallback` for the running job (shown by ``/healthz``)."""
         self.progress = (done, total)
+
+    @contextlib.contextmanager
+    def scoring(self) -> Iterator[ProgressCallback]:
+        """Held by a job while the network runs (one image at a time); yields the progress callback of that
+        pass, whose tiles ``/healthz`` shows."""
+        with self._model:
+            self.progress = None
+            try:
+                yield self.report_progress
+            finally:
+                self.progress = None
 
     @property
     def pending(self) -> int:
@@ -92,11 +107,10 @@ class ModelQueue:
 
     def _timed(self, job: Callable[[], Any]) -> Callable[[], Any]:
         def run():
-            start, self.progress = time.perf_counter(), None
+            start = time.perf_counter()
             try:
                 return job()
             finally:
-                self.progress = None
                 self._durations.append(time.perf_counter() - start)
         return run
 
@@ -214,20 +228,27 @@ class Source:
     name: str
 
 
+#: A job's turn on the network: a context manager yielding the progress callback of the pass (see
+#: :meth:`ModelQueue.scoring`); by default no one else is waiting and progress goes nowhere.
+ModelTurn = Callable[[], contextlib.AbstractContextManager[ProgressCallback | None]]
+
+
 def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: ScoringOptions, source: Source,
-                out_dir: Path, with_pixels: bool = False, progress: ProgressCallback | None = None,
+                out_dir: Path, with_pixels: bool = False, model_turn: ModelTurn = contextlib.nullcontext,
                 with_pictures: bool = True) -> dict:
     """``fcn-heatmap IMAGE --json`` for one image: its summary, the pictures (unless ``with_pictures`` is false:
     then nothing is drawn, encoded or written — ``pictures`` is empty), and optionally the page's data
-    (:func:`pixel_probabilities` for a score map, :func:`saliency_pixels` for a saliency method's maps)."""
+    (:func:`pixel_probabilities` for a score map, :func:`saliency_pixels` for a saliency method's maps).
+
+    :func:`~fcn_app.tasks.process_input`'s steps (decode, predict, render, write), the prediction alone inside
+    ``model_turn()``."""
     task = HeatmapTask(network, options, scoring)
     task.check()
     image = decode_input(source.path, task.decode_request)
-    if with_pictures:
-        rendered, written = process_input(task, image, out_dir / "image", source=source.name, progress=progress)
-    else:  # process_input's steps without drawing and writing
-        rendered = task.render(image, task.predict([image.network_pixels], progress)[0], source.name, draw=False)
-        written = {}
+    with model_turn() as progress:
+        prediction = task.predict([image.network_pixels], progress)[0]
+    rendered = task.render(image, prediction, source.name, draw=with_pictures)
+    written = task.write(rendered, task.output_paths(out_dir / "image")) if with_pictures else {}
     payload = dict(rendered.summary, pictures=_pictures(written))
     if with_pixels and rendered.score_map is not None:
         payload["pixels"] = pixel_probabilities(rendered.score_map)
@@ -237,12 +258,16 @@ def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
 
 
 def segment_job(network: torch.nn.Module, options: HeatmapOptions, scoring: ScoringOptions, source: Source,
-                out_dir: Path, progress: ProgressCallback | None = None) -> dict:
-    """``fcn-heatmap IMAGE --checkpoint … --json``: the summary, the pictures, and the palette's legend."""
+                out_dir: Path, model_turn: ModelTurn = contextlib.nullcontext) -> dict:
+    """``fcn-heatmap IMAGE --checkpoint … --json``: the summary, the pictures, and the palette's legend
+    (:func:`~fcn_app.tasks.process_input`'s steps, the prediction alone inside ``model_turn()``)."""
     task = SegmentationTask(network, options, scoring)
     task.check()
-    rendered, written = process_input(task, decode_input(source.path, task.decode_request), out_dir / "image",
-                                      source=source.name, progress=progress)
+    image = decode_input(source.path, task.decode_request)
+    with model_turn() as progress:
+        prediction = task.predict([image.network_pixels], progress)[0]
+    rendered = task.render(image, prediction, source.name)
+    written = task.write(rendered, task.output_paths(out_dir / "image"))
     names = rendered.score_map.categories
     counts = np.bincount(rendered.labels.reshape(-1).astype(np.int64), minlength=len(names))
     palette = voc_palette(max(256, len(names)))
@@ -253,12 +278,16 @@ def segment_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
 
 
 def detect_job(network: torch.nn.Module, options: DetectOptions, settings: dict, source: Source,
-               out_dir: Path) -> dict:
+               out_dir: Path, model_turn: ModelTurn = contextlib.nullcontext) -> dict:
     """``fcn-heatmap detect IMAGE`` for one image: its ``.detections.json`` and the boxes' picture.
-    ``settings`` are :class:`~fcn_app.tasks.DetectionTask`'s other fields (scales, classes, …)."""
+    ``settings`` are :class:`~fcn_app.tasks.DetectionTask`'s other fields (scales, classes, …).
+    :func:`~fcn_app.tasks.process_image`'s steps, the prediction alone inside ``model_turn()``."""
     task = DetectionTask(network, options, **settings)
     pixels = load_image(source.path, max_side=task.max_side, max_pixels=task.max_pixels)
     task.check()
-    rendered, written = process_image(task, pixels, out_dir / "image", source=source.name)
+    with model_turn() as progress:
+        prediction = task.predict([pixels], progress)[0]
+    rendered = task.render(pixels, prediction, source.name)
+    written = task.write(rendered, task.output_paths(out_dir / "image"))
     return dict(rendered.summary, pictures={"detections": _data_url(written["overlay"])})
 
