@@ -21,10 +21,12 @@ moves; interleaving gives every kind the same moments, and each round's ratio is
 4. the CLI's task for one image (decode, score, place on pixels, render, write the overlay): images/s.
 
 Torch (and OpenVINO/ONNX Runtime) run on ``--threads`` threads in both (the server inherits OMP_NUM_THREADS).
-With ``--job-threads 2`` (``serve``'s default) the server runs the network for one request at a time while a
-second job thread decodes, draws and encodes another, and its HTTP work (upload parsing, JSON) runs on the event
-loop's thread: on a machine with a spare core those overlap the model's pass — the printed line says so, and
-``--job-threads 1`` measures one request at a time from start to end. ``--random-weights`` writes a seeded random
+With ``--job-threads 2`` (``serve``'s default) the server runs the network for one request at a time on its model
+thread while job threads (at a lower CPU priority on Linux) decode, draw and encode others, and its HTTP work
+(upload parsing, JSON) runs on the event loop's thread: on a machine with a spare core those overlap the model's
+pass — the printed line says so; ``--job-threads 1`` leaves one job thread, so a request's decode and drawing no
+longer overlap the next one's pass (only the HTTP work still does). The CPU line says what each costs in CPU time
+(the server's includes the pass itself), which is what counts where no core is idle. ``--random-weights`` writes a seeded random
 state dict of ``--model`` for timing without the real weights (same shapes, same cost).
 """
 
@@ -259,8 +261,9 @@ def main() -> None:
           f"torch threads · {args.clients} clients · {args.rounds} rounds of {args.seconds:g} s windows")
     print(f"serve --job-threads {args.job_threads}: "
           + ("one request at a time, decode→score→render→encode, no overlap" if args.job_threads == 1 else
-             "the network runs for one request at a time on its thread; meanwhile another request's decode, "
-             "drawing and encoding run on a second job thread (overlap: uses a core the model-only run leaves idle)"))
+             "the network runs for one request at a time on the model thread; meanwhile other requests' decode, "
+             "drawing and encoding run on job threads at a lower priority (overlap: they use a core the model-only "
+             "run leaves idle)"))
     per_round = ", ".join(f"{m.rate:.2f}" for m in windows["model"])
     print(f"model only (compute_score_maps)    {model_only.rate:8.2f} images/s   (rounds {per_round})")
     print(f"CLI task (decode→score→render→PNG)  {cli.rate:8.2f} images/s")

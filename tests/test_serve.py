@@ -377,31 +377,38 @@ def test_serve_method_sets_the_default_and_is_checked_at_start(monkeypatch):
 
 
 def test_one_job_scores_while_another_decodes_and_never_two_at_once():
-    """ModelQueue with two job threads: job B's steps outside the network run while job A holds the network,
-    and no two jobs are ever inside ``scoring()`` together."""
+    """ModelQueue with two job threads: job B's steps outside the network run while job A's pass runs on the model
+    thread, no two passes ever run together, and (Linux) the job threads run at a lower priority than the model's."""
     import asyncio
 
-    from fcn_app.serve.service import ModelQueue
+    from fcn_app.serve.service import JOB_NICENESS, ModelQueue
 
     queue = ModelQueue(capacity=4, timeout_s=10, job_threads=2)
-    inside, most, lock = [0], [0], threading.Lock()
+    inside, most, lock, nice = [0], [0], threading.Lock(), {}
     a_scoring, b_decoded = threading.Event(), threading.Event()
 
+    def niceness():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if sys.platform == "linux" else 0
+
+    def network_pass(name):
+        nice["model"] = niceness()
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        if name == "a":
+            a_scoring.set()
+            assert b_decoded.wait(5)  # A's pass goes on until B's "decode" has happened
+        time.sleep(0.01)
+        with lock:
+            inside[0] -= 1
+        return name
+
     def job(name):
+        nice["job"] = niceness()
         if name == "b":
             assert a_scoring.wait(5)
-            b_decoded.set()  # B's "decode" runs while A is scoring
-        with queue.scoring():
-            with lock:
-                inside[0] += 1
-                most[0] = max(most[0], inside[0])
-            if name == "a":
-                a_scoring.set()
-                assert b_decoded.wait(5)  # A holds the network until B's decode has happened
-            time.sleep(0.01)
-            with lock:
-                inside[0] -= 1
-        return name
+            b_decoded.set()  # B's "decode" runs while A's pass runs
+        return queue.score(lambda progress: network_pass(name))
 
     async def both():
         return await asyncio.gather(*(queue.run(lambda name=name: job(name)) for name in ("a", "b", "a", "b")))
@@ -411,3 +418,5 @@ def test_one_job_scores_while_another_decodes_and_never_two_at_once():
     finally:
         queue.close()
     assert most[0] == 1 and queue.pending == 0
+    if sys.platform == "linux" and nice["model"] + JOB_NICENESS <= 19:
+        assert nice["job"] == nice["model"] + JOB_NICENESS

@@ -343,7 +343,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                                      scales=scales, fuse=fuse, image_format=image_format,
                                      method=method or server.settings.method, target_layer=target_layer or None)
             return heatmap_job(server.settings.network, options, server.settings.scoring, source, folder, pixels,
-                               server.queue.scoring, with_pictures=pictures)
+                               server.queue.score, with_pictures=pictures)
 
         if server.settings.segmentation:
             return JSONResponse({"detail": "this server runs a segmentation checkpoint: POST /api/segment"}, 409)
@@ -361,7 +361,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             options = HeatmapOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha,
                                      normalize=normalize, max_side=max_side, max_pixels=limit)
             return segment_job(server.settings.network, options, server.settings.scoring, source, folder,
-                               server.queue.scoring)
+                               server.queue.score)
 
         if not server.settings.segmentation:
             return JSONResponse({"detail": "this server runs a classifier; start it with --checkpoint to segment"},
@@ -389,7 +389,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                         "max_side": max_side, "max_pixels": limit, "method": method or server.settings.method,
                         "target_layer": target_layer or None,
                         "description": {"model": server.settings.model, "stride": server.settings.stride}}
-            return detect_job(server.settings.network, options, settings, source, folder, server.queue.scoring)
+            return detect_job(server.settings.network, options, settings, source, folder, server.queue.score)
 
         return await server.answer(image, path, max_pixels, job)
 

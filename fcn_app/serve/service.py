@@ -8,26 +8,28 @@ path: the numbers are the CLI's.
 
 :class:`ModelQueue` runs the jobs on ``job_threads`` threads (2 by default) and bounds how many may wait: a full
 queue is refused at once (:class:`QueueFull`, the caller answers 429) rather than letting latency and memory grow
-without limit. One model is in memory and one image is scored at a time: a job holds
-:meth:`ModelQueue.scoring` only while the network runs, so one request's decode, drawing and encoding overlap the
-next one's network pass (on a second core where there is one).
+without limit. One model is in memory and one image is scored at a time: a job hands only the network's pass to
+the queue's one model thread (:meth:`ModelQueue.score`), so one request's decode, drawing and encoding overlap the
+next one's pass (on a second core where there is one). On Linux the job threads run at a lower CPU priority than
+the model thread (nice + 5): where the cores are busy, the pass that limits throughput goes first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import importlib.util
 import math
+import os
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -66,16 +68,34 @@ class RequestTimeout(Exception):
     """A job took longer than the per-request timeout (its result is dropped)."""
 
 
+#: How much lower the job threads' CPU priority is than the model thread's (Linux nice levels).
+JOB_NICENESS = 5
+Result = TypeVar("Result")
+
+
+def _lower_thread_priority() -> None:
+    """Raise the calling thread's nice level by :data:`JOB_NICENESS` (Linux: a thread is a task of its own; other
+    systems would take the id for a process, so there nothing changes)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + JOB_NICENESS))
+    except OSError:  # not permitted here: the same priority as the model's thread, still correct
+        pass
+
+
 class ModelQueue:
-    """``job_threads`` threads run the jobs in order; at most ``capacity`` jobs are queued or running; the network
-    runs for one job at a time (:meth:`scoring`)."""
+    """``job_threads`` threads run the jobs in order; at most ``capacity`` jobs are queued or running; each job's
+    network pass runs on the one model thread (:meth:`score`), one image at a time."""
 
     def __init__(self, capacity: int = 8, timeout_s: float = 120.0, job_threads: int = 2) -> None:
         if capacity < 1 or job_threads < 1:
             raise ValueError("capacity and job_threads must be at least 1")
         self.capacity, self.timeout_s = capacity, timeout_s
-        self._executor = ThreadPoolExecutor(max_workers=job_threads, thread_name_prefix="fcn-serve-job")
-        self._model = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=job_threads, thread_name_prefix="fcn-serve-job",
+                                            initializer=_lower_thread_priority)
+        self._model = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fcn-serve-model")
         self._lock = threading.Lock()
         self._pending = 0
         self._durations: deque[float] = deque(maxlen=32)
@@ -85,16 +105,16 @@ class ModelQueue:
         """A :data:`~fcn_app.tasks.base.ProgressCallback` for the running job (shown by ``/healthz``)."""
         self.progress = (done, total)
 
-    @contextlib.contextmanager
-    def scoring(self) -> Iterator[ProgressCallback]:
-        """Held by a job while the network runs (one image at a time); yields the progress callback of that
-        pass, whose tiles ``/healthz`` shows."""
-        with self._model:
+    def score(self, network_pass: Callable[[ProgressCallback], Result]) -> Result:
+        """``network_pass(progress)`` on the model thread, after the passes handed over before it; called from a
+        job, it waits for the result. ``progress`` reports the pass's tiles to ``/healthz``."""
+        def run():
             self.progress = None
             try:
-                yield self.report_progress
+                return network_pass(self.report_progress)
             finally:
                 self.progress = None
+        return self._model.submit(run).result()
 
     @property
     def pending(self) -> int:
@@ -150,6 +170,7 @@ class ModelQueue:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._model.shutdown(wait=False, cancel_futures=True)
 
 
 def _data_url(path: Path) -> str:
@@ -228,25 +249,28 @@ class Source:
     name: str
 
 
-#: A job's turn on the network: a context manager yielding the progress callback of the pass (see
-#: :meth:`ModelQueue.scoring`); by default no one else is waiting and progress goes nowhere.
-ModelTurn = Callable[[], contextlib.AbstractContextManager[ProgressCallback | None]]
+#: Runs a job's network pass, given as ``network_pass(progress)`` (:meth:`ModelQueue.score`); by default right
+#: here, reporting progress nowhere.
+ModelTurn = Callable[[Callable[[ProgressCallback | None], Any]], Any]
+
+
+def _here(network_pass: Callable[[ProgressCallback | None], Any]) -> Any:
+    return network_pass(None)
 
 
 def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: ScoringOptions, source: Source,
-                out_dir: Path, with_pixels: bool = False, model_turn: ModelTurn = contextlib.nullcontext,
+                out_dir: Path, with_pixels: bool = False, model_turn: ModelTurn = _here,
                 with_pictures: bool = True) -> dict:
     """``fcn-heatmap IMAGE --json`` for one image: its summary, the pictures (unless ``with_pictures`` is false:
     then nothing is drawn, encoded or written — ``pictures`` is empty), and optionally the page's data
     (:func:`pixel_probabilities` for a score map, :func:`saliency_pixels` for a saliency method's maps).
 
-    :func:`~fcn_app.tasks.process_input`'s steps (decode, predict, render, write), the prediction alone inside
-    ``model_turn()``."""
+    :func:`~fcn_app.tasks.process_input`'s steps (decode, predict, render, write), the prediction alone through
+    ``model_turn``."""
     task = HeatmapTask(network, options, scoring)
     task.check()
     image = decode_input(source.path, task.decode_request)
-    with model_turn() as progress:
-        prediction = task.predict([image.network_pixels], progress)[0]
+    prediction = model_turn(lambda progress: task.predict([image.network_pixels], progress)[0])
     rendered = task.render(image, prediction, source.name, draw=with_pictures)
     written = task.write(rendered, task.output_paths(out_dir / "image")) if with_pictures else {}
     payload = dict(rendered.summary, pictures=_pictures(written))
@@ -258,14 +282,13 @@ def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
 
 
 def segment_job(network: torch.nn.Module, options: HeatmapOptions, scoring: ScoringOptions, source: Source,
-                out_dir: Path, model_turn: ModelTurn = contextlib.nullcontext) -> dict:
+                out_dir: Path, model_turn: ModelTurn = _here) -> dict:
     """``fcn-heatmap IMAGE --checkpoint … --json``: the summary, the pictures, and the palette's legend
-    (:func:`~fcn_app.tasks.process_input`'s steps, the prediction alone inside ``model_turn()``)."""
+    (:func:`~fcn_app.tasks.process_input`'s steps, the prediction alone through ``model_turn``)."""
     task = SegmentationTask(network, options, scoring)
     task.check()
     image = decode_input(source.path, task.decode_request)
-    with model_turn() as progress:
-        prediction = task.predict([image.network_pixels], progress)[0]
+    prediction = model_turn(lambda progress: task.predict([image.network_pixels], progress)[0])
     rendered = task.render(image, prediction, source.name)
     written = task.write(rendered, task.output_paths(out_dir / "image"))
     names = rendered.score_map.categories
@@ -278,15 +301,14 @@ def segment_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
 
 
 def detect_job(network: torch.nn.Module, options: DetectOptions, settings: dict, source: Source,
-               out_dir: Path, model_turn: ModelTurn = contextlib.nullcontext) -> dict:
+               out_dir: Path, model_turn: ModelTurn = _here) -> dict:
     """``fcn-heatmap detect IMAGE`` for one image: its ``.detections.json`` and the boxes' picture.
     ``settings`` are :class:`~fcn_app.tasks.DetectionTask`'s other fields (scales, classes, …).
-    :func:`~fcn_app.tasks.process_image`'s steps, the prediction alone inside ``model_turn()``."""
+    :func:`~fcn_app.tasks.process_image`'s steps, the prediction alone through ``model_turn``."""
     task = DetectionTask(network, options, **settings)
     pixels = load_image(source.path, max_side=task.max_side, max_pixels=task.max_pixels)
     task.check()
-    with model_turn() as progress:
-        prediction = task.predict([pixels], progress)[0]
+    prediction = model_turn(lambda progress: task.predict([pixels], progress)[0])
     rendered = task.render(pixels, prediction, source.name)
     written = task.write(rendered, task.output_paths(out_dir / "image"))
     return dict(rendered.summary, pictures={"detections": _data_url(written["overlay"])})
