@@ -260,7 +260,8 @@ def main() -> None:
           f"(network sees {decoded.network_pixels.shape[1]}×{decoded.network_pixels.shape[0]}) · {args.threads} "
           f"torch threads · {args.clients} clients · {args.rounds} rounds of {args.seconds:g} s windows")
     print(f"serve --job-threads {args.job_threads}: "
-          + ("one request at a time, decode→score→render→encode, no overlap" if args.job_threads == 1 else
+          + ("one job thread: a request's decode→score→render→encode runs start to end before the next (only the HTTP "
+             "work overlaps, on the event loop's thread)" if args.job_threads == 1 else
              "the network runs for one request at a time on the model thread; meanwhile other requests' decode, "
              "drawing and encoding run on job threads at a lower priority (overlap: they use a core the model-only "
              "run leaves idle)"))
