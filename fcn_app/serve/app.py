@@ -251,7 +251,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app = FastAPI(lifespan=lifespan, title="fcn-heatmap", version=__version__,
                   description="Class heatmaps, detections and segmentation of a fully convolutional network. "
                               "Every POST takes a multipart image (or a path below --root) and the CLI's options, "
-                              "and answers the command's --json summary plus its pictures as data URLs.")
+                              "and answers the command's --json summary plus its pictures as data URLs (/api/heatmap "
+                              "with pictures=false: none drawn).")
     app.state.server = server
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
