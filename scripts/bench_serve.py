@@ -26,8 +26,8 @@ thread while job threads (at a lower CPU priority on Linux) decode, draw and enc
 (upload parsing, JSON) runs on the event loop's thread: on a machine with a spare core those overlap the model's
 pass — the printed line says so; ``--job-threads 1`` leaves one job thread, so a request's decode and drawing no
 longer overlap the next one's pass (only the HTTP work still does). The CPU line says what each costs in CPU time
-(the server's includes the pass itself), which is what counts where no core is idle. ``--random-weights`` writes a seeded random
-state dict of ``--model`` for timing without the real weights (same shapes, same cost).
+(the server's includes the pass itself), which is what counts where no core is idle. ``--random-weights``
+writes a seeded random state dict of ``--model`` for timing without the real weights (same shapes, same cost).
 """
 
 from __future__ import annotations
@@ -260,8 +260,8 @@ def main() -> None:
           f"(network sees {decoded.network_pixels.shape[1]}×{decoded.network_pixels.shape[0]}) · {args.threads} "
           f"torch threads · {args.clients} clients · {args.rounds} rounds of {args.seconds:g} s windows")
     print(f"serve --job-threads {args.job_threads}: "
-          + ("one job thread: a request's decode→score→render→encode runs start to end before the next (only the HTTP "
-             "work overlaps, on the event loop's thread)" if args.job_threads == 1 else
+          + ("one job thread: a request's decode→score→render→encode runs start to end before the next (only the "
+             "HTTP work overlaps, on the event loop's thread)" if args.job_threads == 1 else
              "the network runs for one request at a time on the model thread; meanwhile other requests' decode, "
              "drawing and encoding run on job threads at a lower priority (overlap: they use a core the model-only "
              "run leaves idle)"))

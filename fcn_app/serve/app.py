@@ -2,9 +2,8 @@
 
 Requests never reach the model directly: each becomes a job on :class:`~fcn_app.serve.service.ModelQueue`
 (one model, one image scored at a time while another job decodes or draws, a bounded queue → 429 with
-``Retry-After``, a per-request timeout). Every
-refusal is one readable line in ``{"detail": …}`` with a 4xx status; an unexpected error is a 500 with one line
-and the server keeps serving.
+``Retry-After``, a per-request timeout). Every refusal is one readable line in ``{"detail": …}`` with a 4xx
+status; an unexpected error is a 500 with one line and the server keeps serving.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Each job takes the steps the command line takes for one image (``fcn-heatmap IMAGE`` →
 :func:`~fcn_app.tasks.process_input` with the task's decode request; ``fcn-heatmap detect IMAGE`` →
 :func:`~fcn_app.io.load_image` + :func:`~fcn_app.tasks.process_image`: the task's predict, render and write),
-writes the task's files into a private request folder, and returns the command's ``--json`` summary plus the pictures as data URLs. No second scoring
-path: the numbers are the CLI's.
+writes the task's files into a private request folder, and returns the command's ``--json`` summary plus the
+pictures as data URLs. No second scoring path: the numbers are the CLI's.
 
 :class:`ModelQueue` runs the jobs on ``job_threads`` threads (2 by default) and bounds how many may wait: a full
 queue is refused at once (:class:`QueueFull`, the caller answers 429) rather than letting latency and memory grow
