@@ -282,6 +282,12 @@ def centered_padding(size: tuple[int, int], minimum: tuple[int, int]) -> tuple[i
 
 def interpolation_matrix(num_pixels: int, num_cells: int, first_center: float, stride: float) -> torch.Tensor:
     """``num_pixels × num_cells`` matrix of linear-interpolation weights between cell centres (rows sum to 1)."""
+    # every class of an image, and every image of a folder or a server of one size, needs the same matrices
+    return _interpolation_matrix(int(num_pixels), int(num_cells), float(first_center), float(stride)).clone()
+
+
+@functools.lru_cache(maxsize=64)
+def _interpolation_matrix(num_pixels: int, num_cells: int, first_center: float, stride: float) -> torch.Tensor:
     matrix = torch.zeros(num_pixels, max(num_cells, 1), dtype=torch.float32)
     if num_cells <= 1:
         matrix[:, 0] = 1.0

@@ -13,7 +13,8 @@ import torch
 from torch import fx, nn
 
 from fcn_app.geometry import ScoreGeometry, network_geometry, output_grid_size, upsample_to_pixels
-from fcn_app.models.graph import _without_global_gates, convert_classifier, probe_body_geometry, with_window
+from fcn_app.models.graph import (_without_global_gates, convert_classifier, densify_graph, probe_body_geometry,
+                                  with_window)
 from fcn_app.models.zoo import _drop_auxiliary_heads, _materialise, build_classifier
 from fcn_app.tiling import activation_bytes
 
@@ -70,6 +71,17 @@ def test_output_grid_size_matches_running_a_graph_network(size):
     with torch.no_grad():
         assert tuple(network(torch.zeros(1, 3, *size)).shape[2:]) == output_grid_size(network, size)
     assert activation_bytes(network, size) > 0
+
+
+def test_activation_values_are_traced_once_per_size_and_a_denser_copy_traces_its_own():
+    network = convert_classifier(_seeded("resnet18"), input_size=224)
+    traced, trace = [], network._traced_activation_values
+    network._traced_activation_values = lambda size: traced.append(size) or trace(size)
+    first = network.activation_values((224, 288))
+    assert network.activation_values((224, 288)) == first == trace((224, 288)) and traced == [(224, 288)]
+    assert network.activation_values((256, 256)) == trace((256, 256)) and traced == [(224, 288), (256, 256)]
+    dense = densify_graph(network, 16)  # the same layers at stride 16: larger feature maps late in the body
+    assert dense.activation_values((224, 288)) == dense._traced_activation_values((224, 288)) >= first
 
 
 def _linearised(body: nn.Module) -> fx.GraphModule:

@@ -75,6 +75,10 @@ def test_heatmap_answers_the_cli_json_and_picture(client, tmp_path):
     assert payload == expected
     np.testing.assert_array_equal(_pixels(pictures["overlay"]), np.asarray(Image.open(outputs["overlay"])))
     assert os.listdir(client.private) == []  # the request's folder went with it
+    # pictures=false (what the page asks): nothing drawn, the same summary
+    bare = client.post("/api/heatmap", files={"image": ("photo.png", image.read_bytes(), "image/png")},
+                       data={**options, "class": ["cat", "3"], "pictures": "false"}).json()
+    assert bare.pop("pictures") == {} and bare.pop("image") == "photo.png" and bare == expected
 
 
 def test_detect_answers_the_cli_detections(client, tmp_path):
@@ -370,3 +374,49 @@ def test_serve_method_sets_the_default_and_is_checked_at_start(monkeypatch):
     refused = CliRunner().invoke(cli_app, ["serve", "--model", TINY, "--method", "cam"])
     assert refused.exit_code == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "--method: cam:" in refused.stderr, refused.stderr
+
+
+def test_one_job_scores_while_another_decodes_and_never_two_at_once():
+    """ModelQueue with two job threads: job B's steps outside the network run while job A's pass runs on the model
+    thread, no two passes ever run together, and (Linux) the job threads run at a lower priority than the model's."""
+    import asyncio
+
+    from fcn_app.serve.service import JOB_NICENESS, ModelQueue
+
+    queue = ModelQueue(capacity=4, timeout_s=10, job_threads=2)
+    inside, most, lock, nice = [0], [0], threading.Lock(), {}
+    a_scoring, b_decoded = threading.Event(), threading.Event()
+
+    def niceness():
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) if sys.platform == "linux" else 0
+
+    def network_pass(name):
+        nice["model"] = niceness()
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        if name == "a":
+            a_scoring.set()
+            assert b_decoded.wait(5)  # A's pass goes on until B's "decode" has happened
+        time.sleep(0.01)
+        with lock:
+            inside[0] -= 1
+        return name
+
+    def job(name):
+        nice["job"] = niceness()
+        if name == "b":
+            assert a_scoring.wait(5)
+            b_decoded.set()  # B's "decode" runs while A's pass runs
+        return queue.score(lambda progress: network_pass(name))
+
+    async def both():
+        return await asyncio.gather(*(queue.run(lambda name=name: job(name)) for name in ("a", "b", "a", "b")))
+
+    try:
+        assert asyncio.run(both()) == ["a", "b", "a", "b"]
+    finally:
+        queue.close()
+    assert most[0] == 1 and queue.pending == 0
+    if sys.platform == "linux" and nice["model"] + JOB_NICENESS <= 19:
+        assert nice["job"] == nice["model"] + JOB_NICENESS

@@ -47,6 +47,9 @@ def serve(
     queue: Annotated[int, typer.Option(help="Requests queued or running at once; more get 429 + Retry-After.",
                                        min=1)] = 8,
     timeout: Annotated[float, typer.Option(help="Per-request limit in seconds (then 503).", min=0.1)] = 120.0,
+    job_threads: Annotated[int, typer.Option(help="Requests in progress at once: one image is scored at a time "
+                                                  "while the others are decoded, drawn and encoded (1: one "
+                                                  "request at a time, start to end).", min=1)] = 2,
     verbose: VerboseOption = False,
 ) -> None:
     """Open a web page (and HTTP API, docs at /docs) to drop an image, see its heatmaps, point at a pixel and
@@ -72,7 +75,8 @@ def serve(
         settings = ServeSettings(network, segmentation=checkpoint is not None,
                                  model=str(checkpoint) if checkpoint is not None else model, stride=stride,
                                  scoring=scoring, root=root, max_upload_bytes=int(max_upload_mb * 2**20),
-                                 max_pixels=max_pixels, queue_size=queue, timeout_s=timeout, method=method)
+                                 max_pixels=max_pixels, queue_size=queue, timeout_s=timeout, method=method,
+                                 job_threads=job_threads)
         if host not in LOCAL_HOSTS:
             error_console.print(f"warning: listening on {host}: other machines can use the model"
                                 f"{' and read the images below --root' if root else ''}; there is no "

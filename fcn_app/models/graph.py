@@ -152,6 +152,7 @@ class GraphFullyConvolutionalNet(FullyConvolutionalNet):
         self.global_context = bool(global_context)
         self._body_geometry: BodyGeometry | None = None
         self._grid_cache: dict[tuple[int, int], tuple[int, int]] = {}
+        self._activation_cache: dict[tuple[int, int], int] = {}
         self._meta_body: nn.Module | None = None
 
     def _shape_body(self) -> nn.Module:
@@ -206,7 +207,15 @@ class GraphFullyConvolutionalNet(FullyConvolutionalNet):
         )
 
     def activation_values(self, input_size: tuple[int, int]) -> int:
-        """Largest ``input + output`` element count of any leaf layer for one image (shapes on the meta device)."""
+        """Largest ``input + output`` element count of any leaf layer for one image (shapes on the meta device;
+        traced once per input size: the trace costs about as much as a small network's pass)."""
+        key = (int(input_size[0]), int(input_size[1]))
+        cache = self.__dict__.setdefault("_activation_cache", {})  # (networks pickled before the cache had none)
+        if key not in cache:
+            cache[key] = self._traced_activation_values(key)
+        return cache[key]
+
+    def _traced_activation_values(self, input_size: tuple[int, int]) -> int:
         peak = 0
 
         def record(module, inputs, output):
@@ -653,6 +662,7 @@ def densify_graph(network: GraphFullyConvolutionalNet, stride: int) -> GraphFull
                               "stride would not be exact")
     dense = copy.deepcopy(network)
     dense._grid_cache, dense._body_geometry, dense._meta_body = {}, None, None
+    dense._activation_cache = {}
     for name, (stride_in, stride_out) in _module_strides(network.features, network._in_channels()).items():
         module = dense.features.get_submodule(name)
         physical_in, physical_out = min(stride_in, stride), min(stride_out, stride)

@@ -1,9 +1,9 @@
 """The ASGI application: one static page and the HTTP API behind it (FastAPI; OpenAPI at ``/docs``).
 
 Requests never reach the model directly: each becomes a job on :class:`~fcn_app.serve.service.ModelQueue`
-(one model, one image at a time, a bounded queue → 429 with ``Retry-After``, a per-request timeout). Every
-refusal is one readable line in ``{"detail": …}`` with a 4xx status; an unexpected error is a 500 with one line
-and the server keeps serving.
+(one model, one image scored at a time while another job decodes or draws, a bounded queue → 429 with
+``Retry-After``, a per-request timeout). Every refusal is one readable line in ``{"detail": …}`` with a 4xx
+status; an unexpected error is a 500 with one line and the server keeps serving.
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class ServeSettings:
 
     ``segmentation``: the network is a segmentation checkpoint's (``/api/segment``; ``/api/heatmap`` refuses);
     ``model`` and ``stride`` are reported in detection JSON as ``fcn-heatmap detect`` reports them;
-    ``method`` is the heatmap method of requests that name none (``serve --method``).
+    ``method`` is the heatmap method of requests that name none (``serve --method``);
+    ``job_threads``: jobs in progress at once — one runs the network, the others decode, draw and encode.
     """
 
     network: torch.nn.Module
@@ -67,6 +68,7 @@ class ServeSettings:
     queue_size: int = 8
     timeout_s: float = 120.0
     method: str = FCN
+    job_threads: int = 2
 
 
 class BodySizeLimit:
@@ -152,7 +154,7 @@ class _Server:
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
-        self.queue = ModelQueue(settings.queue_size, settings.timeout_s)
+        self.queue = ModelQueue(settings.queue_size, settings.timeout_s, settings.job_threads)
         self.private = PrivateFolder()
         self.root = ImageRoot(settings.root) if settings.root is not None else None
         self.colormaps = colormap_tables()
@@ -248,7 +250,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app = FastAPI(lifespan=lifespan, title="fcn-heatmap", version=__version__,
                   description="Class heatmaps, detections and segmentation of a fully convolutional network. "
                               "Every POST takes a multipart image (or a path below --root) and the CLI's options, "
-                              "and answers the command's --json summary plus its pictures as data URLs.")
+                              "and answers the command's --json summary plus its pictures as data URLs (/api/heatmap "
+                              "with pictures=false: none drawn).")
     app.state.server = server
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -329,6 +332,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
         pixels: Annotated[bool, Form(description="Also what the page blends and hovers: the per-cell probabilities "
                                                  "and interpolation matrices it reads any pixel's classes from, or "
                                                  "for a saliency method each class's map (side ≤ 256).")] = False,
+        pictures: Annotated[bool, Form(description="Draw and send the pictures (overlay, and grid with grid=true) "
+                                                   "as data URLs. false: nothing is drawn or encoded and "
+                                                   "`pictures` is {} — the JSON summary (and pixels) only, as the "
+                                                   "page asks, since it blends its own overlay.")] = True,
     ) -> JSONResponse:
         def job(source: Source, folder: Path, limit: int) -> dict:
             options = HeatmapOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid,
@@ -336,7 +343,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                                      scales=scales, fuse=fuse, image_format=image_format,
                                      method=method or server.settings.method, target_layer=target_layer or None)
             return heatmap_job(server.settings.network, options, server.settings.scoring, source, folder, pixels,
-                               server.queue.report_progress)
+                               server.queue.score, with_pictures=pictures)
 
         if server.settings.segmentation:
             return JSONResponse({"detail": "this server runs a segmentation checkpoint: POST /api/segment"}, 409)
@@ -354,7 +361,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             options = HeatmapOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha,
                                      normalize=normalize, max_side=max_side, max_pixels=limit)
             return segment_job(server.settings.network, options, server.settings.scoring, source, folder,
-                               server.queue.report_progress)
+                               server.queue.score)
 
         if not server.settings.segmentation:
             return JSONResponse({"detail": "this server runs a classifier; start it with --checkpoint to segment"},
@@ -382,7 +389,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                         "max_side": max_side, "max_pixels": limit, "method": method or server.settings.method,
                         "target_layer": target_layer or None,
                         "description": {"model": server.settings.model, "stride": server.settings.stride}}
-            return detect_job(server.settings.network, options, settings, source, folder)
+            return detect_job(server.settings.network, options, settings, source, folder, server.queue.score)
 
         return await server.answer(image, path, max_pixels, job)
 

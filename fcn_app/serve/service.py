@@ -1,14 +1,17 @@
-"""What the server computes, without HTTP: the CLI's tasks run on one model, one request at a time.
+"""What the server computes, without HTTP: the CLI's tasks run on one model, one image scored at a time.
 
-Each job calls exactly what the command line calls for one image (``fcn-heatmap IMAGE`` →
+Each job takes the steps the command line takes for one image (``fcn-heatmap IMAGE`` →
 :func:`~fcn_app.tasks.process_input` with the task's decode request; ``fcn-heatmap detect IMAGE`` →
-:func:`~fcn_app.io.load_image` + :func:`~fcn_app.tasks.process_image`), writes the task's files into a private
-request folder, and returns the command's ``--json`` summary plus the pictures as data URLs. No second scoring
-path: the numbers are the CLI's.
+:func:`~fcn_app.io.load_image` + :func:`~fcn_app.tasks.process_image`: the task's predict, render and write),
+writes the task's files into a private request folder, and returns the command's ``--json`` summary plus the
+pictures as data URLs. No second scoring path: the numbers are the CLI's.
 
-:class:`ModelQueue` serialises the jobs on one worker thread (one model in memory, one image being scored) and
-bounds how many may wait: a full queue is refused at once (:class:`QueueFull`, the caller answers 429) rather
-than letting latency and memory grow without limit.
+:class:`ModelQueue` runs the jobs on ``job_threads`` threads (2 by default) and bounds how many may wait: a full
+queue is refused at once (:class:`QueueFull`, the caller answers 429) rather than letting latency and memory grow
+without limit. One model is in memory and one image is scored at a time: a job hands only the network's pass to
+the queue's one model thread (:meth:`ModelQueue.score`), so one request's decode, drawing and encoding overlap the
+next one's pass (on a second core where there is one). On Linux the job threads run at a lower CPU priority than
+the model thread (nice + 5): where the cores are busy, the pass that limits throughput goes first.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import asyncio
 import base64
 import importlib.util
 import math
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -24,7 +29,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import cv2
 import numpy as np
@@ -39,8 +44,7 @@ from ..methods import CAM, FCN, GRAD_CAM_METHODS, method_network
 from ..render import COLORMAPS, colorize
 from ..scoring import ScoreMap, ScoringOptions
 from ..segmentation.datasets import voc_palette
-from ..tasks import (DetectionTask, HeatmapOptions, HeatmapTask, ProgressCallback, SegmentationTask, process_image,
-                     process_input)
+from ..tasks import DetectionTask, HeatmapOptions, HeatmapTask, ProgressCallback, SegmentationTask
 
 __all__ = ["ModelQueue", "QueueFull", "RequestTimeout", "available_methods", "colormap_tables", "detect_job",
            "heatmap_job", "pixel_probabilities", "saliency_pixels", "segment_job"]
@@ -64,14 +68,34 @@ class RequestTimeout(Exception):
     """A job took longer than the per-request timeout (its result is dropped)."""
 
 
-class ModelQueue:
-    """One worker thread runs the jobs in order; at most ``capacity`` jobs are queued or running."""
+#: How much lower the job threads' CPU priority is than the model thread's (Linux nice levels).
+JOB_NICENESS = 5
+Result = TypeVar("Result")
 
-    def __init__(self, capacity: int = 8, timeout_s: float = 120.0) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
+
+def _lower_thread_priority() -> None:
+    """Raise the calling thread's nice level by :data:`JOB_NICENESS` (Linux: a thread is a task of its own; other
+    systems would take the id for a process, so there nothing changes)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + JOB_NICENESS))
+    except OSError:  # not permitted here: the same priority as the model's thread, still correct
+        pass
+
+
+class ModelQueue:
+    """``job_threads`` threads run the jobs in order; at most ``capacity`` jobs are queued or running; each job's
+    network pass runs on the one model thread (:meth:`score`), one image at a time."""
+
+    def __init__(self, capacity: int = 8, timeout_s: float = 120.0, job_threads: int = 2) -> None:
+        if capacity < 1 or job_threads < 1:
+            raise ValueError("capacity and job_threads must be at least 1")
         self.capacity, self.timeout_s = capacity, timeout_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fcn-serve-model")
+        self._executor = ThreadPoolExecutor(max_workers=job_threads, thread_name_prefix="fcn-serve-job",
+                                            initializer=_lower_thread_priority)
+        self._model = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fcn-serve-model")
         self._lock = threading.Lock()
         self._pending = 0
         self._durations: deque[float] = deque(maxlen=32)
@@ -80,6 +104,17 @@ class ModelQueue:
     def report_progress(self, done: int, total: int) -> None:
         """A :data:`~fcn_app.tasks.base.ProgressCallback` for the running job (shown by ``/healthz``)."""
         self.progress = (done, total)
+
+    def score(self, network_pass: Callable[[ProgressCallback], Result]) -> Result:
+        """``network_pass(progress)`` on the model thread, after the passes handed over before it; called from a
+        job, it waits for the result. ``progress`` reports the pass's tiles to ``/healthz``."""
+        def run():
+            self.progress = None
+            try:
+                return network_pass(self.report_progress)
+            finally:
+                self.progress = None
+        return self._model.submit(run).result()
 
     @property
     def pending(self) -> int:
@@ -92,11 +127,10 @@ class ModelQueue:
 
     def _timed(self, job: Callable[[], Any]) -> Callable[[], Any]:
         def run():
-            start, self.progress = time.perf_counter(), None
+            start = time.perf_counter()
             try:
                 return job()
             finally:
-                self.progress = None
                 self._durations.append(time.perf_counter() - start)
         return run
 
@@ -110,12 +144,13 @@ class ModelQueue:
             if self._pending >= self.capacity:
                 raise QueueFull(self.retry_after())
             self._pending += 1
+        loop = asyncio.get_running_loop()
         try:
             future: Future = self._executor.submit(self._timed(job))
         except BaseException:
             self._release(cleanup)
             raise
-        future.add_done_callback(lambda _: self._release(cleanup))
+        future.add_done_callback(lambda _: self._release(cleanup, loop))
         try:
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), self.timeout_s)
         except asyncio.TimeoutError:
@@ -123,14 +158,19 @@ class ModelQueue:
             raise RequestTimeout(f"the image took longer than the server's limit of {self.timeout_s:g} s; "
                                  "send a smaller image (max_side) or restart the server with a longer timeout") from None
 
-    def _release(self, cleanup: Callable[[], None] | None) -> None:
+    def _release(self, cleanup: Callable[[], None] | None, loop: asyncio.AbstractEventLoop | None = None) -> None:
         with self._lock:
             self._pending -= 1
-        if cleanup is not None:
+        if cleanup is None:
+            return
+        try:  # on the event loop's thread: the model's thread goes straight to the next job
+            (loop or asyncio.get_running_loop()).call_soon_threadsafe(cleanup)
+        except RuntimeError:  # no loop, or it has closed (shutting down): here and now
             cleanup()
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._model.shutdown(wait=False, cancel_futures=True)
 
 
 def _data_url(path: Path) -> str:
@@ -209,14 +249,30 @@ class Source:
     name: str
 
 
+#: Runs a job's network pass, given as ``network_pass(progress)`` (:meth:`ModelQueue.score`); by default right
+#: here, reporting progress nowhere.
+ModelTurn = Callable[[Callable[[ProgressCallback | None], Any]], Any]
+
+
+def _here(network_pass: Callable[[ProgressCallback | None], Any]) -> Any:
+    return network_pass(None)
+
+
 def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: ScoringOptions, source: Source,
-                out_dir: Path, with_pixels: bool = False, progress: ProgressCallback | None = None) -> dict:
-    """``fcn-heatmap IMAGE --json`` for one image: its summary, the pictures, and optionally the page's data
-    (:func:`pixel_probabilities` for a score map, :func:`saliency_pixels` for a saliency method's maps)."""
+                out_dir: Path, with_pixels: bool = False, model_turn: ModelTurn = _here,
+                with_pictures: bool = True) -> dict:
+    """``fcn-heatmap IMAGE --json`` for one image: its summary, the pictures (unless ``with_pictures`` is false:
+    then nothing is drawn, encoded or written — ``pictures`` is empty), and optionally the page's data
+    (:func:`pixel_probabilities` for a score map, :func:`saliency_pixels` for a saliency method's maps).
+
+    :func:`~fcn_app.tasks.process_input`'s steps (decode, predict, render, write), the prediction alone through
+    ``model_turn``."""
     task = HeatmapTask(network, options, scoring)
     task.check()
-    rendered, written = process_input(task, decode_input(source.path, task.decode_request), out_dir / "image",
-                                      source=source.name, progress=progress)
+    image = decode_input(source.path, task.decode_request)
+    prediction = model_turn(lambda progress: task.predict([image.network_pixels], progress)[0])
+    rendered = task.render(image, prediction, source.name, draw=with_pictures)
+    written = task.write(rendered, task.output_paths(out_dir / "image")) if with_pictures else {}
     payload = dict(rendered.summary, pictures=_pictures(written))
     if with_pixels and rendered.score_map is not None:
         payload["pixels"] = pixel_probabilities(rendered.score_map)
@@ -226,12 +282,15 @@ def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
 
 
 def segment_job(network: torch.nn.Module, options: HeatmapOptions, scoring: ScoringOptions, source: Source,
-                out_dir: Path, progress: ProgressCallback | None = None) -> dict:
-    """``fcn-heatmap IMAGE --checkpoint … --json``: the summary, the pictures, and the palette's legend."""
+                out_dir: Path, model_turn: ModelTurn = _here) -> dict:
+    """``fcn-heatmap IMAGE --checkpoint … --json``: the summary, the pictures, and the palette's legend
+    (:func:`~fcn_app.tasks.process_input`'s steps, the prediction alone through ``model_turn``)."""
     task = SegmentationTask(network, options, scoring)
     task.check()
-    rendered, written = process_input(task, decode_input(source.path, task.decode_request), out_dir / "image",
-                                      source=source.name, progress=progress)
+    image = decode_input(source.path, task.decode_request)
+    prediction = model_turn(lambda progress: task.predict([image.network_pixels], progress)[0])
+    rendered = task.render(image, prediction, source.name)
+    written = task.write(rendered, task.output_paths(out_dir / "image"))
     names = rendered.score_map.categories
     counts = np.bincount(rendered.labels.reshape(-1).astype(np.int64), minlength=len(names))
     palette = voc_palette(max(256, len(names)))
@@ -242,12 +301,15 @@ def segment_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
 
 
 def detect_job(network: torch.nn.Module, options: DetectOptions, settings: dict, source: Source,
-               out_dir: Path) -> dict:
+               out_dir: Path, model_turn: ModelTurn = _here) -> dict:
     """``fcn-heatmap detect IMAGE`` for one image: its ``.detections.json`` and the boxes' picture.
-    ``settings`` are :class:`~fcn_app.tasks.DetectionTask`'s other fields (scales, classes, …)."""
+    ``settings`` are :class:`~fcn_app.tasks.DetectionTask`'s other fields (scales, classes, …).
+    :func:`~fcn_app.tasks.process_image`'s steps, the prediction alone through ``model_turn``."""
     task = DetectionTask(network, options, **settings)
     pixels = load_image(source.path, max_side=task.max_side, max_pixels=task.max_pixels)
     task.check()
-    rendered, written = process_image(task, pixels, out_dir / "image", source=source.name)
+    prediction = model_turn(lambda progress: task.predict([pixels], progress)[0])
+    rendered = task.render(pixels, prediction, source.name)
+    written = task.write(rendered, task.output_paths(out_dir / "image"))
     return dict(rendered.summary, pictures={"detections": _data_url(written["overlay"])})
 

@@ -166,7 +166,7 @@ class HeatmapOptions:
 class RenderedImage:
     """Everything computed for one image, ready to be written."""
 
-    overlay: np.ndarray
+    overlay: np.ndarray | None  # None when rendered with ``draw=False``
     heatmaps: list[ClassHeatmap]
     score_map: ScoreMap | None  # on the picture's pixels; None for a pyramid (see ``levels``)
     grid: np.ndarray | None = None
@@ -313,10 +313,17 @@ class HeatmapTask(ScoreMapTask):
                 for image in images]
 
     def render(self, image: np.ndarray | InputImage, prediction: ScoreMap | list[PyramidLevel],
-               source: str | None) -> RenderedImage:
+               source: str | None, *, draw: bool = True) -> RenderedImage:
+        """The heatmaps and summary of one image, and with ``draw`` its overlay (and grid); ``draw=False`` leaves
+        ``overlay`` and ``grid`` None and skips the picture's decode and drawing (a caller that only needs the
+        numbers, such as the web app's page, which blends its own overlay)."""
         options = self.options
-        picture, icc_profile = picture_of(image)
-        size = picture.shape[:2]
+        if draw:
+            picture, icc_profile = picture_of(image)
+            size = picture.shape[:2]
+        else:
+            picture, icc_profile = None, getattr(image, "icc_profile", None)
+            size = tuple(image.picture_size) if isinstance(image, InputImage) else image.shape[:2]
         probabilities = None
         if isinstance(prediction, SaliencyMaps):
             work_height, work_width = prediction.image_size
@@ -343,9 +350,9 @@ class HeatmapTask(ScoreMapTask):
         else:  # a saliency map peaks at 1 by construction: the legend gives what the classifier says instead
             lines = [f"{rank}. {heat.selection.name}  p {probability:.2f} ({options.method})"
                      for rank, (heat, probability) in enumerate(zip(heatmaps, probabilities), start=1)]
-        main = heat_panel(picture, heatmaps[0], options, lines)
+        main = heat_panel(picture, heatmaps[0], options, lines) if draw else None
         grid = None
-        if options.grid:
+        if options.grid and draw:
             grid = tile_panels([heat_panel(picture, heat, options, [line]) for heat, line in zip(heatmaps, lines)])
         height, width = size
         summary = {

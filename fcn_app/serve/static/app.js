@@ -194,7 +194,7 @@ async function analyse(source) {
   const fields = source.file ? { image: source.file } : { path: source.path };
   try {
     const result = await post(segmentation ? "/api/segment" : "/api/heatmap",
-      segmentation ? fields : { ...fields, topk: 5, pixels: "true", method: $("method").value },
+      segmentation ? fields : { ...fields, topk: 5, pixels: "true", pictures: "false", method: $("method").value },
       (fraction) => { uploaded = fraction >= 1; showProgress(uploaded ? "scoring…" : "uploading…", uploaded ? null : fraction); });
     state.result = result;
     const size = result.image_size;
