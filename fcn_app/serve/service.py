@@ -96,6 +96,8 @@ class ModelQueue:
         self._executor = ThreadPoolExecutor(max_workers=job_threads, thread_name_prefix="fcn-serve-job",
                                             initializer=_lower_thread_priority)
         self._model = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fcn-serve-model")
+        # started here, not by the first job: a Linux thread inherits the nice level of the thread creating it
+        self._model.submit(lambda: None).result()
         self._lock = threading.Lock()
         self._pending = 0
         self._durations: deque[float] = deque(maxlen=32)
