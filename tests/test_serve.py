@@ -81,20 +81,24 @@ def test_heatmap_answers_the_cli_json_and_picture(client, tmp_path):
     assert bare.pop("pictures") == {} and bare.pop("image") == "photo.png" and bare == expected
 
 
-def test_detect_answers_the_cli_detections(client, tmp_path):
+@pytest.mark.parametrize("flags, form", [([], {}), (["--work-size", "40"], {"work_size": "40"})],
+                         ids=["native", "work-size"])
+def test_detect_answers_the_cli_detections(client, tmp_path, flags, form):
     image = tmp_path / "photo.png"
     image.write_bytes(png_bytes(seed=2))
     result = CliRunner().invoke(cli_app, ["detect", str(image), "--model", TINY, "--out", str(tmp_path / "cli"),
-                                          "--min-score", "0", "--topk", "2"], catch_exceptions=False)
+                                          "--min-score", "0", "--topk", "2", *flags], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     expected = json.loads((tmp_path / "cli" / "photo.detections.json").read_text())
     answer = client.post("/api/detect", files={"image": ("photo.png", image.read_bytes())},
-                         data={"min_score": "0", "topk": "2"})
+                         data={"min_score": "0", "topk": "2", **form})
     assert answer.status_code == 200, answer.text
     payload = answer.json()
     picture = _pixels(payload.pop("pictures")["detections"])
     assert payload.pop("image") == "photo.png" and expected.pop("image") == str(image)
     assert payload == expected and len(payload["detections"]) > 0
+    if form:  # the network saw the working size; the boxes are in the photo's pixels (as the CLI's)
+        assert max(payload["work_size"]["width"], payload["work_size"]["height"]) == 40
     np.testing.assert_array_equal(picture, np.asarray(Image.open(tmp_path / "cli" / "photo.detections.png")))
 
 
@@ -251,18 +255,23 @@ def test_serve_warns_when_other_machines_can_reach_it(monkeypatch):
 
 
 @pytest.mark.slow
-def test_segment_answers_the_cli_json_and_legend(tmp_path):
+@pytest.mark.parametrize("flags, form", [
+    ([], {}),
+    (["--work-size", "40", "--scales", "0.5,1", "--format", "jpg"], {"work_size": "40", "scales": "0.5,1", "format": "jpg"}),
+], ids=["native", "work-size-pyramid-jpg"])
+def test_segment_answers_the_cli_json_and_legend(tmp_path, flags, form):
     from helpers_batch import tiny_segmentation_checkpoint
 
     checkpoint = tiny_segmentation_checkpoint(tmp_path / "tiny.pt")
     image = tmp_path / "photo.png"
     image.write_bytes(png_bytes(48, 64, seed=6))
     expected = _cli_json("heatmap", image, "--checkpoint", checkpoint, "--json", "--out", tmp_path / "cli",
-                         "--topk", "2")
+                         "--topk", "2", *flags)
     network = load_command_network(model=TINY, weights=None, checkpoint=checkpoint, device="cpu")
     app = create_app(ServeSettings(network, segmentation=True, model=str(checkpoint)))
     with TestClient(app) as client:
-        answer = client.post("/api/segment", files={"image": ("photo.png", image.read_bytes())}, data={"topk": "2"})
+        answer = client.post("/api/segment", files={"image": ("photo.png", image.read_bytes())},
+                             data={"topk": "2", **form})
         _assert_one_line(client.post("/api/heatmap", files={"image": ("photo.png", image.read_bytes())}), 409,
                          "POST /api/segment")
         assert client.get("/api/info").json()["mode"] == "segmentation"
@@ -271,6 +280,9 @@ def test_segment_answers_the_cli_json_and_legend(tmp_path):
     pictures, legend, outputs = payload.pop("pictures"), payload.pop("legend"), expected.pop("outputs")
     assert payload.pop("image") == "photo.png" and expected.pop("image") == str(image)
     assert payload == expected
+    if form:
+        assert max(payload["work_size"]["width"], payload["work_size"]["height"]) == 40
+        assert outputs["segmentation"].endswith(".jpg") and outputs["labels"].endswith(".png")
     labels = np.asarray(Image.open(outputs["labels"]))
     np.testing.assert_array_equal(_pixels(pictures["segmentation"]), np.asarray(Image.open(outputs["segmentation"])))
     assert {entry["index"]: entry["pixel_fraction"] for entry in legend} == pytest.approx(

@@ -230,6 +230,8 @@ ClassField = Annotated[list[str] | None, Form(alias="class", description="Class 
 MaxSideField = Annotated[int | None, Form(ge=1, description="Downscale so the longer side is at most this.")]
 MaxPixelsField = Annotated[int | None, Form(ge=1, description="Refuse images declaring more pixels (at most the "
                                                               "server's limit, which is the default).")]
+WorkSizeField = Annotated[str | None, Form(description="Longer side (px) of the image the network sees, or native "
+                                                    "(the CLI's --work-size); results refer to the image's own pixels.")]
 MethodField = Annotated[str | None, Form(description=f"How the map is made: {', '.join(METHODS)} (the CLI's --method; "
                                                      "default: the server's --method). /api/info lists those this "
                                                      "server can run.")]
@@ -325,7 +327,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         server: ServerDependency, image: ImageField = None, path: PathField = None, classes: ClassField = None,
         topk: Annotated[int, Form(ge=1)] = 3, colormap: Annotated[str, Form()] = DEFAULT_COLORMAP,
         alpha: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5, grid: Annotated[bool, Form()] = False,
-        normalize: Annotated[bool, Form()] = False, work_size: Annotated[str | None, Form()] = None,
+        normalize: Annotated[bool, Form()] = False, work_size: WorkSizeField = None,
         scales: Annotated[str, Form()] = "1", fuse: Annotated[str, Form()] = "max",
         image_format: Annotated[str, Form(alias="format")] = "png", max_side: MaxSideField = None,
         max_pixels: MaxPixelsField = None, method: MethodField = None, target_layer: TargetLayerField = None,
@@ -355,11 +357,17 @@ def create_app(settings: ServeSettings) -> FastAPI:
         server: ServerDependency, image: ImageField = None, path: PathField = None, classes: ClassField = None,
         topk: Annotated[int, Form(ge=1)] = 3, colormap: Annotated[str, Form()] = DEFAULT_COLORMAP,
         alpha: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5, normalize: Annotated[bool, Form()] = False,
+        work_size: WorkSizeField = None, scales: Annotated[str, Form()] = "1",
+        fuse: Annotated[str | None, Form(description="Fuse pyramid levels: mean (of probabilities, the default for "
+                                                     "segmentation) or max.")] = None,
+        image_format: Annotated[str, Form(alias="format", description="Picture format of the overlay: png, jpg or "
+                                                                      "webp (labels stay PNG).")] = "png",
         max_side: MaxSideField = None, max_pixels: MaxPixelsField = None,
     ) -> JSONResponse:
         def job(source: Source, folder: Path, limit: int) -> dict:
             options = HeatmapOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha,
-                                     normalize=normalize, max_side=max_side, max_pixels=limit)
+                                     normalize=normalize, max_side=max_side, max_pixels=limit, work_size=work_size,
+                                     scales=scales, fuse=fuse, image_format=image_format)
             return segment_job(server.settings.network, options, server.settings.scoring, source, folder,
                                server.queue.score)
 
@@ -379,7 +387,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         window_fill: Annotated[float, Form()] = 1.0, center: Annotated[str, Form()] = "peak",
         nms_iou: Annotated[float, Form(ge=0.0, le=1.0)] = 0.3, classwise_nms: Annotated[bool, Form()] = False,
         masks: Annotated[bool, Form()] = False, max_side: MaxSideField = None, max_pixels: MaxPixelsField = None,
-        method: MethodField = None, target_layer: TargetLayerField = None,
+        method: MethodField = None, target_layer: TargetLayerField = None, work_size: WorkSizeField = None,
     ) -> JSONResponse:
         def job(source: Source, folder: Path, limit: int) -> dict:
             options = DetectOptions(threshold_mode=threshold_mode, threshold=threshold, min_score=min_score,
@@ -387,7 +395,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                                     classwise_nms=classwise_nms, masks=masks)
             settings = {"scales": parse_scales(scales), "classes": classes or None, "fuse": fuse, "topk": topk,
                         "max_side": max_side, "max_pixels": limit, "method": method or server.settings.method,
-                        "target_layer": target_layer or None,
+                        "target_layer": target_layer or None, "work_size": work_size,
                         "description": {"model": server.settings.model, "stride": server.settings.stride}}
             return detect_job(server.settings.network, options, settings, source, folder, server.queue.score)
 

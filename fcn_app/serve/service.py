@@ -39,7 +39,7 @@ from ..detect import DetectOptions
 from ..errors import FcnError
 from ..geometry import interpolation_matrix
 from ..heatmaps import ClassHeatmap
-from ..io import decode_input, load_image
+from ..io import decode_input
 from ..methods import CAM, FCN, GRAD_CAM_METHODS, method_network
 from ..render import COLORMAPS, colorize
 from ..scoring import ScoreMap, ScoringOptions
@@ -306,12 +306,12 @@ def detect_job(network: torch.nn.Module, options: DetectOptions, settings: dict,
                out_dir: Path, model_turn: ModelTurn = _here) -> dict:
     """``fcn-heatmap detect IMAGE`` for one image: its ``.detections.json`` and the boxes' picture.
     ``settings`` are :class:`~fcn_app.tasks.DetectionTask`'s other fields (scales, classes, …).
-    :func:`~fcn_app.tasks.process_image`'s steps, the prediction alone through ``model_turn``."""
+    :func:`~fcn_app.tasks.process_input`'s steps, the prediction alone through ``model_turn``."""
     task = DetectionTask(network, options, **settings)
-    pixels = load_image(source.path, max_side=task.max_side, max_pixels=task.max_pixels)
     task.check()
-    prediction = model_turn(lambda progress: task.predict([pixels], progress)[0])
-    rendered = task.render(pixels, prediction, source.name)
+    image = decode_input(source.path, task.decode_request)
+    prediction = model_turn(lambda progress: task.predict([image.network_pixels], progress)[0])
+    rendered = task.render(image, prediction, source.name)
     written = task.write(rendered, task.output_paths(out_dir / "image"))
     return dict(rendered.summary, pictures={"detections": _data_url(written["overlay"])})
 
