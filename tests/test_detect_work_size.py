@@ -92,10 +92,26 @@ def test_a_window_box_maps_as_the_score_geometry_does(work, original):
                            round((17 + 0.5) * original[0] / work[0] - 0.5))
 
 
-def test_bad_working_sizes_are_one_line(capsys, scene, tmp_path):
-    for value, message in (("big", "--work-size: 'big' is neither a number of pixels"),
-                           ("0", "--work-size: must be at least 1 pixel")):
-        code, out, err = run_in_process(capsys, "detect", scene["small"], *ARGS, "--work-size", value, "--out",
+def test_format_jpg_writes_the_boxes_as_jpeg_with_the_photos_colour_profile(capsys, scene, tmp_path):
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    photo = tmp_path / "photo.jpg"
+    Image.open(scene["photo"]).save(photo, quality=95, icc_profile=srgb)
+    png = detect_json(capsys, photo, tmp_path / "png", "--work-size", "128")
+    jpg = detect_json(capsys, photo, tmp_path / "jpg", "--work-size", "128", "--format", "jpg")
+    assert (tmp_path / "png" / "photo.detections.png").exists()
+    assert not (tmp_path / "jpg" / "photo.detections.png").exists()
+    with Image.open(tmp_path / "jpg" / "photo.detections.jpg") as picture:
+        assert picture.format == "JPEG" and picture.size == (256, 192) and picture.info.get("icc_profile") == srgb
+    assert {**png, "printed": None} == {**jpg, "printed": None} and len(jpg["detections"]) == len(SQUARES)
+
+
+def test_bad_working_sizes_and_formats_are_one_line(capsys, scene, tmp_path):
+    for option, value, message in (("--work-size", "big", "--work-size: 'big' is neither a number of pixels"),
+                                   ("--work-size", "0", "--work-size: must be at least 1 pixel"),
+                                   ("--format", "gif", "--format: unknown picture format 'gif'")):
+        code, out, err = run_in_process(capsys, "detect", scene["small"], *ARGS, option, value, "--out",
                                         tmp_path / "out")
         assert code == 2 and len(err.strip().splitlines()) == 1 and message in err, err
     assert not (tmp_path / "out").exists()

@@ -81,8 +81,9 @@ def test_heatmap_answers_the_cli_json_and_picture(client, tmp_path):
     assert bare.pop("pictures") == {} and bare.pop("image") == "photo.png" and bare == expected
 
 
-@pytest.mark.parametrize("flags, form", [([], {}), (["--work-size", "40"], {"work_size": "40"})],
-                         ids=["native", "work-size"])
+@pytest.mark.parametrize("flags, form", [
+    ([], {}), (["--work-size", "40", "--format", "jpg"], {"work_size": "40", "format": "jpg"}),
+], ids=["native", "work-size-jpg"])
 def test_detect_answers_the_cli_detections(client, tmp_path, flags, form):
     image = tmp_path / "photo.png"
     image.write_bytes(png_bytes(seed=2))
@@ -99,7 +100,8 @@ def test_detect_answers_the_cli_detections(client, tmp_path, flags, form):
     assert payload == expected and len(payload["detections"]) > 0
     if form:  # the network saw the working size; the boxes are in the photo's pixels (as the CLI's)
         assert max(payload["work_size"]["width"], payload["work_size"]["height"]) == 40
-    np.testing.assert_array_equal(picture, np.asarray(Image.open(tmp_path / "cli" / "photo.detections.png")))
+    extension = form.get("format", "png")
+    np.testing.assert_array_equal(picture, np.asarray(Image.open(tmp_path / "cli" / f"photo.detections.{extension}")))
 
 
 def test_the_pages_data_rebuild_the_clis_heatmap(client):

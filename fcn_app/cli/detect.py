@@ -19,7 +19,7 @@ from ..pyramid import parse_scales
 from ..runtimes import backend_for_one_image
 from ..scoring import ScoringOptions
 from ..tasks import DetectionTask, process_input
-from ..tasks.heatmap import check_work_size
+from ..tasks.heatmap import IMAGE_FORMATS, check_image_format, check_work_size
 from ..text import check_font
 from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, MethodOption, ModelOption,
                   PrecisionOption, TargetLayerOption, VerboseOption, WeightsOption, WindowOption, app,
@@ -68,6 +68,10 @@ def detect(
     ] = None,
     scales: Annotated[str, typer.Option(help="Image pyramid scales (multiples of the working size), e.g. 0.5,1,2.")
                       ] = "1",
+    image_format: Annotated[
+        str, typer.Option("--format", help=f"Format of <name>.detections.*: {', '.join(IMAGE_FORMATS)} (jpg/webp keep "
+                          "the photo's ICC profile).")
+    ] = "png",
     fuse: Annotated[str, typer.Option(help="Fuse pyramid levels per pixel: max or mean.")] = "max",
     threshold_mode: Annotated[str, typer.Option(help="absolute, relative (× class peak) or otsu.")] = "relative",
     threshold: Annotated[float, typer.Option(help="Threshold for absolute/relative modes.", min=0.0, max=1.0)] = 0.5,
@@ -106,7 +110,7 @@ def detect(
     target_layer: TargetLayerOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Find objects: per image <name>.detections.png (boxes + labels) and <name>.detections.json; all results in
+    """Find objects: per image <name>.detections.png (boxes + labels; --format jpg|webp) and <name>.detections.json; all results in
     COCO format in detections.coco.json. Folders run as batch jobs (resume, shards, summary.json)."""
     setup_logging(verbose)
     inputs = list(inputs or [])
@@ -114,6 +118,7 @@ def detect(
     with cli_errors(verbose):
         pyramid_scales = parse_scales(scales)
         work_size = check_work_size(work_size)
+        image_format = check_image_format(image_format)
         options = DetectOptions(threshold_mode=threshold_mode, threshold=threshold, min_score=min_score,
                                 box_mode=box_mode, window_fill=window_fill, center=center, nms_iou=nms_iou,
                                 classwise_nms=classwise_nms, masks=masks)
@@ -136,7 +141,7 @@ def detect(
                              **({"window": window} if window is not None else {})},
                 font=str(font) if font is not None else None,
                 scoring=scoring,
-                method=method, target_layer=target_layer, work_size=work_size,
+                method=method, target_layer=target_layer, work_size=work_size, image_format=image_format,
             )
 
         if is_batch_input(inputs, list_file):
@@ -144,7 +149,7 @@ def detect(
                                    gallery)
             code, job = run_folder_job(make_task, inputs, out, folder, description="detecting", verbose=verbose,
                                        extra_summary={"model": model, "stride": stride, "scales": list(pyramid_scales),
-                                                      "work_size": work_size})
+                                                      "work_size": work_size, "format": image_format})
             if job.summary_path is not None:
                 results_path = atomic_write_json(Path(out) / RESULTS_NAME, coco_results_from_summary(job.summary_path))
                 console.print(f"wrote {results_path}", highlight=False)

@@ -388,6 +388,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
         nms_iou: Annotated[float, Form(ge=0.0, le=1.0)] = 0.3, classwise_nms: Annotated[bool, Form()] = False,
         masks: Annotated[bool, Form()] = False, max_side: MaxSideField = None, max_pixels: MaxPixelsField = None,
         method: MethodField = None, target_layer: TargetLayerField = None, work_size: WorkSizeField = None,
+        image_format: Annotated[str, Form(alias="format", description="Picture format of the boxes: png, jpg or "
+                                                                      "webp.")] = "png",
     ) -> JSONResponse:
         def job(source: Source, folder: Path, limit: int) -> dict:
             options = DetectOptions(threshold_mode=threshold_mode, threshold=threshold, min_score=min_score,
@@ -396,6 +398,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             settings = {"scales": parse_scales(scales), "classes": classes or None, "fuse": fuse, "topk": topk,
                         "max_side": max_side, "max_pixels": limit, "method": method or server.settings.method,
                         "target_layer": target_layer or None, "work_size": work_size,
+                        "image_format": image_format,
                         "description": {"model": server.settings.model, "stride": server.settings.stride}}
             return detect_job(server.settings.network, options, settings, source, folder, server.queue.score)
 

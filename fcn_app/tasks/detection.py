@@ -16,13 +16,13 @@ from torch import nn
 from ..detect import Detection, DetectOptions, detect_objects, detection_on_original
 from ..errors import OptionError
 from ..heatmaps import resolve_classes
-from ..io import DEFAULT_MAX_PIXELS, DecodeRequest, InputImage, atomic_write_json, atomic_write_png
+from ..io import DEFAULT_MAX_PIXELS, DecodeRequest, InputImage, atomic_write_image, atomic_write_json
 from ..methods import FCN, check_method, is_saliency_method, method_network
 from ..pyramid import FUSE_MODES
 from ..render import draw_detections
 from ..scoring import ScoringOptions
 from .base import ProgressCallback, Report, picture_of, write_each
-from .heatmap import check_work_size, native_unless_given, native_unless_given_rule
+from .heatmap import check_image_format, check_work_size, native_unless_given, native_unless_given_rule
 
 __all__ = ["DetectionTask", "DetectionsImage"]
 
@@ -34,6 +34,7 @@ class DetectionsImage:
     overlay: np.ndarray
     detections: list[Detection]
     summary: dict
+    icc_profile: bytes | None = None  # the input's colour profile, embedded in the picture
 
 
 @dataclass
@@ -61,9 +62,11 @@ class DetectionTask:
     method: str = FCN  # see fcn_app.methods: fcn, cam or a pytorch-grad-cam method (region boxes of its map)
     target_layer: str | None = None
     work_size: int | str | None = None
+    image_format: str = "png"  # of the boxes' picture: png, jpg or webp (the input's ICC profile is kept)
 
     def __post_init__(self) -> None:
         self.work_size = check_work_size(self.work_size)
+        self.image_format = check_image_format(self.image_format)
         self.method = check_method(self.method)
         if self.target_layer is not None and not is_saliency_method(self.method):
             raise OptionError("target_layer", f"applies to pytorch-grad-cam methods; {self.method} reads no layer")
@@ -93,7 +96,7 @@ class DetectionTask:
 
     def render(self, image: np.ndarray | InputImage, prediction: list[Detection], source: str | None) -> DetectionsImage:
         work_height, work_width = (image.network_pixels if isinstance(image, InputImage) else image).shape[:2]
-        image, _ = picture_of(image)
+        image, icc_profile = picture_of(image)
         if (work_height, work_width) != image.shape[:2]:
             prediction = [detection_on_original(detection, (work_height, work_width), image.shape[:2])
                           for detection in prediction]
@@ -109,13 +112,17 @@ class DetectionTask:
             "detections": [detection.to_dict() for detection in prediction],
             "runtime": self.scoring.summary(self.network),
         }
-        return DetectionsImage(draw_detections(image, prediction, font=self.font), prediction, summary)
+        return DetectionsImage(draw_detections(image, prediction, font=self.font), prediction, summary, icc_profile)
 
     def output_paths(self, stem: str | os.PathLike) -> dict[str, Path]:
-        return {"overlay": Path(f"{stem}.detections.png"), "json": Path(f"{stem}.detections.json")}
+        return {"overlay": Path(f"{stem}.detections.{self.image_format}"), "json": Path(f"{stem}.detections.json")}
 
     def write(self, rendered: DetectionsImage, paths: dict[str, Path]) -> dict[str, Path]:
-        return write_each({"overlay": lambda path: atomic_write_png(path, rendered.overlay),
+        def picture(path: Path) -> Path:
+            icc_profile = None if self.image_format == "png" else rendered.icc_profile  # PNGs as before
+            return atomic_write_image(path, rendered.overlay, format=self.image_format, icc_profile=icc_profile)
+
+        return write_each({"overlay": picture,
                            "json": lambda path: atomic_write_json(path, rendered.summary)}, paths)
 
     def row_fields(self, rendered: DetectionsImage) -> dict:

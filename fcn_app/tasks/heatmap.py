@@ -31,7 +31,7 @@ from ..text import check_font
 from .base import DecodeLimitsFromOptions, ProgressCallback, Report, picture_of, write_each
 
 __all__ = ["IMAGE_FORMATS", "NATIVE", "HeatmapOptions", "HeatmapTask", "RenderedImage", "ScoreMapTask",
-           "check_work_size", "native_unless_given", "native_unless_given_rule", "write_scores"]
+           "check_image_format", "check_work_size", "native_unless_given", "native_unless_given_rule", "write_scores"]
 
 OVERLAY_SUFFIX = ".heatmap"
 GRID_SUFFIX = ".grid"
@@ -61,6 +61,16 @@ def check_work_size(value: int | str | None) -> int | str | None:
     if value < 1:
         raise OptionError("work_size", f"must be at least 1 pixel, got {value}")
     return value
+
+
+def check_image_format(value: str) -> str:
+    """``value`` as one of :data:`IMAGE_FORMATS` (``jpeg`` is ``jpg``), else :class:`~fcn_app.errors.OptionError`."""
+    image_format = str(value).strip().lower()
+    image_format = "jpg" if image_format == "jpeg" else image_format
+    if image_format not in IMAGE_FORMATS:
+        raise OptionError("image_format", f"unknown picture format {value!r}; choose one of "
+                                          f"{', '.join(IMAGE_FORMATS)}")
+    return image_format
 
 
 def native_unless_given(work_size: int | str | None, max_side: int | None, max_pixels: int) -> DecodeRequest:
@@ -135,12 +145,7 @@ class HeatmapOptions:
         self.scales = parse_scales(self.scales)
         if self.fuse is not None and self.fuse not in FUSE_MODES:
             raise OptionError("fuse", f"unknown fuse mode {self.fuse!r}; choose one of {', '.join(FUSE_MODES)}")
-        image_format = str(self.image_format).strip().lower()
-        image_format = "jpg" if image_format == "jpeg" else image_format
-        if image_format not in IMAGE_FORMATS:
-            raise OptionError("image_format", f"unknown picture format {self.image_format!r}; choose one of "
-                                              f"{', '.join(IMAGE_FORMATS)}")
-        self.image_format = image_format
+        self.image_format = check_image_format(self.image_format)
         if self.save_scores and self.is_pyramid:
             raise OptionError("save_scores", "raw scores are saved for one scale; a pyramid of several scales "
                                              "has one score grid per scale")
