@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -176,6 +177,15 @@ def free_port() -> int:
 
 
 def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    try:
+        run(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(work: Path) -> None:
+    """The benchmark, its files (random weights, photo, outputs) in ``work``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--weights", type=Path)
@@ -200,7 +210,6 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     load_at_start = os.getloadavg()[0]
-    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     weights = args.weights
     if args.random_weights:
         import torchvision

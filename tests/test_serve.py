@@ -439,3 +439,23 @@ def test_one_job_scores_while_another_decodes_and_never_two_at_once():
     assert most[0] == 1 and queue.pending == 0
     if sys.platform == "linux" and nice["model"] + JOB_NICENESS <= 19:
         assert nice["job"] == nice["model"] + JOB_NICENESS
+
+
+def test_the_private_folder_goes_with_the_server_even_when_it_never_served(network):
+    import gc
+    import subprocess
+    from pathlib import Path
+
+    app = create_app(ServeSettings(network, model=TINY))
+    private = app.state.server.private.path
+    assert private.is_dir() and oct(private.stat().st_mode & 0o777) == "0o700"
+    del app
+    gc.collect()
+    assert not private.exists()  # collected: removed without a shutdown
+    # a process that ends with a folder still open (a server stopped before its shutdown ran) removes it too
+    code = ("from fcn_app.serve.files import PrivateFolder; folder = PrivateFolder(); print(folder.path)")
+    from helpers_cli import cli_environment
+
+    made = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                          env=cli_environment()).stdout.strip()
+    assert made and not Path(made).exists()

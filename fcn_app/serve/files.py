@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -79,10 +80,13 @@ class ImageRoot:
 
 
 class PrivateFolder:
-    """A folder only this user can enter (0700), holding one sub-folder per request, removed with it."""
+    """A folder only this user can enter (0700), holding one sub-folder per request, removed with it — by
+    :meth:`close` (the server's shutdown), or else when the object is collected or the process exits (an app
+    that was created but never served, a server stopped before its shutdown ran)."""
 
     def __init__(self) -> None:
         self.path = Path(tempfile.mkdtemp(prefix="fcn-heatmap-serve-"))  # mkdtemp: mode 0700
+        self._remover = weakref.finalize(self, shutil.rmtree, self.path, ignore_errors=True)
 
     def request_folder(self) -> Path:
         return Path(tempfile.mkdtemp(dir=self.path, prefix="request-"))
@@ -92,4 +96,4 @@ class PrivateFolder:
         shutil.rmtree(folder, ignore_errors=True)
 
     def close(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        self._remover()
