@@ -53,9 +53,13 @@ def one_thread():
     torch.set_num_threads(previous)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """One headless Chromium for the whole session (tests/helpers_browser.py); skips loudly if none can start."""
+    """A headless Chromium for one test module (tests/helpers_browser.py); skips loudly if none can start.
+
+    Per module, not per session: Playwright's sync API keeps an event loop and a driver process in this process
+    while it runs, and later tests that fork (DataLoader workers) must not run beside them — a session-wide one
+    once hung the suite's end."""
     from helpers_browser import chromium_path, launch_browser
 
     try:
