@@ -316,3 +316,15 @@ def test_rows_are_spooled_to_disk_and_streamed_into_the_summary(tmp_path):
     payload = json.loads(written.read_text())
     assert payload["inputs"] == rows and payload["total"] == 3 and payload["images_per_s"] == 1.5
     assert sorted(path.name for path in tmp_path.iterdir()) == [SUMMARY_NAME]  # the spool is gone
+
+
+def test_a_commands_summary_fields_cannot_replace_the_summarys_own():
+    """A detect folder run once wrote ``"format": "png"`` over the summary's schema field, so every reader of the
+    summary (resume, gallery, shard merge) ignored it."""
+    from fcn_app.batch.summary import summary_header
+
+    counts = {"ok": 1, "failed": 0, "skipped": 0, "pending": 0}
+    assert summary_header(counts, elapsed_s=1.0, extra={"model": "m", "image_format": "png"})["image_format"] == "png"
+    for field in ("format", "counts", "inputs"):
+        with pytest.raises(ValueError, match=field):
+            summary_header(counts, elapsed_s=1.0, extra={field: "png"})

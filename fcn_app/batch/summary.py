@@ -59,9 +59,10 @@ def summary_header(
     interrupted: bool = False,
     extra: dict | None = None,
 ) -> dict:
-    """Everything in the summary document but its ``inputs``: counts, speed, job shape."""
+    """Everything in the summary document but its ``inputs``: counts, speed, job shape; ``extra`` (the command's
+    model and options) may not replace any of these (``ValueError``)."""
     attempted = counts["ok"] + counts["failed"]
-    return {
+    header = {
         "format": SUMMARY_FORMAT,
         "version": SUMMARY_VERSION,
         "counts": counts,
@@ -71,8 +72,11 @@ def summary_header(
         "world_size": world_size,
         "ranks": ranks if ranks is not None else [0],
         "interrupted": interrupted,
-        **(extra or {}),
     }
+    clashes = sorted(set(extra or {}) & {*header, "inputs"})
+    if clashes:  # "format" is the document's schema: a command's own "format" made every reader ignore it
+        raise ValueError(f"summary fields {clashes} are the summary's own; name the command's fields otherwise")
+    return {**header, **(extra or {})}
 
 
 def write_summary(path: str | os.PathLike, header: dict, rows: Iterable[dict]) -> Path:

@@ -149,7 +149,7 @@ def detect(
                                    gallery)
             code, job = run_folder_job(make_task, inputs, out, folder, description="detecting", verbose=verbose,
                                        extra_summary={"model": model, "stride": stride, "scales": list(pyramid_scales),
-                                                      "work_size": work_size, "format": image_format})
+                                                      "work_size": work_size, "image_format": image_format})
             if job.summary_path is not None:
                 results_path = atomic_write_json(Path(out) / RESULTS_NAME, coco_results_from_summary(job.summary_path))
                 console.print(f"wrote {results_path}", highlight=False)
