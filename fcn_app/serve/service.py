@@ -1,8 +1,8 @@
 """What the server computes, without HTTP: the CLI's tasks run on one model, one image scored at a time.
 
 Each job takes the steps the command line takes for one image (``fcn-heatmap IMAGE`` →
-:func:`~fcn_app.tasks.process_input` with the task's decode request; ``fcn-heatmap detect IMAGE`` →
-:func:`~fcn_app.io.load_image` + :func:`~fcn_app.tasks.process_image`: the task's predict, render and write),
+:func:`~fcn_app.tasks.process_input` with the task's decode request, for ``fcn-heatmap detect IMAGE`` too: the
+task's predict, render and write),
 writes the task's files into a private request folder, and returns the command's ``--json`` summary plus the
 pictures as data URLs. No second scoring path: the numbers are the CLI's.
 
@@ -44,7 +44,8 @@ from ..methods import CAM, FCN, GRAD_CAM_METHODS, method_network
 from ..render import COLORMAPS, colorize
 from ..scoring import ScoreMap, ScoringOptions
 from ..segmentation.datasets import voc_palette
-from ..tasks import DetectionTask, HeatmapOptions, HeatmapTask, ProgressCallback, SegmentationTask
+from ..tasks import (DetectionTask, HeatmapOptions, HeatmapTask, ModelTurn, ProgressCallback, SegmentationTask,
+                     predict_input, process_input)
 
 __all__ = ["ModelQueue", "QueueFull", "RequestTimeout", "available_methods", "colormap_tables", "detect_job",
            "heatmap_job", "pixel_probabilities", "saliency_pixels", "segment_job"]
@@ -251,28 +252,19 @@ class Source:
     name: str
 
 
-#: Runs a job's network pass, given as ``network_pass(progress)`` (:meth:`ModelQueue.score`); by default right
-#: here, reporting progress nowhere.
-ModelTurn = Callable[[Callable[[ProgressCallback | None], Any]], Any]
-
-
-def _here(network_pass: Callable[[ProgressCallback | None], Any]) -> Any:
-    return network_pass(None)
-
-
 def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: ScoringOptions, source: Source,
-                out_dir: Path, with_pixels: bool = False, model_turn: ModelTurn = _here,
+                out_dir: Path, with_pixels: bool = False, model_turn: ModelTurn | None = None,
                 with_pictures: bool = True) -> dict:
     """``fcn-heatmap IMAGE --json`` for one image: its summary, the pictures (unless ``with_pictures`` is false:
     then nothing is drawn, encoded or written — ``pictures`` is empty), and optionally the page's data
     (:func:`pixel_probabilities` for a score map, :func:`saliency_pixels` for a saliency method's maps).
 
-    :func:`~fcn_app.tasks.process_input`'s steps (decode, predict, render, write), the prediction alone through
-    ``model_turn``."""
+    :func:`~fcn_app.tasks.process_input`'s steps (decode, predict, render, write), the network's pass through
+    ``model_turn`` (:meth:`ModelQueue.score`; by default here)."""
     task = HeatmapTask(network, options, scoring)
     task.check()
     image = decode_input(source.path, task.decode_request)
-    prediction = model_turn(lambda progress: task.predict([image.network_pixels], progress)[0])
+    prediction = predict_input(task, image, model_turn=model_turn)
     rendered = task.render(image, prediction, source.name, draw=with_pictures)
     written = task.write(rendered, task.output_paths(out_dir / "image")) if with_pictures else {}
     payload = dict(rendered.summary, pictures=_pictures(written))
@@ -284,15 +276,13 @@ def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
 
 
 def segment_job(network: torch.nn.Module, options: HeatmapOptions, scoring: ScoringOptions, source: Source,
-                out_dir: Path, model_turn: ModelTurn = _here) -> dict:
+                out_dir: Path, model_turn: ModelTurn | None = None) -> dict:
     """``fcn-heatmap IMAGE --checkpoint … --json``: the summary, the pictures, and the palette's legend
-    (:func:`~fcn_app.tasks.process_input`'s steps, the prediction alone through ``model_turn``)."""
+    (:func:`~fcn_app.tasks.process_input`, the network's pass through ``model_turn``)."""
     task = SegmentationTask(network, options, scoring)
     task.check()
-    image = decode_input(source.path, task.decode_request)
-    prediction = model_turn(lambda progress: task.predict([image.network_pixels], progress)[0])
-    rendered = task.render(image, prediction, source.name)
-    written = task.write(rendered, task.output_paths(out_dir / "image"))
+    rendered, written = process_input(task, decode_input(source.path, task.decode_request), out_dir / "image",
+                                      source=source.name, model_turn=model_turn)
     names = rendered.score_map.categories
     counts = np.bincount(rendered.labels.reshape(-1).astype(np.int64), minlength=len(names))
     palette = voc_palette(max(256, len(names)))
@@ -303,15 +293,13 @@ def segment_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
 
 
 def detect_job(network: torch.nn.Module, options: DetectOptions, settings: dict, source: Source,
-               out_dir: Path, model_turn: ModelTurn = _here) -> dict:
+               out_dir: Path, model_turn: ModelTurn | None = None) -> dict:
     """``fcn-heatmap detect IMAGE`` for one image: its ``.detections.json`` and the boxes' picture.
     ``settings`` are :class:`~fcn_app.tasks.DetectionTask`'s other fields (scales, classes, …).
-    :func:`~fcn_app.tasks.process_input`'s steps, the prediction alone through ``model_turn``."""
+    :func:`~fcn_app.tasks.process_input`, the network's pass through ``model_turn``."""
     task = DetectionTask(network, options, **settings)
     task.check()
-    image = decode_input(source.path, task.decode_request)
-    prediction = model_turn(lambda progress: task.predict([image.network_pixels], progress)[0])
-    rendered = task.render(image, prediction, source.name)
-    written = task.write(rendered, task.output_paths(out_dir / "image"))
+    rendered, written = process_input(task, decode_input(source.path, task.decode_request), out_dir / "image",
+                                      source=source.name, model_turn=model_turn)
     return dict(rendered.summary, pictures={"detections": _data_url(written["overlay"])})
 

@@ -4,8 +4,8 @@ Runners — the single-image commands, :mod:`fcn_app.batch` for folders — spea
 :mod:`fcn_app.tasks.base`; this package's modules implement it.
 """
 
-from .base import (DecodeLimitsFromOptions, ImageTask, ProgressCallback, Report, picture_of, process_image,
-                   process_input)
+from .base import (DecodeLimitsFromOptions, ImageTask, ModelTurn, ProgressCallback, Report, picture_of,
+                   predict_input, process_image, process_input)
 from .detection import DetectionsImage, DetectionTask
 from .heatmap import HeatmapOptions, HeatmapTask, RenderedImage, write_scores
 from .segmentation import SegmentationResult, SegmentationTask
@@ -17,12 +17,14 @@ __all__ = [
     "HeatmapOptions",
     "HeatmapTask",
     "ImageTask",
+    "ModelTurn",
     "ProgressCallback",
     "Report",
     "RenderedImage",
     "SegmentationResult",
     "SegmentationTask",
     "picture_of",
+    "predict_input",
     "process_image",
     "process_input",
     "write_scores",

@@ -20,11 +20,14 @@ import numpy as np
 
 from ..io import DecodeRequest, InputImage
 
-__all__ = ["DecodeLimitsFromOptions", "ImageTask", "ProgressCallback", "Report", "picture_of", "preview_picture",
-           "process_image", "process_input", "write_each"]
+__all__ = ["DecodeLimitsFromOptions", "ImageTask", "ModelTurn", "ProgressCallback", "Report", "picture_of",
+           "predict_input", "preview_picture", "process_image", "process_input", "write_each"]
 
 #: Called as ``progress(done, total)`` while one image is computed in parts (tiles).
 ProgressCallback = Callable[[int, int], None]
+#: Runs a network pass handed to it as ``network_pass(progress)`` and returns its result — e.g. on a server's one
+#: model thread (:meth:`fcn_app.serve.service.ModelQueue.score`), which reports the progress itself.
+ModelTurn = Callable[[Callable[[ProgressCallback | None], Any]], Any]
 
 
 @dataclass
@@ -122,11 +125,22 @@ def process_image(
     return rendered, task.write(rendered, task.output_paths(stem))
 
 
+def predict_input(task: ImageTask, image: InputImage, progress: ProgressCallback | None = None,
+                  model_turn: ModelTurn | None = None):
+    """The task's prediction for one input decoded with its ``decode_request``: here, reporting to ``progress``,
+    or handed to ``model_turn`` as ``network_pass(progress)``."""
+    def network_pass(report: ProgressCallback | None):
+        return task.predict([image.network_pixels], report)[0]
+
+    return network_pass(progress) if model_turn is None else model_turn(network_pass)
+
+
 def process_input(
     task: ImageTask, image: InputImage, stem: str | os.PathLike, source: str | None = None,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | None = None, model_turn: ModelTurn | None = None,
 ):
-    """Predict, render and write one input decoded by :func:`~fcn_app.io.decode_input` with the task's
-    ``decode_request`` — the batch runner's steps for one image; returns ``(rendered, written_paths)``."""
-    rendered = task.render(image, task.predict([image.network_pixels], progress)[0], source)
+    """Predict (:func:`predict_input`), render and write one input decoded by :func:`~fcn_app.io.decode_input`
+    with the task's ``decode_request`` — the batch runner's steps for one image; returns
+    ``(rendered, written_paths)``."""
+    rendered = task.render(image, predict_input(task, image, progress, model_turn), source)
     return rendered, task.write(rendered, task.output_paths(stem))
