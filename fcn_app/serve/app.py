@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
@@ -223,6 +224,19 @@ def _server(request: Request) -> _Server:
 
 
 ServerDependency = Annotated[_Server, Depends(_server)]
+
+
+def _below_root(server: _Server, path: str, answer: Callable[[ImageRoot], Any]):
+    """``answer(root)``, or the one-line refusal of a server without --root or of a path not below it."""
+    if server.root is None:
+        return JSONResponse({"detail": "this server has no --root"}, 404)
+    try:
+        return answer(server.root)
+    except RootPathError as error:
+        refusal = _refusal_of(error, server.private.path, path)
+        return JSONResponse({"detail": refusal.detail}, refusal.status)
+
+
 ImageField = Annotated[UploadFile | None, File(description="The image (jpg, png, bmp, webp, tif, gif).")]
 PathField = Annotated[str | None, Form(description="Instead of an upload: an image path relative to --root.")]
 ClassField = Annotated[list[str] | None, Form(alias="class", description="Class name, word or index (repeatable); "
@@ -304,23 +318,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.get("/api/files", summary="Sub-folders and images of a folder below --root")
     def files(server: ServerDependency, folder: str = "") -> JSONResponse:
-        if server.root is None:
-            return JSONResponse({"detail": "this server has no --root"}, 404)
-        try:
-            return JSONResponse(server.root.listing(folder))
-        except RootPathError as error:
-            refusal = _refusal_of(error, server.private.path, folder)
-            return JSONResponse({"detail": refusal.detail}, refusal.status)
+        return _below_root(server, folder, lambda root: JSONResponse(root.listing(folder)))
 
     @app.get("/api/file", summary="An image below --root, as stored")
     def file(server: ServerDependency, path: str):
-        if server.root is None:
-            return JSONResponse({"detail": "this server has no --root"}, 404)
-        try:
-            return FileResponse(server.root.image(path))
-        except RootPathError as error:
-            refusal = _refusal_of(error, server.private.path, path)
-            return JSONResponse({"detail": refusal.detail}, refusal.status)
+        return _below_root(server, path, lambda root: FileResponse(root.image(path)))
 
     @app.post("/api/heatmap", summary="Class heatmaps: the JSON of `fcn-heatmap IMAGE --json` plus the pictures")
     async def heatmap(
