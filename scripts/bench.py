@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from fcn_app.device import ISA_CAP_ENV, cpu_isa_cap  # noqa: E402
 from fcn_app.device import cpu_flags as device_cpu_flags  # noqa: E402
-from fcn_app.device import cpu_model as device_cpu_model  # noqa: E402
+from fcn_app.device import cpu_model  # noqa: E402  (also what the other scripts import from here)
 from fcn_app.errors import FcnError, WeightsError  # noqa: E402
 from fcn_app.heatmaps import class_heatmaps  # noqa: E402
 from fcn_app.models import build_classifier, default_weights, load_classifier, to_fully_convolutional  # noqa: E402
@@ -86,10 +86,6 @@ def openvino_version() -> str:
     except ImportError:
         return "not installed"
     return openvino.__version__.split("-")[0]
-
-
-def cpu_model() -> str:
-    return device_cpu_model()
 
 
 def cpu_flags() -> str:
