@@ -10,6 +10,8 @@ The Python API in a few lines::
     picture = fcn_app.overlay(image, cat.heatmap)            # RGB uint8, same size as the image
 """
 
+import importlib
+
 from .errors import (
     ClassSelectionError,
     ConversionError,
@@ -20,14 +22,37 @@ from .errors import (
     WeightsError,
     WeightsUnavailableError,
 )
-from .geometry import ScoreGeometry, network_geometry, upsample_to_pixels
-from .heatmaps import ClassHeatmap, ClassSelection, class_heatmaps, heatmap_for_class, resolve_classes, top_classes
-from .io import load_image
-from .models import FullyConvolutionalNet, load_classifier, load_fcn, load_network, to_fully_convolutional
-from .render import colorize, overlay, tile_panels
-from .scoring import ScoreMap, ScoringOptions, compute_score_map, compute_score_maps, load_scoring_network
-from .segmentation.checkpoint import load_segmentation_model
-from .tasks import DetectionTask, HeatmapOptions, HeatmapTask, SegmentationTask, process_image
+
+#: Where each public name lives. They are imported on first use (PEP 562), so ``import fcn_app`` — and the
+#: command line's start-up, which decodes the photo while torch loads (:mod:`fcn_app.startup`) — does not
+#: import torch until something needs it.
+_EXPORTS = {
+    **dict.fromkeys(["ScoreGeometry", "network_geometry", "upsample_to_pixels"], "geometry"),
+    **dict.fromkeys(["ClassHeatmap", "ClassSelection", "class_heatmaps", "heatmap_for_class", "resolve_classes",
+                     "top_classes"], "heatmaps"),
+    "load_image": "io",
+    **dict.fromkeys(["FullyConvolutionalNet", "load_classifier", "load_fcn", "load_network", "to_fully_convolutional"],
+                    "models"),
+    **dict.fromkeys(["colorize", "overlay", "tile_panels"], "render"),
+    **dict.fromkeys(["ScoreMap", "ScoringOptions", "compute_score_map", "compute_score_maps", "load_scoring_network"],
+                    "scoring"),
+    "load_segmentation_model": "segmentation.checkpoint",
+    **dict.fromkeys(["DetectionTask", "HeatmapOptions", "HeatmapTask", "SegmentationTask", "process_image"], "tasks"),
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __version__ = "0.1.0"
 

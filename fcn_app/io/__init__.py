@@ -27,6 +27,7 @@ from .images import (
     decode_input,
     is_image_path,
     load_image,
+    start_decoding,
     to_rgb_array,
     working_size,
 )

@@ -17,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import warnings
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,7 @@ __all__ = [
     "decode_input",
     "is_image_path",
     "load_image",
+    "start_decoding",
     "to_rgb_array",
     "working_size",
 ]
@@ -187,6 +190,15 @@ def decode_image(
     if work_size is not None and work_size < 1:
         raise OptionError("work_size", f"must be a positive number of pixels, got {work_size}")
     path = check_image_path(path)
+    if _started:
+        started = _take_started(path, work_size, enlarge, max_pixels)
+        if started is not None:
+            logger.debug("%s: decoded while the program started", path)
+            return started
+    return _decode_now(path, work_size, enlarge, max_pixels)
+
+
+def _decode_now(path: Path, work_size: int | None, enlarge: bool, max_pixels: int) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             # Our own limit below replaces Pillow's global one, which would otherwise refuse at 179 MP.
@@ -210,6 +222,80 @@ def decode_image(
         if "truncated" in reason.lower() or isinstance(error, EOFError):
             reason = f"truncated or corrupt image data ({reason})"
         raise InputImageError(f"{path}: cannot decode: {reason}") from None
+
+
+#: Decodes begun ahead of need by :func:`start_decoding`, by file and arguments (see :func:`_started_key`).
+_started: dict[tuple, Future] = {}
+_started_lock = threading.Lock()
+
+
+def _started_key(path: Path, work_size: int | None, enlarge: bool, max_pixels: int) -> tuple | None:
+    """A decode's arguments and the file's identity (resolved path, size, modification time); ``None`` when the
+    file cannot be looked at (the decode itself then says why)."""
+    try:
+        status = path.stat()
+        return (str(path.resolve()), status.st_size, status.st_mtime_ns, work_size,
+                enlarge and work_size is not None, max_pixels)
+    except OSError:
+        return None
+
+
+def start_decoding(
+    path: str | os.PathLike, work_size: int | None = None, *, enlarge: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> bool:
+    """Begin ``decode_image(path, work_size, enlarge=…, max_pixels=…)`` in a background thread; the first call of
+    :func:`decode_image` with the same arguments, on the file unchanged, takes that result (waiting for it if it
+    is not done) instead of decoding again.
+
+    For a decode that can overlap a slow start: the command line decodes the photo while ``import torch`` keeps
+    one core busy and leaves the other idle (:mod:`fcn_app.startup`). Pillow decodes without holding the GIL.
+    Errors are not raised here: the later call decodes again and raises its own one-line error. Returns whether
+    a decode was started (not when the file cannot be looked at, or the same one is already under way).
+    """
+    path = Path(path)
+    key = _started_key(path, work_size, enlarge, max_pixels)
+    if key is None:
+        return False
+    result: Future = Future()
+    with _started_lock:
+        if key in _started:
+            return False
+        _started[key] = result
+
+    def decode() -> None:
+        try:
+            result.set_result(_decode_now(path, work_size, enlarge, max_pixels))
+        except Exception as error:  # kept for the consumer, which decodes again and reports its own way
+            result.set_exception(error)
+
+    threading.Thread(target=decode, name=f"decode {path.name}", daemon=True).start()
+    return True
+
+
+def _take_started(path: Path, work_size: int | None, enlarge: bool, max_pixels: int) -> DecodedImage | None:
+    """The result of a decode :func:`start_decoding` began that serves these arguments — one begun with them, or a
+    full-size one when the image is within ``work_size`` and not to be enlarged (the same decode) — removed from
+    the table; ``None`` when there is none, or it failed."""
+    for start_size in dict.fromkeys((work_size, None)):
+        key = _started_key(path, start_size, enlarge, max_pixels)
+        with _started_lock:
+            started = _started.get(key) if key is not None else None
+        if started is None:
+            continue
+        if started.exception() is not None:  # (waits for the decode to end) failed: decoded again, and reported
+            with _started_lock:
+                _started.pop(key, None)
+            continue
+        decoded = started.result()
+        if start_size is None and work_size is not None and (enlarge or max(decoded.original_size) > work_size):
+            continue  # the full-size pixels are not what was asked; a later full-size decode may take them
+        with _started_lock:
+            if _started.get(key) is not started:  # another thread took it meanwhile
+                continue
+            del _started[key]
+        return decoded
+    return None
 
 
 def _orientation(image: Image.Image) -> int:
