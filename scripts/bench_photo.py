@@ -10,7 +10,8 @@ like noise, JPEG quality 90 with an sRGB ICC profile (~a phone photo's size in b
   fast path row is what showing one class and the peaks of three costs with ``peak_on_pixels``);
 * **native** (the path before issue 17): full decode, VGG16 on all 12 MP (tiled), the same rendering, PNG;
 * **the whole command, cold** (``--command-repeats``): ``python -m fcn_app phone.jpg --format jpg`` as a fresh
-  process each time (imports, weight loading and all; default settings, so ``--precision auto``: bf16 on a CPU
+  process each time (imports, weight loading and all, and the start-up of :mod:`fcn_app.startup`, which decodes
+  the photo while torch loads; default settings, so ``--precision auto``: bf16 on a CPU
   with AMX), then the same with ``--precision fp32``, wall and CPU seconds, and its start-up alone (``import
   torch``; ``import fcn_app.cli``; ``load_scoring_network("vgg16")``). With ``--before TREE`` (another source tree
   of fcn-heatmap, e.g. ``git worktree add /tmp/before COMMIT``) the same runs alternate between the two trees, so
@@ -56,6 +57,7 @@ from fcn_app.resolution import (  # noqa: E402
     score_map_on_original,
 )
 from fcn_app.scoring import compute_score_map, scoring_summary  # noqa: E402
+from fcn_app.startup import keep_freed_memory  # noqa: E402
 
 PHOTO_SIZE = (4032, 3024)  # (width, height): a 12 MP phone photo
 
@@ -246,11 +248,12 @@ def main() -> None:
                         help="another fcn-heatmap source tree whose command runs alternate with this one's")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = keep_freed_memory()  # as the command line's start-up does: the in-process stages see its allocator
     network_classifier, network, source = load_models(args.weights)
     window = network.input_size
     print(f"CPU: {cpu_model()}; torch threads: {torch.get_num_threads()}")
     print(f"CPU flags: {cpu_flags()}")
-    print(f"model: VGG16 ({source}), window {window[0]} px, fp32")
+    print(f"model: VGG16 ({source}), window {window[0]} px, fp32; freed memory kept mapped: {kept}")
 
     with tempfile.TemporaryDirectory() as folder:
         photo = Path(folder) / "phone.jpg"

@@ -19,6 +19,7 @@ from fcn_app.scoring import (
     load_scoring_network,
     prepare_network,
     resolve_precision,
+    run_features,
     window_conv_as_matmul,
 )
 from helpers import EXAMPLES, random_rgb, tiny_classifier
@@ -141,3 +142,45 @@ def test_window_conv_as_matmul_equals_the_convolution(bias):
         too_small = torch.randn(1, 6, 2, 11)  # fewer rows than the kernel: falls back to the conv's own error
         with pytest.raises(RuntimeError):
             window_conv_as_matmul(conv, too_small)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_fused_convolution_and_relu_equal_the_layers_bit_for_bit(tiny_network, layout):
+    """The fp32 CPU path runs each Conv2d + ReLU of a sequential feature extractor as one oneDNN convolution with
+    the ReLU fused: the same values as the layers one by one (rtol = atol = 0), on the tiny VGG-style network and
+    on VGG16 (the session's seeded weights), channels-last weights as prepare_network leaves them."""
+    vgg16 = prepare_network(load_scoring_network("vgg16", device="cpu"))
+    for network, size in ((prepare_network(tiny_network), (45, 61)), (vgg16, (230, 250))):
+        batch = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=layout)
+        with torch.inference_mode():
+            layers = batch
+            for layer in network.features:
+                layers = layer(layers)
+            torch.testing.assert_close(run_features(network, batch, fuse=True), layers, rtol=0, atol=0)
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # reduced precision: the layers themselves
+                torch.testing.assert_close(run_features(network, batch, fuse=True), network.features(batch),
+                                           rtol=0, atol=0)
+
+
+def test_hooks_on_the_features_see_every_layer_called(tiny_network):
+    calls = []
+    hook = tiny_network.features[0].register_forward_hook(lambda module, args, output: calls.append(output.shape))
+    with torch.inference_mode():
+        run_features(tiny_network, torch.zeros(1, 3, 32, 32), fuse=True)
+    hook.remove()
+    assert calls == [torch.Size([1, 8, 32, 32])]
+
+
+def test_a_torch_that_refuses_the_fused_convolution_gets_the_plain_layers(tiny_network, monkeypatch):
+    import fcn_app.scoring as scoring
+
+    def refusing(*args):
+        raise RuntimeError("unknown overload")
+
+    monkeypatch.setattr(scoring, "_conv_relu_failed", False)
+    monkeypatch.setattr(scoring, "_conv_relu_op", lambda: refusing)
+    batch = torch.randn(1, 3, 40, 40, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        torch.testing.assert_close(run_features(tiny_network, batch, fuse=True), tiny_network.features(batch),
+                                   rtol=0, atol=0)
+    assert scoring._conv_relu_failed
