@@ -26,7 +26,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 #: told to decode it smaller, ``--max-side``).
 WARM_DECODE_MAX_PIXELS = 50_000_000
 #: Heap mapped in during start-up, per pixel of the photo: a 12 MP photo's default run (VGG16 fp32 at 896×672,
-#: heat and overlay on 12 MP) peaked at 687 MB of heap, of which 48 bytes/pixel (585 MB) is prepared early.
+#: heat and overlay on 12 MP) peaked at 687 MB of heap (glibc's ``mallinfo2`` at exit), of which 48 bytes/pixel
+#: (585 MB) is prepared early.
 HEAP_BYTES_PER_PIXEL = 48
 
 
@@ -35,22 +36,21 @@ def keep_freed_memory(largest: int = 1 << 30) -> bool:
     """Let this process reuse the memory it frees instead of handing it back to the kernel and faulting it in anew.
 
     glibc's ``malloc`` serves every block over 32 MB with a fresh ``mmap`` and unmaps it on ``free``: each of
-    VGG16's big activations (154 MB for a first-block convolution of an 896×672 image) then costs the kernel a page
-    fault per 4 kB touched, on every image — ~200,000 faults and ~0.2 s of a 1.5 s forward pass on 2 cores. Raising
-    the ``mmap`` threshold to ``largest`` bytes and never trimming the heap makes such blocks come from the heap and
-    go back to it, so the next layer and the next image reuse pages already mapped; the process keeps its peak
-    memory, as torch's GPU caching allocator does. Returns whether the C library took the setting (``False`` off
-    glibc: macOS, musl).
+    VGG16's big activations (154 MB for a first-block convolution of an 896×672 image: ~40,000 pages) then costs
+    the kernel a page fault per 4 kB touched, on every image. Raising the ``mmap`` threshold to ``largest`` bytes
+    and never trimming the heap makes such blocks come from the heap and go back to it, so the next layer and the
+    next image reuse pages already mapped; the process keeps its peak memory, as torch's GPU caching allocator
+    does. One arena: blocks freed by any thread are there for the others. Returns whether the C library took the
+    settings (``False`` off glibc: macOS, musl).
     """
     if not sys.platform.startswith("linux"):
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # no C library symbols to see, or one without mallopt (musl)
+    except (OSError, AttributeError):  # no C library symbols to see, or no mallopt among them
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     largest = min(largest, 2**31 - 1)
-    # one arena: blocks freed by any thread (the start-up's, a worker's) are there for the main thread's next ones
     return (mallopt(_M_MMAP_THRESHOLD, largest) == 1 and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
             and mallopt(_M_ARENA_MAX, 1) == 1)
 
