@@ -27,8 +27,7 @@ from ..resolution import DEFAULT_WORK_WINDOWS, default_work_size
 from ..runtimes import backend_for_one_image
 from ..scoring import ScoringOptions
 from ..tasks import HeatmapOptions, HeatmapTask, ImageTask, SegmentationTask, process_input
-from ..tasks.heatmap import HEATMAP_FUSE, IMAGE_FORMATS
-from ..tasks.segmentation import SEGMENTATION_FUSE
+from ..tasks.heatmap import IMAGE_FORMATS
 from .app import (BackendOption, ClassesOption, DeviceOption, MethodOption, ModelOption, PrecisionOption,
                   TargetLayerOption, VerboseOption, WeightsOption, WindowOption, app, check_method_window, cli_errors,
                   error_console, load_command_network, print_report, refuse_classifier_options, setup_logging)
@@ -187,7 +186,7 @@ def heatmap(
                 "classes": options.classes, "topk": options.topk, "colormap": options.colormap, "grid": options.grid,
                 "save_scores": options.save_scores, "json": options.write_json, "max_side": options.max_side,
                 "normalize": options.normalize, "work_size": options.work_size, "scales": list(options.scales),
-                "fuse": options.fuse or (HEATMAP_FUSE if checkpoint is None else SEGMENTATION_FUSE),
+                "fuse": options.fuse or (HeatmapTask if checkpoint is None else SegmentationTask).default_fuse,
                 "format": options.image_format, "method": options.method, "target_layer": options.target_layer,
             }}
             code, _ = run_folder_job(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -208,9 +209,11 @@ def heat_panel(image: np.ndarray, heatmap: ClassHeatmap, options: HeatmapOptions
     return draw_legend(blended, lines, colormap=options.colormap, font=options.font)
 
 
-def pyramid_heatmaps(levels: list[PyramidLevel], options: HeatmapOptions) -> list[ClassHeatmap]:
+def pyramid_heatmaps(levels: list[PyramidLevel], options: HeatmapOptions, fuse: str = HEATMAP_FUSE
+                     ) -> list[ClassHeatmap]:
     """Heatmaps of the named classes (or the ``topk`` classes with the highest peak over all levels), each
-    level's per-pixel map fused by ``options.fuse``; every level must already be on the picture's pixels."""
+    level's per-pixel map fused by ``fuse`` (``max`` or ``mean``); every level must already be on the picture's
+    pixels."""
     probabilities = [level.score_map.probabilities() for level in levels]
     first = levels[0].score_map
     if options.classes:
@@ -221,8 +224,7 @@ def pyramid_heatmaps(levels: list[PyramidLevel], options: HeatmapOptions) -> lis
     for selection in selections:
         per_level = [torch.from_numpy(heatmap_for_class(level.score_map, selection, cells).heatmap)
                      for level, cells in zip(levels, probabilities)]
-        heatmaps.append(ClassHeatmap.from_pixels(selection, fuse_maps(torch.stack(per_level),
-                                                                      options.fuse or HEATMAP_FUSE).numpy()))
+        heatmaps.append(ClassHeatmap.from_pixels(selection, fuse_maps(torch.stack(per_level), fuse).numpy()))
     return heatmaps
 
 
@@ -246,14 +248,28 @@ class ScoreMapTask(DecodeLimitsFromOptions):
     network: torch.nn.Module
     options: HeatmapOptions
     scoring: ScoringOptions
+    #: How pyramid levels are fused when ``options.fuse`` is not given (each task's rule).
+    default_fuse: ClassVar[str] = HEATMAP_FUSE
+
+    @property
+    def fuse(self) -> str:
+        """``options.fuse``, or the task's :attr:`default_fuse`."""
+        return self.options.fuse or self.default_fuse
 
     def check(self) -> None:
         if self.options.classes:
             resolve_classes(self.options.classes, self.network.categories)
 
-    def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None) -> list[ScoreMap]:
-        return compute_score_maps(self.network, images, precision=self.scoring.precision,
-                                  max_memory=self.scoring.max_memory, progress=progress, backend=self.scoring.backend)
+    def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None
+                ) -> list[ScoreMap] | list[list[PyramidLevel]]:
+        """Each image's score map, or with several ``options.scales`` its pyramid levels."""
+        scoring = self.scoring
+        if not self.options.is_pyramid:
+            return compute_score_maps(self.network, images, precision=scoring.precision,
+                                      max_memory=scoring.max_memory, progress=progress, backend=scoring.backend)
+        return [score_pyramid(self.network, image, self.options.scales, precision=scoring.precision,
+                              max_memory=scoring.max_memory, progress=progress, backend=scoring.backend)
+                for image in images]
 
     def optional_paths(self, stem: str) -> dict[str, Path]:
         """The outputs every scored task can add: the raw scores and the JSON summary, when asked for."""
@@ -311,11 +327,7 @@ class HeatmapTask(ScoreMapTask):
         if options.is_saliency:
             return [saliency_maps(self.network, image, options.method, classes=options.classes, topk=options.topk,
                                   target_layer=options.target_layer) for image in images]
-        if not self.options.is_pyramid:
-            return super().predict(images, progress)
-        return [score_pyramid(self.network, image, self.options.scales, precision=self.scoring.precision,
-                              max_memory=self.scoring.max_memory, progress=progress, backend=self.scoring.backend)
-                for image in images]
+        return super().predict(images, progress)
 
     def render(self, image: np.ndarray | InputImage, prediction: ScoreMap | list[PyramidLevel],
                source: str | None, *, draw: bool = True) -> RenderedImage:
@@ -346,8 +358,8 @@ class HeatmapTask(ScoreMapTask):
             work_height, work_width = prediction[0].score_map.image_size
             score_map = None
             levels = [replace(level, score_map=score_map_on_original(level.score_map, size)) for level in prediction]
-            heatmaps = pyramid_heatmaps(levels, options)
-            maps = {"scales": list(options.scales), "fuse": options.fuse or HEATMAP_FUSE,
+            heatmaps = pyramid_heatmaps(levels, options, self.fuse)
+            maps = {"scales": list(options.scales), "fuse": self.fuse,
                     "levels": [{"scale": level.scale, **_map_summary(level.score_map)} for level in levels]}
         if probabilities is None:
             lines = [f"{rank}. {heat.selection.name}  {heat.peak_probability:.2f}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -25,12 +26,12 @@ from torch import nn
 from ..errors import OptionError
 from ..heatmaps import heatmap_for_class, resolve_classes
 from ..io import DecodeRequest, InputImage, atomic_write_image, atomic_write_png
-from ..pyramid import PyramidLevel, fuse_maps, score_pyramid
+from ..pyramid import PyramidLevel, fuse_maps
 from ..render import blend, draw_legend, tile_panels
 from ..resolution import pixel_scores_on_original, score_map_on_original
 from ..scoring import ScoreMap, ScoringOptions
 from ..segmentation.datasets import voc_palette
-from .base import ProgressCallback, Report, picture_of, write_each
+from .base import Report, picture_of, write_each
 from .heatmap import HeatmapOptions, ScoreMapTask, heat_panel, native_unless_given, native_unless_given_rule
 
 __all__ = ["SegmentationResult", "SegmentationTask"]
@@ -67,6 +68,7 @@ class SegmentationTask(ScoreMapTask):
     network: nn.Module
     options: HeatmapOptions = field(default_factory=HeatmapOptions)
     scoring: ScoringOptions = field(default_factory=ScoringOptions)
+    default_fuse: ClassVar[str] = SEGMENTATION_FUSE
 
     def check(self) -> None:
         if self.options.grid:
@@ -79,20 +81,8 @@ class SegmentationTask(ScoreMapTask):
         return native_unless_given(self.options.work_size, self.max_side, self.max_pixels)
 
     @property
-    def fuse(self) -> str:
-        return self.options.fuse or SEGMENTATION_FUSE
-
-    @property
     def work_size_rule(self) -> str:
         return native_unless_given_rule(self.options.work_size)
-
-    def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None
-                ) -> list[ScoreMap] | list[list[PyramidLevel]]:
-        if not self.options.is_pyramid:
-            return super().predict(images, progress)
-        return [score_pyramid(self.network, image, self.options.scales, precision=self.scoring.precision,
-                              max_memory=self.scoring.max_memory, progress=progress, backend=self.scoring.backend)
-                for image in images]
 
     def _on_picture(self, prediction: ScoreMap | list[PyramidLevel], size: tuple[int, int]
                     ) -> tuple[ScoreMap, ScoreMap, torch.Tensor]:
