@@ -11,8 +11,7 @@ like noise, JPEG quality 90 with an sRGB ICC profile (~a phone photo's size in b
 * **native** (the path before issue 17): full decode, VGG16 on all 12 MP (tiled), the same rendering, PNG;
 * **the whole command, cold** (``--command-repeats``): ``python -m fcn_app phone.jpg --format jpg`` as a fresh
   process each time (imports, weight loading and all, and the start-up of :mod:`fcn_app.startup`, which decodes
-  the photo while torch loads; default settings, so ``--precision auto``: bf16 on a CPU
-  with AMX), then the same with ``--precision fp32``, wall and CPU seconds, and its start-up alone (``import
+  the photo while torch loads; default settings, so ``--precision auto``: bf16 on a CPU with AMX), then the same with ``--precision fp32``, wall and CPU seconds, and its start-up alone (``import
   torch``; ``import fcn_app.cli``; ``load_scoring_network("vgg16")``). With ``--before TREE`` (another source tree
   of fcn-heatmap, e.g. ``git worktree add /tmp/before COMMIT``) the same runs alternate between the two trees, so
   both columns see the same machine load, and are printed side by side.
@@ -166,9 +165,14 @@ def run_in_tree(tree: Path, argv: list[str], environment: dict[str, str]) -> tup
     return time.perf_counter() - start, _child_cpu() - start_cpu, result.stdout
 
 
+def command_environment(torch_home: Path, threads: int) -> dict[str, str]:
+    """The environment of the commands run as a user runs them: the seeded weights' cache, offline, ``threads``."""
+    return dict(os.environ, TORCH_HOME=str(torch_home), FCN_HEATMAP_OFFLINE="1", OMP_NUM_THREADS=str(threads))
+
+
 def cold_command(trees: dict[str, Path], photo: Path, folder: Path, torch_home: Path, repeats: int, threads: int) -> None:
     """The whole command as a user runs it, ``repeats`` times per tree, the trees alternating run by run."""
-    environment = dict(os.environ, TORCH_HOME=str(torch_home), FCN_HEATMAP_OFFLINE="1", OMP_NUM_THREADS=str(threads))
+    environment = command_environment(torch_home, threads)
     load_before = os.getloadavg()[0]
     command: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
     fp32: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
@@ -213,7 +217,7 @@ def folder_cost(photo: Path, folder: Path, torch_home: Path, images: int, thread
     import json
     import shutil
 
-    environment = dict(os.environ, TORCH_HOME=str(torch_home), FCN_HEATMAP_OFFLINE="1", OMP_NUM_THREADS=str(threads))
+    environment = command_environment(torch_home, threads)
     chosen = scoring_summary("auto", "auto", "cpu")
     print(f"folders (default settings here: backend {chosen['backend']}, precision {chosen['precision']})")
     elapsed = {}
