@@ -144,22 +144,43 @@ def test_window_conv_as_matmul_equals_the_convolution(bias):
             window_conv_as_matmul(conv, too_small)
 
 
+#: How far the fused Conv2d + ReLU may be from the layers, relative to the largest activation compared. The ReLU is
+#: exact, but torch's own Conv2d skips oneDNN for small single-image inputs (the tiny network's first layer below
+#: about 20 000 input values) and sums in another order: ``scripts/bench_fused_relu.py`` measured 4.7e-7 there on an
+#: AVX2 EPYC and 0 (bit-identical) for VGG16 at 224² to 512²; the bit-for-bit version of this test passed on an AMX
+#: Xeon. No CPU kind promises the same kernel choice, so the test asserts the bound (20× the largest measured).
+FUSED_ATOL_SCALE = 1e-5
+
+
+def _assert_fused_within_bound(network: torch.nn.Module, size: tuple[int, int], layout: torch.memory_format) -> None:
+    batch = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=layout)
+    with torch.inference_mode():
+        layers = batch
+        for layer in network.features:
+            layers = layer(layers)
+        torch.testing.assert_close(run_features(network, batch, fuse=True), layers, rtol=0,
+                                   atol=FUSED_ATOL_SCALE * float(layers.abs().max()))
+
+
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_fused_convolution_and_relu_equal_the_layers_bit_for_bit(tiny_network, layout):
+def test_fused_convolution_and_relu_equal_the_layers_within_a_relative_bound(tiny_network, layout):
     """The fp32 CPU path runs each Conv2d + ReLU of a sequential feature extractor as one oneDNN convolution with
-    the ReLU fused: the same values as the layers one by one (rtol = atol = 0), on the tiny VGG-style network and
-    on VGG16 (the session's seeded weights), channels-last weights as prepare_network leaves them."""
-    vgg16 = prepare_network(load_scoring_network("vgg16", device="cpu"))
-    for network, size in ((prepare_network(tiny_network), (45, 61)), (vgg16, (230, 250))):
-        batch = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=layout)
-        with torch.inference_mode():
-            layers = batch
-            for layer in network.features:
-                layers = layer(layers)
-            torch.testing.assert_close(run_features(network, batch, fuse=True), layers, rtol=0, atol=0)
-            with torch.autocast("cpu", dtype=torch.bfloat16):  # reduced precision: the layers themselves
-                torch.testing.assert_close(run_features(network, batch, fuse=True), network.features(batch),
-                                           rtol=0, atol=0)
+    the ReLU fused: the layers' values within ``FUSED_ATOL_SCALE × max |activation|`` (rtol 0), channels-last
+    weights as prepare_network leaves them, on the tiny VGG-style network at a size where torch's own first
+    convolution is not oneDNN's. Under autocast the fusion is off: the layers themselves, bit for bit (the same
+    code path)."""
+    network = prepare_network(tiny_network)
+    _assert_fused_within_bound(network, (45, 61), layout)
+    batch = torch.randn(1, 3, 45, 61, generator=torch.Generator().manual_seed(0)).contiguous(memory_format=layout)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(run_features(network, batch, fuse=True), network.features(batch), rtol=0, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_fused_vgg16_equals_the_layers_within_a_relative_bound(layout):
+    """The same bound on VGG16 (the session's seeded weights) at 230×250."""
+    _assert_fused_within_bound(prepare_network(load_scoring_network("vgg16", device="cpu")), (230, 250), layout)
 
 
 def test_hooks_on_the_features_see_every_layer_called(tiny_network):
