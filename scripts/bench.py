@@ -8,8 +8,8 @@ a. FCN pass vs batched sliding-window classification of all 224×224 crops at st
 b. the product's default path (``compute_score_map``) vs a naive NCHW fp32 pass of the same network (1024²),
    plus bf16 (speed and top-1 class-map agreement vs fp32) where the CPU has native bf16
 c. achieved GFLOP/s of the whole network vs the best single conv layer (and fc6 as conv vs as GEMM)
-d. top-5 class heatmaps at 512²: ours (on the fastest path, auto's choice for a folder, and on the
-   CLI's choice for one image) vs pytorch-grad-cam's GradCAM, 5 heatmaps on the same model
+d. top-5 class heatmaps at 512²: ours (on the fastest path, auto's choice in the API and the web app, and on the
+   CLI's choice for an image alone or in a folder) vs pytorch-grad-cam's GradCAM, 5 heatmaps on the same model
 e. peak RSS of an 8000² image with automatic tiling (child process), and max |Δ| tiled vs untiled at 2048²
 f. onnxruntime on the exported network vs the default path (same size as b)
 h. every backend × precision (torch, OpenVINO, ONNX Runtime; fp32, bf16) at 512² and 1024², each as a ratio to
@@ -48,7 +48,7 @@ from fcn_app.device import cpu_model  # noqa: E402  (also what the other scripts
 from fcn_app.errors import FcnError, WeightsError  # noqa: E402
 from fcn_app.heatmaps import class_heatmaps  # noqa: E402
 from fcn_app.models import build_classifier, default_weights, load_classifier, to_fully_convolutional  # noqa: E402
-from fcn_app.runtimes import backend_for_one_image, runtime_available, runtime_precisions  # noqa: E402
+from fcn_app.runtimes import command_backend, runtime_available, runtime_precisions  # noqa: E402
 from fcn_app.scoring import (  # noqa: E402
     compute_score_map,
     scoring_summary,
@@ -262,9 +262,10 @@ def gradcam_model(classifier: torch.nn.Module) -> torch.nn.Module:
 
 
 def bench_gradcam(report: Report, classifier, network, size: int, repeats: int) -> None:
-    """Top-5 heatmaps on the fastest path — ``auto``'s choice in the Python API and for a folder, the runtime and
-    precision ``scoring_summary`` names, the network converted once beforehand as a folder does — and on what the
-    CLI runs for ONE image (``backend_for_one_image``: torch), each vs GradCAM ×5 on the same classifier and image."""
+    """Top-5 heatmaps on the fastest path — ``auto``'s choice in the Python API and the web app, the runtime and
+    precision ``scoring_summary`` names, the network converted once beforehand as the web app does — and on what
+    the CLI runs for an image alone or in a folder (``command_backend``: torch), each vs GradCAM ×5 on the same
+    classifier and image."""
     print(f"[d] top-5 heatmaps vs pytorch-grad-cam GradCAM at {size}²", flush=True)
     try:
         from pytorch_grad_cam import GradCAM
@@ -275,7 +276,7 @@ def bench_gradcam(report: Report, classifier, network, size: int, repeats: int) 
     image = photo(size)
     fastest = scoring_summary("auto", "auto", "cpu")
     fastest_name = f"{fastest['backend']} {fastest['precision']}"
-    one_image = scoring_summary("auto", backend_for_one_image("auto"), "cpu")
+    one_image = scoring_summary("auto", command_backend("auto"), "cpu")
     one_image_name = f"{one_image['backend']} {one_image['precision']}"
 
     def ours_fastest():
@@ -297,12 +298,13 @@ def bench_gradcam(report: Report, classifier, network, size: int, repeats: int) 
                         "one_image": lambda: class_heatmaps(compute_score_map(
                             network, image, precision=one_image["precision"], backend=one_image["backend"]), topk=5),
                         "gradcam": gradcam}, max(1, repeats - 1))
-    report.add(f"d. 5 class heatmaps ({size}²): FCN ({fastest_name}, auto in the API/folders) + upsampling "
+    report.add(f"d. 5 class heatmaps ({size}²): FCN ({fastest_name}, auto in the API/web app) + upsampling "
                "vs GradCAM ×5",
                f"{times['fastest']:.2f} s", f"{times['gradcam']:.2f} s", f"{times['gradcam'] / times['fastest']:.1f}×",
                "≥ 50× (AMX) / ≥ 25×")
-    report.add(f"d'. same, CLI's auto for one image ({one_image_name}) vs GradCAM ×5", f"{times['one_image']:.2f} s",
-               f"{times['gradcam']:.2f} s", f"{times['gradcam'] / times['one_image']:.1f}×", "≥ 25×")
+    report.add(f"d'. same, CLI's auto, one image or a folder ({one_image_name}) vs GradCAM ×5",
+               f"{times['one_image']:.2f} s", f"{times['gradcam']:.2f} s",
+               f"{times['gradcam'] / times['one_image']:.1f}×", "≥ 25×")
 
 
 def bench_tiling_exactness(report: Report, network, size: int) -> None:

@@ -55,6 +55,7 @@ from fcn_app.resolution import (  # noqa: E402
     peak_on_pixels,
     score_map_on_original,
 )
+from fcn_app.runtimes import command_backend  # noqa: E402
 from fcn_app.scoring import compute_score_map, scoring_summary  # noqa: E402
 from fcn_app.startup import keep_freed_memory  # noqa: E402
 
@@ -212,13 +213,13 @@ def cold_command(trees: dict[str, Path], photo: Path, folder: Path, torch_home: 
 def folder_cost(photo: Path, folder: Path, torch_home: Path, images: int, threads: int) -> None:
     """Folders of phone photos, default settings, as a user runs them: ``fcn-heatmap DIR --format jpg --out OUT``
     on a folder of one photo and on one of ``images`` copies, fresh processes; the folder's own ``elapsed_s``
-    (summary.json: after start-up, with the runtime's one-time conversion) of both, and their difference per
+    (summary.json: after start-up, with a runtime's one-time conversion where the command picks one) of both, and their difference per
     additional photo — the per-image cost of a folder."""
     import json
     import shutil
 
     environment = command_environment(torch_home, threads)
-    chosen = scoring_summary("auto", "auto", "cpu")
+    chosen = scoring_summary("auto", command_backend("auto"), "cpu")  # what the command picks for a folder
     print(f"folders (default settings here: backend {chosen['backend']}, precision {chosen['precision']})")
     elapsed = {}
     for count in (1, images):

@@ -211,7 +211,7 @@ def _finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_cli_auto_choice_logged_once_and_in_json_and_runtime_mistakes_in_one_line(tmp_path):
     _requires("openvino")
-    folder = tmp_path / "in"  # a folder: auto converts for a runtime where it is reused (one image: torch)
+    folder = tmp_path / "in"
     folder.mkdir()
     image = folder / "img.png"
     Image.fromarray(random_rgb(64, 80, seed=5)).save(image)
@@ -222,9 +222,9 @@ def test_cli_auto_choice_logged_once_and_in_json_and_runtime_mistakes_in_one_lin
     blocked["PYTHONPATH"] = os.pathsep.join([str(blocker), blocked["PYTHONPATH"]])
     # three commands side by side (each spends most of its life importing torch)
     processes = [
-        # empty pins: auto means what it means on this machine
+        # auto pinned to OpenVINO (the commands' own auto is torch), precision unpinned: what auto means here
         _start_cli(folder, "--model", "helpers_batch:tiny_fcn", "--json", "--verbose", "--out", tmp_path / "auto",
-                   environment=cli_environment({BACKEND_ENV: "", PRECISION_ENV: ""})),
+                   environment=cli_environment({BACKEND_ENV: "openvino", PRECISION_ENV: ""})),
         _start_cli(image, "--model", "helpers_batch:tiny_fcn", "--backend", "openvino", "--out", tmp_path,
                    environment=blocked),
         _start_cli("detect", image, "--model", "helpers_runtimes:unexportable_fcn", "--backend", "openvino",
@@ -246,16 +246,17 @@ def test_cli_auto_choice_logged_once_and_in_json_and_runtime_mistakes_in_one_lin
     assert "the torch backend runs it (--backend)" in line
 
 
-def test_one_image_scores_on_torch_under_auto(monkeypatch):
-    """Converting a network for a runtime costs more than it saves on one image: auto means torch there, unless
-    the environment pins a backend; an explicit backend is kept."""
-    from fcn_app.runtimes import BACKEND_ENV, backend_for_one_image
+def test_image_commands_score_on_torch_under_auto(monkeypatch):
+    """Converting a network for a runtime costs more than it saves on one image, and a folder must give an image
+    the same bytes as alone: auto means torch for both, unless the environment pins a backend; an explicit backend
+    is kept."""
+    from fcn_app.runtimes import BACKEND_ENV, command_backend
 
     monkeypatch.delenv(BACKEND_ENV, raising=False)
-    assert backend_for_one_image("auto") == "torch"
-    assert backend_for_one_image("openvino") == "openvino"
+    assert command_backend("auto") == "torch"
+    assert command_backend("openvino") == "openvino"
     monkeypatch.setenv(BACKEND_ENV, "onnxruntime")
-    assert backend_for_one_image("auto") == "auto"  # resolved later through the pin
+    assert command_backend("auto") == "auto"  # resolved later through the pin
 
 
 def test_a_network_holding_inference_tensors_runs_on_a_runtime():

@@ -107,8 +107,9 @@ ClassesOption = Annotated[
 ]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 BackendOption = Annotated[str, typer.Option(
-    "--backend", help=f"Runtime: {'|'.join(BACKENDS)}. auto: OpenVINO on a CPU where it is installed "
-    "(pip install 'fcn-heatmap[openvino]'), else torch.")]
+    "--backend", help=f"Runtime: {'|'.join(BACKENDS)}. auto: torch for images and folders (an image gives the same "
+    "bytes alone and in a folder); serve: OpenVINO on a CPU where it is installed (pip install "
+    "'fcn-heatmap[openvino]'), else torch.")]
 PrecisionOption = Annotated[str, typer.Option(
     "--precision", help=f"{'|'.join(PRECISIONS)}. auto: bf16 on a CPU with AMX-bf16 or on a GPU, else fp32 "
     "(fp32: bit-stable results).")]

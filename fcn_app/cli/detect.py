@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +15,7 @@ from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, check_image_path, decode
 from ..methods import FCN
 from ..models import DEFAULT_ARCH
 from ..pyramid import parse_scales
-from ..runtimes import backend_for_one_image
+from ..runtimes import command_backend
 from ..scoring import ScoringOptions
 from ..tasks import DetectionTask, process_input
 from ..tasks.heatmap import IMAGE_FORMATS, check_image_format, check_work_size
@@ -124,7 +123,8 @@ def detect(
                                 classwise_nms=classwise_nms, masks=masks)
         check_font(font)
         check_method_window(method, window, backend)
-        scoring = ScoringOptions(precision=precision, backend=backend)
+        # one image and a folder score on the same runtime: the same bytes alone and in a folder
+        scoring = ScoringOptions(precision=precision, backend=command_backend(backend))
         refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=class_names_file,
                                   window=window)
         if not inputs and list_file is None:
@@ -155,7 +155,6 @@ def detect(
                 console.print(f"wrote {results_path}", highlight=False)
         else:
             image = check_image_path(inputs[0])  # a typo fails before the model loads
-            scoring = replace(scoring, backend=backend_for_one_image(scoring.backend))
             task = make_task()
             task.check()  # options that fail for every image fail before any output folder exists
             decoded = decode_input(image, task.decode_request)

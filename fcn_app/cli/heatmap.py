@@ -10,7 +10,6 @@ are identical either way.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +23,7 @@ from ..models import DEFAULT_ARCH
 from ..pyramid import FUSE_MODES
 from ..render import COLORMAPS, DEFAULT_COLORMAP
 from ..resolution import DEFAULT_WORK_WINDOWS, default_work_size
-from ..runtimes import backend_for_one_image
+from ..runtimes import command_backend
 from ..scoring import ScoringOptions
 from ..tasks import HeatmapOptions, HeatmapTask, ImageTask, SegmentationTask, process_input
 from ..tasks.heatmap import IMAGE_FORMATS
@@ -176,7 +175,8 @@ def heatmap(
             image_format=image_format, method=method, target_layer=target_layer,
         )
         check_method_window(options.method, window, backend)
-        scoring = ScoringOptions(precision, max_memory, backend)
+        # one image and a folder score on the same runtime, so an image's outputs have the same bytes in both
+        scoring = ScoringOptions(precision, max_memory, command_backend(backend))
         if not inputs and list_file is None:
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
         if is_batch_input(inputs, list_file):
@@ -197,7 +197,6 @@ def heatmap(
         else:
             image = check_image_path(inputs[0])  # a typo fails before the model loads
             out_dir = ensure_output_dir(out) if out is not None else image.parent
-            scoring = replace(scoring, backend=backend_for_one_image(scoring.backend))
             task = _build_task(options, scoring, model=model, weights=weights, checkpoint=checkpoint, device=device,
                                stride=stride, classes_path=class_names_file, window=window)
             task.check()
