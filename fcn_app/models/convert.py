@@ -33,6 +33,7 @@ from ..layers import ELEMENTWISE_LAYERS, pair
 __all__ = [
     "FullyConvolutionalNet",
     "linear_to_conv",
+    "grid_linear_layers",
     "split_classifier",
     "to_fully_convolutional",
 ]
@@ -232,6 +233,39 @@ def _feature_grid(features: nn.Module, in_channels: int, input_size: tuple[int, 
     return int(output.shape[1]), int(output.shape[2]), int(output.shape[3])
 
 
+def grid_linear_layers(
+    linear: nn.Linear, pool: nn.Module | None, channels: int, grid: tuple[int, int], *, copy_weights: bool = True,
+) -> list[nn.Module]:
+    """The layers computing ``linear(flatten(pool(f)))`` for every ``grid``-sized window of a feature map ``f``.
+
+    ``grid`` is the ``channels×rows×cols`` feature grid at the classifier's training size and ``pool`` the adaptive
+    pool between the features and the flatten (``None`` or ``Identity`` if there is none). Without a pool the
+    Linear is one ``rows×cols`` convolution; an adaptive pool to the same grid is the identity there and is dropped;
+    an average pool to a divisor of the grid is folded into the kernel; a max pool becomes a stride-1 max pool
+    followed by a dilated convolution. Uneven bins have no exact convolutional form: :class:`ConversionError`.
+    """
+    grid = (int(grid[0]), int(grid[1]))
+    if pool is None or isinstance(pool, nn.Identity):
+        return [linear_to_conv(linear, channels, grid, copy_weights=copy_weights)]
+    if not isinstance(pool, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+        raise ConversionError(f"unsupported pool {type(pool).__name__} between features and head")
+    pooled = grid if pool.output_size is None else pair(pool.output_size)
+    pooled = (pooled[0] or grid[0], pooled[1] or grid[1])
+    if pooled == grid:
+        return [linear_to_conv(linear, channels, grid, copy_weights=copy_weights)]
+    if grid[0] % pooled[0] or grid[1] % pooled[1]:
+        raise ConversionError(
+            f"the adaptive pool maps a {grid[0]}×{grid[1]} grid to {pooled[0]}×{pooled[1]} with uneven bins, "
+            f"which has no exact convolutional form; choose an input_size whose feature grid is a multiple "
+            f"of {pooled[0]}×{pooled[1]}"
+        )
+    if isinstance(pool, nn.AdaptiveAvgPool2d):
+        return [_fold_average_pool(linear, channels, pooled, grid)]
+    factor = (grid[0] // pooled[0], grid[1] // pooled[1])
+    return [nn.MaxPool2d(kernel_size=factor, stride=1),
+            linear_to_conv(linear, channels, pooled, dilation=factor, copy_weights=copy_weights)]
+
+
 def to_fully_convolutional(
     model: nn.Module | None = None,
     *,
@@ -293,38 +327,14 @@ def to_fully_convolutional(
             )
 
     channels, grid_h, grid_w = _feature_grid(features, in_channels, input_size)
-    kernel_grid = (grid_h, grid_w)
-    pre_head: list[nn.Module] = []
-    first_conv: nn.Conv2d
     first = linears[0]
-    if pool is not None and not isinstance(pool, nn.Identity):
-        if not isinstance(pool, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-            raise ConversionError(f"unsupported pool {type(pool).__name__} between features and head")
-        pooled = kernel_grid if pool.output_size is None else pair(pool.output_size)
-        pooled = (pooled[0] or grid_h, pooled[1] or grid_w)
-        if pooled == kernel_grid:
-            first_conv = linear_to_conv(first, channels, kernel_grid, copy_weights=copy_weights)
-        elif grid_h % pooled[0] or grid_w % pooled[1]:
-            raise ConversionError(
-                f"the adaptive pool maps a {grid_h}×{grid_w} grid to {pooled[0]}×{pooled[1]} with uneven bins, "
-                f"which has no exact convolutional form; choose an input_size whose feature grid is a multiple "
-                f"of {pooled[0]}×{pooled[1]}"
-            )
-        elif isinstance(pool, nn.AdaptiveAvgPool2d):
-            first_conv = _fold_average_pool(first, channels, pooled, kernel_grid)
-        else:
-            factor = (grid_h // pooled[0], grid_w // pooled[1])
-            pre_head.append(nn.MaxPool2d(kernel_size=factor, stride=1))
-            first_conv = linear_to_conv(first, channels, pooled, dilation=factor, copy_weights=copy_weights)
-    else:
-        first_conv = linear_to_conv(first, channels, kernel_grid, copy_weights=copy_weights)
+    first_layers = grid_linear_layers(first, pool, channels, (grid_h, grid_w), copy_weights=copy_weights)
 
     converted: list[nn.Module] = []
     previous_width = None
     for layer in head_layers:
         if layer is first:
-            converted.extend(pre_head)
-            converted.append(first_conv)
+            converted.extend(first_layers)
             previous_width = first.out_features
         elif isinstance(layer, nn.Linear):
             converted.append(linear_to_conv(layer, previous_width, (1, 1), copy_weights=copy_weights))

@@ -35,7 +35,8 @@ from torch import fx, nn
 
 from ..device import module_device
 from ..errors import ConversionError
-from .convert import FullyConvolutionalNet, linear_to_conv, to_fully_convolutional
+from ..layers import ELEMENTWISE_LAYERS, pair
+from .convert import FullyConvolutionalNet, grid_linear_layers, linear_to_conv, to_fully_convolutional
 
 __all__ = [
     "GraphFullyConvolutionalNet",
@@ -324,8 +325,33 @@ def _is_pointwise_conv(module: nn.Module) -> bool:
             and module.padding in (0, (0, 0)) and module.groups == 1)
 
 
-def _split_at_global_pool(graph_module: fx.GraphModule) -> tuple[fx.Node, str, list[fx.Node]]:
-    """Walk back from the output to the global pool: ``(pool_input, pool_kind, head_nodes_in_order)``."""
+def _flattened_input(graph_module: fx.GraphModule, node: fx.Node) -> fx.Node | None:
+    """The ``N×C×h×w`` tensor ``node`` flattens to ``N×(C·h·w)``, or ``None`` if ``node`` is no such flatten:
+    ``nn.Flatten()``, ``torch.flatten(x, 1)``, ``x.flatten(1)``, ``x.view(x.size(0), -1)``, ``x.reshape(n, -1)``."""
+    if node.op == "call_module":
+        module = graph_module.get_submodule(node.target)
+        flat = isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1
+        return node.args[0] if flat else None
+    if not node.args or not isinstance(node.args[0], fx.Node):
+        return None
+    rest = [*node.args[1:], *node.kwargs.values()]
+    if node.target in (torch.flatten, "flatten"):
+        start = rest[0] if rest else 0
+        end = rest[1] if len(rest) > 1 else -1
+        return node.args[0] if (start, end) == (1, -1) else None
+    if node.op == "call_method" and node.target in ("view", "reshape"):
+        shape = rest[0] if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else rest
+        return node.args[0] if len(shape) == 2 and shape[1] == -1 else None
+    return None
+
+
+def _split_head(graph_module: fx.GraphModule) -> tuple[fx.Node, str, list[fx.Node], nn.Module | None]:
+    """Walk back from the output to where the head starts: ``(body_output, kind, head_nodes_in_order, grid_pool)``.
+
+    ``kind`` is ``"avg"``/``"max"`` for a global pool (the window is a free parameter), ``"flatten"`` for a head
+    that reads the flattened feature grid (conv features → flatten → Linear layers: the window is the training
+    grid); ``grid_pool`` is an adaptive pool to a grid just before that flatten (VGG's ``avgpool``), else ``None``.
+    """
     output = next(node for node in graph_module.graph.nodes if node.op == "output")
     result = output.args[0]
     node = next(iter(result.values())) if isinstance(result, dict) else result
@@ -334,16 +360,47 @@ def _split_at_global_pool(graph_module: fx.GraphModule) -> tuple[fx.Node, str, l
         kind = _global_pool_kind(graph_module, node)
         if kind is not None:
             inputs = _tensor_inputs(node)
-            return inputs[0], kind, list(reversed(head))
+            return inputs[0], kind, list(reversed(head)), None
+        flattened = _flattened_input(graph_module, node)
+        if flattened is not None and _global_pool_kind(graph_module, flattened) is None:
+            grid_pool = None
+            if flattened.op == "call_module" and isinstance(
+                    graph_module.get_submodule(flattened.target), (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+                grid_pool = graph_module.get_submodule(flattened.target)
+                flattened = flattened.args[0]
+            return flattened, "flatten", list(reversed(head)), grid_pool
         inputs = _tensor_inputs(node)
         if node.op == "placeholder" or len(inputs) != 1 or len(node.users) > 1:
             raise ConversionError(
-                "the classifier does not end in global average/max pooling followed by a per-vector head "
-                f"(stopped at {node.op} {node.name}), so it has no exact sliding-window form; for another layout "
-                "pass features= and head= to to_fully_convolutional()"
+                "the classifier does not end in global average/max pooling or a flatten followed by a per-vector "
+                f"head (stopped at {node.op} {node.name}), so it has no exact sliding-window form; for another "
+                "layout pass features= and head= to to_fully_convolutional()"
             )
         head.append(node)
         node = inputs[0]
+
+
+def _flattened_head(graph_module: fx.GraphModule, head_nodes: list[fx.Node], grid_pool: nn.Module | None,
+                    channels: int, grid: tuple[int, int]) -> tuple[list[nn.Module], int]:
+    """``(layers, classes)``: a head reading the flattened ``channels×grid`` features, as convolutions whose first
+    one spans the whole grid (:func:`~.convert.grid_linear_layers`); per-value layers before it run on the grid."""
+    layers: list[nn.Module] = []
+    width, first_done = channels, False
+    for node in head_nodes:
+        module = graph_module.get_submodule(node.target) if node.op == "call_module" else None
+        if not first_done and isinstance(module, nn.Linear):
+            layers.extend(grid_linear_layers(module, grid_pool, channels, grid))
+            width, first_done = module.out_features, True
+            continue
+        layer, width = _per_cell_layer(graph_module, node, width)
+        if not first_done and layer is not None and not isinstance(layer, ELEMENTWISE_LAYERS):
+            raise ConversionError(f"cannot run a {type(layer).__name__} ({node.name}) on the flattened features "
+                                  "before the first Linear layer; only per-value layers can stand there")
+        if layer is not None:
+            layers.append(layer)
+    if not first_done:
+        raise ConversionError("the classifier head after the flatten has no Linear layer to convert")
+    return layers, width
 
 
 def _cut_body(graph_module: fx.GraphModule, pool_input: fx.Node) -> fx.GraphModule:
@@ -405,7 +462,7 @@ def convert_graph_classifier(
         graph_module = _trace(model)
     finally:
         model.train(was_training)
-    pool_input, kind, head_nodes = _split_at_global_pool(graph_module)
+    pool_input, kind, head_nodes, grid_pool = _split_head(graph_module)
     body = _cut_body(graph_module, pool_input).eval()
 
     device = module_device(body)
@@ -420,14 +477,15 @@ def convert_graph_classifier(
         raise ConversionError(f"the classifier cannot run on a {in_channels}×{input_size[0]}×{input_size[1]} input "
                               f"({str(error).splitlines()[0][:160]})") from None
     channels, window = int(probe.shape[1]), (int(probe.shape[2]), int(probe.shape[3]))
-    pool = nn.AvgPool2d(window, stride=1) if kind == "avg" else nn.MaxPool2d(window, stride=1)
-
-    layers: list[nn.Module] = [pool]
-    width = channels
-    for node in head_nodes:
-        layer, width = _per_cell_layer(graph_module, node, width)
-        if layer is not None:
-            layers.append(layer)
+    if kind == "flatten":
+        layers, width = _flattened_head(graph_module, head_nodes, grid_pool, channels, window)
+    else:
+        layers = [nn.AvgPool2d(window, stride=1) if kind == "avg" else nn.MaxPool2d(window, stride=1)]
+        width = channels
+        for node in head_nodes:
+            layer, width = _per_cell_layer(graph_module, node, width)
+            if layer is not None:
+                layers.append(layer)
     global_context = any(isinstance(module, _global_gates()) for module in body.modules())
     network = GraphFullyConvolutionalNet(
         body, nn.Sequential(*layers), window=window, global_context=global_context, input_size=input_size,
@@ -686,10 +744,19 @@ def densify_graph(network: GraphFullyConvolutionalNet, stride: int) -> GraphFull
             module.padding = (padding[0] * factor, padding[1] * factor)
             module.dilation = (dilation[0] * factor, dilation[1] * factor)
     factor = native // stride
-    pool = dense.head[0]
-    if isinstance(pool, nn.MaxPool2d):
-        dense.head[0] = nn.MaxPool2d(pool.kernel_size, stride=1, dilation=factor)
-    else:
-        dense.head[0] = DilatedAvgPool2d(dense.window, (factor, factor))
+    dense.head = nn.Sequential(*(_dilated_window_layer(layer, factor) for layer in dense.head))
     dense.window_dilation = factor
     return dense
+
+
+def _dilated_window_layer(layer: nn.Module, factor: int) -> nn.Module:
+    """``layer`` of a head reading its window on a grid ``factor`` times denser: window pools and convolutions
+    spanning more than one cell take every ``factor``-th cell; 1×1 layers are unchanged."""
+    if isinstance(layer, nn.AvgPool2d):
+        return DilatedAvgPool2d(pair(layer.kernel_size), (factor, factor))
+    if isinstance(layer, nn.MaxPool2d):
+        dilation = pair(layer.dilation)
+        return nn.MaxPool2d(layer.kernel_size, stride=1, dilation=(dilation[0] * factor, dilation[1] * factor))
+    if isinstance(layer, nn.Conv2d) and tuple(layer.kernel_size) != (1, 1):
+        layer.dilation = (layer.dilation[0] * factor, layer.dilation[1] * factor)
+    return layer
