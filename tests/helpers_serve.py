@@ -30,6 +30,34 @@ def png_bytes(height: int = 80, width: int = 96, seed: int = 1) -> bytes:
     return buffer.getvalue()
 
 
+BOUNDARY = "fcn-test-boundary"
+MULTIPART = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+
+def multipart_body(image: bytes, total_bytes: int, name: str = "a.png") -> bytes:
+    """A multipart body of exactly ``total_bytes`` bytes: the field ``image`` (``image``'s bytes) and a field
+    ``padding`` of zeros that the routes ignore, so a body at a byte-exact size still carries a readable image.
+    Send it with :data:`MULTIPART` as the content type."""
+    def part(field: str, filename: str, content: bytes) -> bytes:
+        return (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n").encode() + content + b"\r\n"
+
+    head = part("image", name, image)
+    tail = f"--{BOUNDARY}--\r\n".encode()
+    padding = total_bytes - len(head) - len(part("padding", "padding.bin", b"")) - len(tail)
+    if padding < 0:
+        raise ValueError(f"a body of {total_bytes} bytes cannot hold this image")
+    body = head + part("padding", "padding.bin", b"\0" * padding) + tail
+    assert len(body) == total_bytes
+    return body
+
+
+def in_chunks(body: bytes, size: int = 64 * 1024):
+    """``body`` as a generator: httpx sends it ``Transfer-Encoding: chunked``, with no Content-Length."""
+    for start in range(0, len(body), size):
+        yield body[start: start + size]
+
+
 @contextlib.contextmanager
 def threaded_server(app):
     """``app`` served by uvicorn on 127.0.0.1 in a daemon thread; yields the base URL."""

@@ -33,8 +33,10 @@ class ImageRoot:
     def __post_init__(self) -> None:
         object.__setattr__(self, "folder", Path(self.folder).resolve(strict=True))
 
-    def _inside(self, path: Path) -> bool:
-        return path == self.folder or self.folder in path.parents
+    def _inside(self, resolved: Path) -> bool:
+        """Whether a resolved path is the root or below it, compared by path parts: ``root-x`` is not inside ``root``
+        (a string-prefix test would say it is)."""
+        return resolved.is_relative_to(self.folder)
 
     def _resolve(self, relative: str) -> Path:
         text = (relative or "").replace("\\", "/")
