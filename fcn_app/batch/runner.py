@@ -14,9 +14,12 @@ Three stages overlap so the model never waits for files:
   the next image's scoring), so an image gives byte-identical outputs alone or in a folder.
 
 Memory stays flat: at most ``num_workers × prefetch`` decoded images, the size groups and the queue are in
-flight at any time, and what is kept per input is one small summary row. Ctrl-C (``KeyboardInterrupt``)
-discards the batch being scored, lets the writer finish what it already has, marks the rest ``pending`` and
-still writes the summary.
+flight at any time, and what is kept per input is one small summary row. Ctrl-C (SIGINT, ``KeyboardInterrupt``)
+and SIGTERM (:class:`~fcn_app.processes.Terminated`) stop a run the same way: the batch being scored is
+discarded, the decode workers are shut down, the writer finishes what it already has (every file is written
+whole, :mod:`~fcn_app.io.atomic`), the rest is marked ``pending`` and the summary is still written; further
+signals wait until it is (:class:`~fcn_app.processes.StopSignals`). The decode workers die with this process
+however it ends, ``kill -9`` included (:func:`~fcn_app.processes.loader_worker_init`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import FcnError, InputImageError, OptionError
 from ..io import DecodeRequest, InputImage, decode_input, ensure_output_dir, remove_stale_temporaries
+from ..processes import StopSignals, Terminated, loader_worker_init
 from ..tasks.base import ImageTask, preview_picture
 from .gallery import main_picture, thumbnail_path, write_thumbnail
 from .inputs import WorkItem
@@ -87,12 +91,6 @@ class DecodeDataset(Dataset):
             return position, None, f"{source}: cannot decode: {reason}"
 
 
-def _ignore_ctrl_c(worker_id: int) -> None:
-    """Decode workers ignore SIGINT: a terminal's Ctrl-C reaches the whole process group, and the main process
-    alone decides how to stop (it shuts the workers down itself)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def _keep_sample(sample):
     """DataLoader ``collate_fn`` that leaves numpy arrays alone (the default would turn them into tensors)."""
     return sample
@@ -124,6 +122,9 @@ class BatchResult:
     interrupted: bool
     summary_path: Path | None
     counts: dict[str, int] = field(default_factory=dict)
+    #: What stopped an interrupted run: ``signal.SIGTERM``, or ``signal.SIGINT`` for Ctrl-C (any
+    #: ``KeyboardInterrupt``); ``None`` for a run that was not interrupted.
+    stopped_by: int | None = None
 
     @property
     def images_per_s(self) -> float:
@@ -242,35 +243,18 @@ def run_batch(
 
     summary_path = out_dir / SUMMARY_NAME if world_size == 1 else rank_summary_path(out_dir, rank)
     previous = {} if overwrite else read_summary_rows(summary_path) or read_summary_rows(out_dir / SUMMARY_NAME)
-    rows = RowSpool(summary_path, len(items))  # on disk: memory stays flat however many inputs
     lock = threading.Lock()
-
-    def record(position: int, row: dict) -> None:
-        with lock:
-            rows.put(position, row)
-            if on_row is not None and row["status"] != "skipped":
-                on_row(row)
-
-    pending: list[int] = []
-    for position, item in enumerate(items):
-        paths = task.output_paths(item.stem_in(out_dir))
-        if not overwrite and is_up_to_date(item.source, paths):
-            earlier = previous.get(item.relative, {})
-            rows.put(position, _row(
-                item, "skipped", paths,
-                top_classes=earlier.get("top_classes", []), image_size=earlier.get("image_size"),
-            ))
-        else:
-            pending.append(position)
-    del previous
-    if on_start is not None:
-        on_start(len(pending), len(items) - len(pending))
-
-    writer = _Writer(out_dir, task, record, depth=2 * batch_size + 2, thumbnails=thumbnails)
     # Decoded inputs waiting for a batch of their network size: shape → [(position, item, input)].
     groups: dict[tuple[int, ...], list[tuple[int, WorkItem, InputImage]]] = {}
     max_buffered = max(4 * batch_size, 8)
-    interrupted = False
+    interrupted, stopped_by = False, None
+    writer = iterator = None
+
+    def record(position: int, row: dict) -> None:
+        with stop.held(), lock:  # a signal never cuts a row in two
+            rows.put(position, row)
+            if on_row is not None and row["status"] != "skipped":
+                on_row(row)
 
     def score(group: list[tuple[int, WorkItem, InputImage]]) -> None:
         try:
@@ -287,56 +271,79 @@ def run_batch(
         for (position, item, image), prediction in zip(group, predictions):
             writer.put(position, item, image, prediction)
 
-    dataset = DecodeDataset([items[position] for position in pending], task.decode_request)
-    loader = DataLoader(
-        dataset,
-        batch_size=None,
-        shuffle=False,
-        num_workers=num_workers,
-        collate_fn=_keep_sample,
-        worker_init_fn=_ignore_ctrl_c,
-        prefetch_factor=2 if num_workers > 0 else None,
-    )
-    iterator = None
-    try:
-        iterator = iter(loader)
-        buffered = 0
-        for local_position, image, reason in iterator:
-            position = pending[local_position]
-            item = items[position]
-            if reason is not None:
-                record(position, _row(item, "failed", reason=reason))
-                continue
-            shape = image.network_pixels.shape
-            group = groups.setdefault(shape, [])
-            group.append((position, item, image))
-            buffered += 1
-            if len(group) >= batch_size:
-                buffered -= len(group)
-                score(groups.pop(shape))
-            elif buffered > max_buffered:  # many sizes in flight: score the largest group to bound memory
-                largest = max(groups, key=lambda shape: len(groups[shape]))
-                buffered -= len(groups[largest])
-                score(groups.pop(largest))
-        for shape in list(groups):
-            score(groups.pop(shape))
-    except KeyboardInterrupt:
-        interrupted = True
-        logger.info("interrupted: discarding the images being scored, finishing the ones already scored")
-    finally:
-        groups.clear()
-        del iterator  # shuts the decode workers down
-        writer.close()
+    with StopSignals() as stop:  # SIGINT and SIGTERM stop the run in order from here on
+        with stop.held():
+            rows = RowSpool(summary_path, len(items))  # on disk: memory stays flat however many inputs
+        try:
+            try:
+                pending: list[int] = []
+                for position, item in enumerate(items):
+                    paths = task.output_paths(item.stem_in(out_dir))
+                    if not overwrite and is_up_to_date(item.source, paths):
+                        earlier = previous.get(item.relative, {})
+                        record(position, _row(
+                            item, "skipped", paths,
+                            top_classes=earlier.get("top_classes", []), image_size=earlier.get("image_size"),
+                        ))
+                    else:
+                        pending.append(position)
+                del previous
+                if on_start is not None:
+                    on_start(len(pending), len(items) - len(pending))
 
-    elapsed = time.perf_counter() - started
-    try:
-        for position, item in enumerate(items):
-            if position not in rows:
-                rows.put(position, _row(item, "pending", reason="not processed: the run was interrupted"))
-        header = summary_header(dict(rows.counts), elapsed_s=elapsed, world_size=world_size, ranks=[rank],
-                                interrupted=interrupted, extra=extra_summary)
-        by_path = sorted(range(len(items)), key=lambda position: items[position].relative)
-        written = write_summary(summary_path, header, (rows.get(position) for position in by_path))
-    finally:
-        rows.close()
-    return BatchResult(elapsed, interrupted, written, header["counts"])
+                dataset = DecodeDataset([items[position] for position in pending], task.decode_request)
+                loader = DataLoader(
+                    dataset,
+                    batch_size=None,
+                    shuffle=False,
+                    num_workers=num_workers,
+                    collate_fn=_keep_sample,
+                    worker_init_fn=loader_worker_init(),
+                    prefetch_factor=2 if num_workers > 0 else None,
+                )
+                with stop.held():  # the writer thread and the decode workers start whole, so they are stopped whole
+                    writer = _Writer(out_dir, task, record, depth=2 * batch_size + 2, thumbnails=thumbnails)
+                    iterator = iter(loader)
+                buffered = 0
+                for local_position, image, reason in iterator:
+                    position = pending[local_position]
+                    item = items[position]
+                    if reason is not None:
+                        record(position, _row(item, "failed", reason=reason))
+                        continue
+                    shape = image.network_pixels.shape
+                    group = groups.setdefault(shape, [])
+                    group.append((position, item, image))
+                    buffered += 1
+                    if len(group) >= batch_size:
+                        buffered -= len(group)
+                        score(groups.pop(shape))
+                    elif buffered > max_buffered:  # many sizes in flight: score the largest group to bound memory
+                        largest = max(groups, key=lambda shape: len(groups[shape]))
+                        buffered -= len(groups[largest])
+                        score(groups.pop(largest))
+                for shape in list(groups):
+                    score(groups.pop(shape))
+            except KeyboardInterrupt as stop_request:  # Ctrl-C, or SIGTERM's Terminated
+                interrupted = True
+                stopped_by = signal.SIGTERM if isinstance(stop_request, Terminated) else signal.SIGINT
+                logger.info("%s: discarding the images being scored, finishing the ones already scored",
+                            "terminated" if stopped_by == signal.SIGTERM else "interrupted")
+            finally:
+                stop.finish()  # from here on the run only finishes what it has; more signals wait for the summary
+                groups.clear()
+                del iterator  # shuts the decode workers down
+                if writer is not None:
+                    writer.close()
+
+            elapsed = time.perf_counter() - started
+            for position, item in enumerate(items):
+                if position not in rows:
+                    rows.put(position, _row(item, "pending", reason="not processed: the run was interrupted"))
+            header = summary_header(dict(rows.counts), elapsed_s=elapsed, world_size=world_size, ranks=[rank],
+                                    interrupted=interrupted, extra=extra_summary)
+            by_path = sorted(range(len(items)), key=lambda position: items[position].relative)
+            written = write_summary(summary_path, header, (rows.get(position) for position in by_path))
+        finally:
+            rows.close()
+    return BatchResult(elapsed, interrupted, written, header["counts"], stopped_by)

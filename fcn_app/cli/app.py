@@ -19,6 +19,7 @@ from ..launcher import local_device
 from ..methods import CAM, INSTALL_HINT, METHODS, backend_note
 from ..models import DEFAULT_ARCH
 from ..models.graph import with_window
+from ..processes import Terminated
 from ..scoring import BACKENDS, PRECISIONS, load_scoring_network
 from ..segmentation.checkpoint import load_segmentation_model
 
@@ -27,6 +28,7 @@ __all__ = [
     "EXIT_FAILURES",
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
+    "EXIT_TERMINATED",
     "BackendOption",
     "CheckpointOption",
     "MethodOption",
@@ -50,7 +52,8 @@ __all__ = [
 
 EXIT_FAILURES = 1  # some inputs of a batch failed (the others were processed)
 EXIT_INTERNAL = 1  # a bug: an error the program did not expect
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT): 128 + 2, as a shell reports it
+EXIT_TERMINATED = 143  # SIGTERM: 128 + 15
 
 #: Library option names whose flag is not simply ``--`` + the name with dashes (``threshold_mode`` →
 #: ``--threshold-mode``); ``None``: the option is not a flag (the message stands alone).
@@ -70,7 +73,7 @@ EPILOG = """\
 
   fcn-heatmap train configs/example_folder.yaml  [dim]# FCN-8s segmentation training[/dim]
 
-[bold]Exit codes[/bold]  0 ok · 1 some inputs failed (or an internal error) · 2 bad input or usage · 3 cannot write output · 130 interrupted
+[bold]Exit codes[/bold]  0 ok · 1 some inputs failed (or an internal error) · 2 bad input or usage · 3 cannot write output · 130 interrupted (Ctrl-C) · 143 terminated (SIGTERM)
 """
 
 app = typer.Typer(
@@ -202,8 +205,9 @@ def _print_error(message: str) -> None:
 @contextlib.contextmanager
 def cli_errors(verbose: bool = False) -> Iterator[None]:
     """Turn the program's own errors into one line on stderr and the error's exit code (an invalid option's line
-    names the flag the user typed); Ctrl-C into exit code 130; anything unexpected into one line saying it is an
-    internal error, exit code 1 (``--verbose`` shows the traceback)."""
+    names the flag the user typed); Ctrl-C into exit code 130 and SIGTERM's :class:`~fcn_app.processes.Terminated`
+    into 143; anything unexpected into one line saying it is an internal error, exit code 1 (``--verbose`` shows
+    the traceback)."""
     try:
         yield
     except (typer.Exit, typer.Abort, TyperException):
@@ -217,6 +221,9 @@ def cli_errors(verbose: bool = False) -> Iterator[None]:
         else:
             _print_error(f"{error} ({flag})" if flag else str(error))  # the flag is the fix
         raise typer.Exit(code=error.exit_code) from None
+    except Terminated:
+        error_console.print("terminated")
+        raise typer.Exit(code=EXIT_TERMINATED) from None
     except KeyboardInterrupt:
         error_console.print("interrupted")
         raise typer.Exit(code=EXIT_INTERRUPTED) from None

@@ -7,6 +7,7 @@ gets the same decoding workers, resume, sharding, exit codes and ``summary.json`
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Callable
@@ -21,7 +22,7 @@ from ..batch.distributed import shard_from_environment
 from ..errors import InputImageError, OptionError
 from ..io import ensure_output_dir
 from ..tasks.base import ImageTask
-from .app import EXIT_FAILURES, EXIT_INTERRUPTED, error_console
+from .app import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_TERMINATED, error_console
 
 __all__ = [
     "BatchSizeOption",
@@ -102,7 +103,8 @@ def run_folder_job(
     verbose: bool,
     extra_summary: dict | None = None,
 ) -> tuple[int, JobResult]:
-    """Run ``make_task()`` over every input into ``out``; returns the exit code (0, 1 or 130) and the job."""
+    """Run ``make_task()`` over every input into ``out``; returns the exit code (0, 1, 130 after Ctrl-C or 143
+    after SIGTERM) and the job."""
     if out is None:
         raise OptionError("out", "required for folders, globs and lists (outputs mirror the input tree there)")
     shard_spec = parse_shard(folder.shard) if folder.shard is not None else None
@@ -162,6 +164,7 @@ def run_folder_job(
     if job.gallery_path is not None:
         error_console.print(f"gallery: {escape(str(job.gallery_path))}", highlight=False)
     if result.interrupted:
-        error_console.print("interrupted; rerun the same command to finish the rest")
-        return EXIT_INTERRUPTED, job
+        terminated = result.stopped_by == signal.SIGTERM
+        error_console.print(f"{'terminated' if terminated else 'interrupted'}; rerun the same command to finish the rest")
+        return (EXIT_TERMINATED if terminated else EXIT_INTERRUPTED), job
     return (EXIT_FAILURES if counts["failed"] else 0), job

@@ -21,6 +21,7 @@ import yaml
 
 from ..errors import ConfigError, DatasetError, FcnError, TrainingError
 from ..io import atomic_write_json, atomic_write_png, atomic_write_text, ensure_output_dir
+from ..processes import loader_worker_init
 from ..segmentation.checkpoint import load_checkpoint, load_segmentation_model, save_checkpoint
 from ..segmentation.datasets import IGNORE_INDEX, FolderSegmentation, SegmentationDataset, VOCSegmentation
 from ..segmentation.metrics import confusion_matrix, segmentation_scores
@@ -110,7 +111,7 @@ def _micro_batches(dataset: SegmentationTorchDataset, config: TrainingConfig, co
         loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=batches, collate_fn=collate_padded, num_workers=config.data.num_workers,
             generator=torch.Generator().manual_seed(config.train.seed + epoch),
-            pin_memory=context.device.type == "cuda",
+            pin_memory=context.device.type == "cuda", worker_init_fn=loader_worker_init(),  # workers die with us
         )
         try:
             for batch in loader:
