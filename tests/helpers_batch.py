@@ -4,6 +4,8 @@ folder of small images of mixed sizes and modes plus bad files."""
 from __future__ import annotations
 
 import io
+import itertools
+import os
 import time
 from pathlib import Path
 
@@ -40,11 +42,41 @@ def spot_fcn():
                                  categories=["red spot", "other"])
 
 
-def slow_tiny_fcn():
-    """``tiny_fcn`` that sleeps 0.15 s per forward pass, so a test can interrupt a run in the middle."""
+#: Environment variable naming the gate file of :func:`gated_tiny_fcn`.
+GATE_ENV = "FCN_TEST_GATE"
+
+
+def gated_tiny_fcn():
+    """``tiny_fcn`` whose n-th image waits until the file named by ``$FCN_TEST_GATE`` holds a number ≥ n (no file:
+    0). A test lets exactly as many images through as it wants and the run then holds, in the main process, on the
+    next one: a signal sent then lands mid-run on any machine, however fast. Needs the torch backend (a runtime
+    such as OpenVINO would run a converted copy of the network, without the hook)."""
     network = tiny_fcn()
-    network.features.register_forward_pre_hook(lambda module, args: time.sleep(0.15))  # scoring calls features
+    gate = os.environ.get(GATE_ENV)
+    if gate:
+        scored = itertools.count(1)
+
+        def wait_for_the_gate(module, args):
+            number = next(scored)
+            while _gate_count(Path(gate)) < number:
+                time.sleep(0.02)
+
+        network.features.register_forward_pre_hook(wait_for_the_gate)
     return network
+
+
+def _gate_count(gate: Path) -> int:
+    try:
+        return int(gate.read_text() or 0)
+    except (FileNotFoundError, ValueError):  # not written yet, or caught half-written
+        return 0
+
+
+def open_gate(gate: Path, images: int) -> None:
+    """Let :func:`gated_tiny_fcn` score ``images`` images in all (written atomically: the run never reads half)."""
+    temporary = gate.with_name(gate.name + ".new")
+    temporary.write_text(str(images))
+    os.replace(temporary, gate)
 
 
 def _save(path: Path, image: Image.Image, **kwargs) -> Path:

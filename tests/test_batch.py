@@ -33,7 +33,8 @@ from fcn_app.cli import main
 from fcn_app.io import load_image
 from fcn_app.models import load_network
 from fcn_app.tasks import HeatmapOptions, HeatmapTask
-from helpers_batch import is_gallery_file, make_image_folder
+from helpers_batch import GATE_ENV, is_gallery_file, make_image_folder, open_gate
+from helpers_processes import children, descendants, survivors_after
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = "helpers_batch:tiny_fcn"
@@ -220,34 +221,44 @@ def test_interrupted_run_resumes_to_the_same_outputs(image_folder, reference, tm
 
 @pytest.mark.slow
 def test_ctrl_c_and_kill_then_rerun_match_an_uninterrupted_run(image_folder, reference, tmp_path):
-    """Real signals to a real process: SIGINT → exit 130 and a summary; SIGKILL → rerun finishes the job."""
+    """Real signals to a real process with two decode workers, each sent while the run is provably mid-way (the
+    gated network of ``helpers_batch`` holds it on an image the test has not let through, however fast the
+    machine): SIGINT to the process group, as a terminal's Ctrl-C → exit 130, a summary, no process left behind;
+    SIGKILL → the rerun finishes the job."""
     root, files = image_folder
-    arguments = [sys.executable, "-m", "fcn_app", str(root), "-r", "--out", str(tmp_path), "--json", "--num-workers", "1"]
+    out, gate = tmp_path / "out", tmp_path / "gate"
+    arguments = [sys.executable, "-m", "fcn_app", str(root), "-r", "--out", str(out), "--json", "--num-workers", "2"]
 
-    def start_and_signal(sig: int) -> int:
-        process = subprocess.Popen([*arguments, "--model", "helpers_batch:slow_tiny_fcn"], env=SUBPROCESS_ENV,
+    def start_and_signal(sig: int, images: int) -> tuple[int, str]:
+        """Run, letting ``images`` images through; once they are written and both workers are up, signal."""
+        open_gate(gate, images)
+        already = len(list(out.rglob("*.heatmap.png")))
+        process = subprocess.Popen([*arguments, "--model", "helpers_batch:gated_tiny_fcn"],
+                                   env=dict(SUBPROCESS_ENV, FCN_HEATMAP_BACKEND="torch", **{GATE_ENV: str(gate)}),
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-        already = len(list(tmp_path.rglob("*.heatmap.png")))
-        deadline = time.monotonic() + 60
-        while len(list(tmp_path.rglob("*.heatmap.png"))) <= already and process.poll() is None:
+        deadline = time.monotonic() + 120
+        while len(list(out.rglob("*.heatmap.png"))) < already + images or len(children(process.pid)) < 2:
+            assert process.poll() is None, f"the run ended (code {process.returncode}) before the signal"
             assert time.monotonic() < deadline, "the run made no progress"
             time.sleep(0.05)
+        below = descendants(process.pid)
         os.killpg(process.pid, sig)  # like a terminal: the whole process group, decode workers included
         _, stderr = process.communicate(timeout=60)
+        assert survivors_after(below) == [], "a process of the run outlived it"
         return process.returncode, stderr.decode()
 
-    code, stderr = start_and_signal(signal.SIGINT)
+    code, stderr = start_and_signal(signal.SIGINT, 1)
     assert code == 130, stderr
-    summary = json.loads((tmp_path / SUMMARY_NAME).read_text())
+    summary = json.loads((out / SUMMARY_NAME).read_text())
     assert summary["interrupted"] and summary["counts"]["pending"] > 0
-    code, _ = start_and_signal(signal.SIGKILL)
+    code, _ = start_and_signal(signal.SIGKILL, 2)
     assert code == -signal.SIGKILL
     finished = subprocess.run([*arguments, "--model", TINY], env=SUBPROCESS_ENV, capture_output=True, timeout=120)
     assert finished.returncode == 1, finished.stderr.decode()  # the three bad files
-    counts = json.loads((tmp_path / SUMMARY_NAME).read_text())["counts"]
+    counts = json.loads((out / SUMMARY_NAME).read_text())["counts"]
     assert counts["skipped"] >= 1 and counts["ok"] + counts["skipped"] == len(files["good"])
-    assert output_files(tmp_path) == output_files(reference[0])
-    ours, clean = output_files(tmp_path, gallery=True), output_files(reference[0], gallery=True)
+    assert output_files(out) == output_files(reference[0])
+    ours, clean = output_files(out, gallery=True), output_files(reference[0], gallery=True)
     ours_index, clean_index = gallery_images(ours.pop("gallery-index.js")), gallery_images(clean.pop("gallery-index.js"))
     assert ours == clean  # the page and every thumbnail
     # Images finished by the killed run have no classes or size in summary.json (no summary of theirs survived), so
@@ -255,7 +266,7 @@ def test_ctrl_c_and_kill_then_rerun_match_an_uninterrupted_run(image_folder, ref
     assert [image[:3] + image[4:5] for image in ours_index] == [image[:3] + image[4:5] for image in clean_index]
     for mine, theirs in zip(ours_index, clean_index):
         assert mine == theirs or (mine[3] == [] and mine[5] is None), (mine, theirs)
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(out.rglob("*.tmp"))
 
 
 # --- sharding ----------------------------------------------------------------------------------------------------

@@ -20,12 +20,13 @@ from PIL import Image
 from fcn_app.batch import GALLERY_NAME, SUMMARY_NAME, collect_inputs, run_batch
 from fcn_app.tasks import HeatmapOptions, HeatmapTask
 
-from helpers_batch import is_gallery_file, make_image_folder, tiny_fcn
+from helpers_batch import GATE_ENV, is_gallery_file, make_image_folder, open_gate, tiny_fcn
 from hostile_corpus import build_corpus
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
-ENV = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}", OMP_NUM_THREADS="1")
+ENV = dict(os.environ, PYTHONPATH=f"{REPO}{os.pathsep}{TESTS}", OMP_NUM_THREADS="1",
+           FCN_HEATMAP_BACKEND="torch")  # (the gated network needs torch)
 
 
 def output_bytes(out: Path) -> dict[str, bytes]:
@@ -120,39 +121,45 @@ def folder_and_reference(tmp_path_factory):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_kill_9_after_k_of_n_outputs_then_rerun_gives_the_clean_outputs(folder_and_reference, tmp_path, seed):
     """kill -9 once k of the n outputs exist (0 < k < n, a different k per seed, checked before the kill), then the
-    same command again: every output byte-identical to a clean run's, no temporary file anywhere."""
+    same command again: every output byte-identical to a clean run's, no temporary file anywhere.
+
+    The gated network of ``helpers_batch`` lets ⌈k/2⌉ images through and holds the run on the next, so the kill
+    lands before the run can finish on any machine — possibly while the last image's second output is written."""
     root, reference = folder_and_reference
+    out, gate = tmp_path / "out", tmp_path / "gate"
     expected = output_bytes(reference)
     n = len(expected)  # overlay + JSON per good image
     k = random.Random(seed).randint(1, n - 2)
-    command = [sys.executable, "-m", "fcn_app", str(root), "-r", "--out", str(tmp_path), "--json",
-               "--num-workers", "1", "--model", "helpers_batch:slow_tiny_fcn"]  # ≥ 0.15 s per image
-    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    open_gate(gate, (k + 1) // 2)
+    command = [sys.executable, "-m", "fcn_app", str(root), "-r", "--out", str(out), "--json", "--num-workers", "1"]
+    process = subprocess.Popen([*command, "--model", "helpers_batch:gated_tiny_fcn"],
+                               env=dict(ENV, **{GATE_ENV: str(gate)}), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while len(final_outputs(tmp_path)) < k:
+        while len(final_outputs(out)) < k:
             assert process.poll() is None, f"the run ended (code {process.returncode}) before {k} outputs"
             assert time.monotonic() < deadline, "the run made no progress"
             time.sleep(0.01)
-        done = len(final_outputs(tmp_path))
+        done = len(final_outputs(out))
         assert 0 < done < n and process.poll() is None, f"{done} of {n} outputs: the kill would not land mid-run"
         kill_group(process)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=60)
-    assert k <= len(final_outputs(tmp_path)) < n, "the run finished before the kill landed"
-    assert_nothing_partial(tmp_path, allow_temporaries=True)
-    assert not (tmp_path / SUMMARY_NAME).exists()  # killed, not stopped: no summary from that run
+    assert k <= len(final_outputs(out)) < n, "the run finished before the kill landed"
+    assert_nothing_partial(out, allow_temporaries=True)
+    assert not (out / SUMMARY_NAME).exists()  # killed, not stopped: no summary from that run
     complete = sum(path.with_name(path.name.replace(".json", ".heatmap.png")).is_file()
-                   for path in tmp_path.rglob("*.json"))
+                   for path in out.rglob("*.json"))
 
-    finished = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=180)
+    finished = subprocess.run([*command, "--model", "helpers_batch:tiny_fcn"], env=ENV, capture_output=True,
+                              text=True, timeout=180)
     assert finished.returncode == 1, finished.stderr  # the folder's three bad files
-    assert output_bytes(tmp_path) == expected
-    assert_nothing_partial(tmp_path)  # not one temporary file left in the whole tree
-    assert (tmp_path / GALLERY_NAME).is_file()  # the rerun wrote the gallery of the whole folder
-    counts = json.loads((tmp_path / SUMMARY_NAME).read_text())["counts"]
+    assert output_bytes(out) == expected
+    assert_nothing_partial(out)  # not one temporary file left in the whole tree
+    assert (out / GALLERY_NAME).is_file()  # the rerun wrote the gallery of the whole folder
+    counts = json.loads((out / SUMMARY_NAME).read_text())["counts"]
     assert counts == {"ok": n // 2 - complete, "skipped": complete, "failed": 3, "pending": 0}  # resumed, not redone
 
