@@ -77,7 +77,7 @@ def training_window(features_of, training_size: tuple[int, int]) -> tuple[int, i
 
 
 def head_on_windows(head, features: torch.Tensor, window: tuple[int, int], dilation: int = 1) -> torch.Tensor:
-    """``N×K×rows×cols``: ``head`` on every ``window`` of ``features`` (taps ``dilation`` cells apart), cell by cell."""
+    """``N×K×rows×cols``: ``head`` on every ``window`` of ``features`` (taps ``dilation`` cells apart), per cell."""
     span = [(size - 1) * dilation + 1 for size in window]
     rows, cols = features.shape[2] - span[0] + 1, features.shape[3] - span[1] + 1
     assert rows >= 2 and cols >= 2
