@@ -65,6 +65,23 @@ def tiny_classifier(num_classes: int = 5, pool: nn.Module | None = None, seed: i
     )
 
 
+#: fp32 tolerances for the same mathematics through different kernels (a convolution where the classifier runs a
+#: GEMM, a runtime's own kernels, another CPU's vector width: another summation order): ``rtol`` per value plus an
+#: absolute part relative to the largest magnitude compared, so a test means the same for logits of 0.1 and of 100.
+#: Measured: converted VGG/AlexNet logits at 224² differ from torchvision's by up to 3.1e-6 × max |logit| on an
+#: AVX2-only EPYC (an absolute 1e-5 failed there for logits up to 18).
+FP32_RTOL, FP32_ATOL_SCALE = 1e-4, 1e-5
+
+
+def assert_close_scaled(actual, expected, *, rtol: float = FP32_RTOL, atol_scale: float = FP32_ATOL_SCALE,
+                        **kwargs) -> None:
+    """``torch.testing.assert_close`` with ``atol = atol_scale × max |expected|``: an absolute tolerance relative to
+    the magnitude compared, never a fixed one on values of arbitrary size."""
+    magnitude = torch.as_tensor(expected).detach().abs()
+    scale = float(magnitude.max()) if magnitude.numel() else 0.0
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol_scale * scale, **kwargs)
+
+
 def random_rgb(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(height, width, 3), dtype=np.uint8)
 
