@@ -5,8 +5,10 @@ up from its work, and then leaves the way a Python process leaves: by joining th
 pipe. Nobody reads that pipe any more and the worker itself holds its read end, so a result larger than the pipe's
 buffer (any decoded photo) blocks that join for ever: a real run left such a worker alive for 22 minutes. So every
 loader worker this package starts (:func:`loader_worker_init`) dies with its parent — at once, by the kernel, on
-Linux (``PR_SET_PDEATHSIG``); within :data:`PARENT_POLL_S` by a watchdog thread elsewhere — and every way out of
-a worker that this module adds leaves with ``os._exit``, which joins nothing.
+Linux (``PR_SET_PDEATHSIG``); within :data:`PARENT_POLL_S` by a watchdog thread where that is missing — and every
+way out of a worker that this module adds leaves with ``os._exit``, which joins nothing. (torch's own look at
+the parent may still end a worker's loop first and wait in that join: the kernel's signal, or the watchdog thread,
+which runs on while the join waits, ends the process all the same.)
 
 The main process of a run turns SIGINT and SIGTERM into exceptions with :class:`StopSignals`, so a run stopped
 either way shuts its workers down itself, keeps what it wrote whole and writes its summary.
@@ -69,7 +71,8 @@ def die_with_parent(parent_pid: int, *, use_prctl: bool = True) -> str:
     """Make this process end, without any clean-up, as soon as ``parent_pid`` (its parent) is gone.
 
     On Linux the kernel SIGKILLs it the moment the parent dies (``PR_SET_PDEATHSIG``); elsewhere, or with
-    ``use_prctl=False``, a daemon thread polls the parent pid every :data:`PARENT_POLL_S` s and calls ``os._exit``.
+    ``use_prctl=False``, a daemon thread polls the parent pid every :data:`PARENT_POLL_S` s and calls ``os._exit``
+    once it changes (POSIX systems hand an orphan to another parent; Windows does not, and is not covered).
     The parent may have died before this is called (its child then belongs to init already), so that is checked
     right after. Note that Linux's signal follows the parent *thread*: call this in a process started by a thread
     that outlives it (a ``DataLoader``'s workers are started, and shut down, by the thread iterating it).
