@@ -1,15 +1,20 @@
-"""Heatmap methods: the classifier's exact window scores, or a saliency map of pytorch-grad-cam.
+"""Heatmap methods: the classifier's exact window scores, class activation mapping, or a saliency map of
+pytorch-grad-cam.
 
 ``fcn`` (the default) is this project's map: the classifier's verdict on every window, softmax per cell.
-``cam`` is the same machinery with a window of one feature cell (class activation mapping, Zhou et al. 2016; only
-for classifiers ending in global pooling, see :func:`fcn_app.models.graph.with_window`). Every other method is one
-of pytorch-grad-cam's (an optional extra, ``pip install 'fcn-heatmap[cam]'``), run on the same network seen as an
-image classifier (:class:`WindowClassifier`) with the target layer chosen where the conversion split the classifier:
-the body's output, the last convolutional stage before the global pool (``features``; overridable by name).
+``cam`` is class activation mapping (Zhou et al. 2016), only for classifiers ending in global pooling: the network
+scores every feature cell on its own (:func:`fcn_app.models.graph.with_window` with a window of one cell), and the
+class's logit there — for a head that is one linear layer after the pool, the class's fc weights over the last
+feature map plus its bias — is scaled per map to [0, 1] and placed on the pixels by the derived geometry
+(:func:`class_activation_map`). The per-cell *probability* of that network is ``--window 1`` with ``fcn``.
+Every other method is one of pytorch-grad-cam's (an optional extra, ``pip install 'fcn-heatmap[cam]'``), run on the
+same network seen as an image classifier (:class:`WindowClassifier`) with the target layer chosen where the
+conversion split the classifier: the body's output, the last convolutional stage before the global pool
+(``features``; overridable by name).
 
-Saliency maps are scaled per map to [0, 1] by pytorch-grad-cam; they say *where* relative to the rest of the image,
-not *how sure*. What the classifier says about the class is given beside each map: its probability on its surest
-window (:attr:`SaliencyMaps.window_probabilities`), the same number the ``fcn`` map peaks at.
+Saliency maps (``cam`` and pytorch-grad-cam's) are scaled per map to [0, 1]; they say *where* relative to the rest
+of the image, not *how sure*. What the classifier says about the class is given beside each map: its probability on
+its surest window (:attr:`SaliencyMaps.window_probabilities`; for ``cam`` a window is one feature cell).
 """
 
 from __future__ import annotations
@@ -17,16 +22,20 @@ from __future__ import annotations
 import contextlib
 import io
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from .errors import FcnError, MissingExtraError, OptionError
-from .heatmaps import ClassSelection, heatmap_for_class, resolve_classes
+from .geometry import ScoreGeometry, upsample_to_pixels
+from .heatmaps import (ClassHeatmap, ClassSelection, heatmap_for_class, min_max_scaled, resolve_classes,
+                       selection_probabilities, top_classes)
 from .models.graph import with_window
-from .scoring import compute_score_map, prepare_batch
+from .resolution import working_pixels_on_original
+from .scoring import ScoreMap, compute_score_map, prepare_batch
 
 __all__ = [
     "CAM",
@@ -34,12 +43,16 @@ __all__ = [
     "GRAD_CAM_METHODS",
     "INSTALL_HINT",
     "METHODS",
+    "MethodMap",
     "SaliencyMaps",
     "WindowClassifier",
     "backend_note",
+    "class_activation_map",
+    "class_activation_maps",
     "class_score_function",
     "method_heatmap",
     "check_method",
+    "is_min_max_scaled",
     "is_saliency_method",
     "method_network",
     "require_grad_cam",
@@ -81,6 +94,13 @@ def is_saliency_method(method: str) -> bool:
     return check_method(method) in GRAD_CAM_METHODS
 
 
+def is_min_max_scaled(method: str) -> bool:
+    """True for methods whose maps are scaled per class to [0, 1] (``cam`` and pytorch-grad-cam's): they say
+    *where*, so what the classifier says is reported beside them (a window probability), not read off the map."""
+    method = check_method(method)
+    return method == CAM or method in GRAD_CAM_METHODS
+
+
 def backend_note(method: str, backend: str | None) -> str | None:
     """The one line to show when a saliency method was asked for with another inference backend than torch:
     they hook and differentiate the torch network itself, so they run on torch whatever the backend."""
@@ -101,7 +121,8 @@ def require_grad_cam(method: str):
 
 
 def method_network(network: nn.Module, method: str) -> nn.Module:
-    """The network a method scores with: ``cam`` pools one feature cell per score cell, others the network itself."""
+    """The network a method scores with: ``cam`` scores every feature cell on its own (a window of one cell),
+    others use the network itself."""
     if check_method(method) != CAM:
         return network
     try:
@@ -168,11 +189,19 @@ class SaliencyMaps:
     target_layer: str
     seconds: float  # time to compute the maps (not the class choice)
     image_size: tuple[int, int]
+    cells: ScoreGeometry  # the target layer's cells on the image, where pytorch-grad-cam's resize centres them
 
 
-def _window_probabilities(classifier: WindowClassifier, batch: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.softmax(classifier.cell_logits(batch).float(), dim=1)[0]  # K×rows×cols
+def _window_probabilities(classifier: WindowClassifier, batch: torch.Tensor, layer: nn.Module
+                          ) -> tuple[torch.Tensor, tuple[int, int]]:
+    """``K×rows×cols`` probabilities per window, and the grid ``(rows, cols)`` of ``layer``'s output on the way."""
+    grid = []
+    hook = layer.register_forward_hook(lambda module, inputs, output: grid.append(tuple(output.shape[-2:])))
+    try:
+        with torch.no_grad():
+            return torch.softmax(classifier.cell_logits(batch).float(), dim=1)[0], grid[-1]
+    finally:
+        hook.remove()
 
 
 def _outside_inference_mode(network: nn.Module) -> None:
@@ -209,7 +238,7 @@ def saliency_maps(network: nn.Module, image: np.ndarray, method: str, *, classes
         batch, (top, bottom, left, right) = prepare_batch(network, [image])
         batch = batch.contiguous().to(next(network.parameters()).device).requires_grad_(True)
         classifier = WindowClassifier(network).eval()
-        cells = _window_probabilities(classifier, batch)
+        cells, layer_grid = _window_probabilities(classifier, batch, layer)
         if selections is not None:
             selections = list(selections)
         elif classes:
@@ -218,7 +247,7 @@ def saliency_maps(network: nn.Module, image: np.ndarray, method: str, *, classes
             peaks = cells.flatten(1).amax(dim=1)
             order = torch.argsort(peaks, descending=True, stable=True)[: min(topk, len(categories))]
             selections = [ClassSelection(categories[index], (int(index),)) for index in order.tolist()]
-        probabilities = [float(cells[list(selection.indices)].sum(dim=0).clamp(0, 1).max()) for selection in selections]
+        probabilities = [float(selection_probabilities(cells, selection).max()) for selection in selections]
         explainer = getattr(grad_cam, GRAD_CAM_METHODS[method])(model=classifier, target_layers=[layer])
         start = time.perf_counter()
         maps = []
@@ -233,27 +262,70 @@ def saliency_maps(network: nn.Module, image: np.ndarray, method: str, *, classes
     height, width = batch.shape[-2:]
     stacked = np.stack(maps).astype(np.float32)[:, top:height - bottom, left:width - right]
     stacked = np.nan_to_num(np.clip(stacked, 0.0, 1.0), nan=0.0)
+    # pytorch-grad-cam resizes each layer map onto the input with cv2.resize: its cells, as pixels of an image of
+    # the layer's grid resized to the input's, then shifted by the padding that is cut away
+    on_input = working_pixels_on_original(layer_grid, (int(height), int(width)))
+    cells = replace(on_input, first_center=(on_input.first_center[0] - top, on_input.first_center[1] - left))
     return SaliencyMaps(method, selections, np.ascontiguousarray(stacked), probabilities, layer_name, seconds,
-                        tuple(image.shape[:2]))
+                        tuple(image.shape[:2]), cells)
+
+
+def class_activation_map(score_map: ScoreMap, selection: ClassSelection) -> ClassHeatmap:
+    """Class activation map (Zhou et al. 2016) of ``selection`` on the pixels of ``score_map``, the score map of a
+    network that scores every feature cell on its own (:func:`method_network` with ``cam``).
+
+    Cell ``(i, j)`` holds the head applied to feature cell ``(i, j)``; for a head that is one linear layer after the
+    global pool (ResNet, DenseNet, …) the class's logit there is ``Σ_k w_k^c f_k(i, j) + b_c``: CAM plus the class's
+    bias. The selection's logits (summed over its classes: the CAM of their summed weights) are min–max scaled on the
+    cell grid, as torchcam scales CAM (the bias, a constant, drops out), then placed on the pixels by the score
+    map's geometry — linear between cell centres, so the map stays in [0, 1] and peaks at 1 on the hottest cell.
+    For a head with more layers (ConvNeXt's LayerNorm, an MLP) a cell is that head applied to one feature cell.
+    """
+    logits = score_map.logits[list(selection.indices)].float().sum(dim=0)
+    cells = torch.from_numpy(min_max_scaled(logits.numpy()))
+    heat = np.clip(upsample_to_pixels(cells, score_map.geometry, score_map.image_size).numpy(), 0.0, 1.0)
+    return ClassHeatmap.from_pixels(selection, heat, [score_map.geometry], [cells])
+
+
+def class_activation_maps(score_map: ScoreMap, classes: list[str] | None = None, topk: int = 3
+                          ) -> tuple[list[ClassHeatmap], list[float]]:
+    """The class activation maps of the named ``classes`` (or of the ``topk`` classes with the highest probability
+    on one feature cell) from a ``cam`` score map, and each selection's probability on its surest cell — the
+    per-window probability ``--window 1`` draws."""
+    probabilities = score_map.probabilities()
+    selections = (resolve_classes(classes, score_map.categories) if classes
+                  else top_classes(score_map, topk, probabilities))
+    window = [float(selection_probabilities(probabilities, selection).max()) for selection in selections]
+    return [class_activation_map(score_map, selection) for selection in selections], window
+
+
+class MethodMap(NamedTuple):
+    """One class's map of an image by one method (:func:`method_heatmap`)."""
+
+    heat: np.ndarray  # H×W float32 in [0, 1] on the image
+    seconds: float  # the time it took
+    cells: ScoreGeometry  # where the map's cells sit on the image: its peak is one's centre
 
 
 def method_heatmap(network: nn.Module, image: np.ndarray, method: str, selection: ClassSelection, *,
-                   target_layer: str | None = None) -> tuple[np.ndarray, float]:
-    """``(map, seconds)``: one class's ``H×W`` map of ``image`` in [0, 1] by any method, and the time it took.
+                   target_layer: str | None = None) -> MethodMap:
+    """One class's ``H×W`` map of ``image`` in [0, 1] by any method, the time it took and its cells.
 
-    ``fcn`` and ``cam`` give the class's per-pixel probability (``cam`` with one-feature-cell windows; pass the
-    network as it is, this function narrows the window); the others a pytorch-grad-cam saliency map.
+    ``fcn`` gives the class's per-pixel probability; ``cam`` its class activation map (pass the network as it is,
+    this function narrows the window); the others a pytorch-grad-cam saliency map.
     """
     method = check_method(method)
     if is_saliency_method(method):
         require_grad_cam(method)  # its first import takes seconds: not the method's time
     start = time.perf_counter()
     if is_saliency_method(method):
-        heat = saliency_maps(network, image, method, selections=[selection], target_layer=target_layer).maps[0]
+        maps = saliency_maps(network, image, method, selections=[selection], target_layer=target_layer)
+        heat, cells = maps.maps[0], maps.cells
     else:
         score_map = compute_score_map(method_network(network, method), image, precision="fp32")
-        heat = heatmap_for_class(score_map, selection).heatmap
-    return heat, time.perf_counter() - start
+        heat, cells = (class_activation_map(score_map, selection) if method == CAM
+                       else heatmap_for_class(score_map, selection)).heatmap, score_map.geometry
+    return MethodMap(heat, time.perf_counter() - start, cells)
 
 
 def class_score_function(network: nn.Module, selection: ClassSelection):

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from .errors import OptionError
+from .geometry import ScoreGeometry
+from .heatmaps import peak_at_cell_centers
 
 __all__ = [
     "PerturbationCurve",
@@ -151,12 +153,21 @@ def increase_in_confidence(full_scores, masked_scores) -> float:
     return float(100.0 * np.mean(full < masked))
 
 
-def pointing_game_hit(saliency, boxes: Sequence[Sequence[float]], tolerance: float = POINTING_TOLERANCE) -> bool:
+def pointing_game_hit(saliency, boxes: Sequence[Sequence[float]], tolerance: float = POINTING_TOLERANCE, *,
+                      cells: ScoreGeometry | None = None) -> bool:
     """Pointing game (Zhang, Lin, Brandt, Shen & Sclaroff, "Top-down Neural Attention by Excitation Backprop",
-    ECCV 2016): a hit when the map's maximum (its first, in raster order) lies within ``tolerance`` pixels of one
-    of the class's ``boxes`` (``x, y, w, h`` covering pixel columns ``x … x+w−1`` and rows ``y … y+h−1``)."""
+    ECCV 2016): a hit when the map's maximum lies within ``tolerance`` pixels of one of the class's ``boxes``
+    (``x, y, w, h`` covering pixel columns ``x … x+w−1`` and rows ``y … y+h−1``).
+
+    The maximum is the peak the heatmap reports — the hottest cell's centre
+    (:func:`~fcn_app.heatmaps.peak_at_cell_centers`) — when the map's ``cells`` are given, else the map's first
+    maximum in raster order (a map with no cells)."""
     values = np.asarray(saliency)
-    peak_y, peak_x = divmod(int(np.argmax(values)), values.shape[1])
+    if cells is not None:
+        _, (peak_x, peak_y) = peak_at_cell_centers(lambda rows, cols: values[np.ix_(rows, cols)], [cells],
+                                                    values.shape[:2])
+    else:
+        peak_y, peak_x = divmod(int(np.argmax(values)), values.shape[1])
     for x, y, width, height in boxes:
         dx = max(x - peak_x, peak_x - (x + width - 1), 0.0)
         dy = max(y - peak_y, peak_y - (y + height - 1), 0.0)

@@ -24,7 +24,10 @@ __all__ = [
     "colorize",
     "draw_detections",
     "draw_legend",
+    "draw_legend_and_marker",
     "draw_marker",
+    "legend_box",
+    "marker_box",
     "overlay",
     "tile_panels",
 ]
@@ -107,45 +110,109 @@ def _font_scale(width: int) -> float:
     return float(np.clip(width / 1100.0, 0.3, 1.1))
 
 
-def draw_legend(
-    image: np.ndarray, lines: Sequence[str], *, colormap: str | None = DEFAULT_COLORMAP,
-    font: str | os.PathLike | None = None,
-) -> np.ndarray:
-    """Return a copy of ``image`` with a dark legend box (text lines, optional colour bar 0 → 1) at the top left.
+#: Where a legend may sit, in the order tried when the cross would be under it.
+LEGEND_CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
-    ``font``: a TrueType/OpenType file for the text (default: the bundled DejaVu Sans, see :mod:`fcn_app.text`).
-    """
-    _check_rgb(image)
-    result = image.copy()
-    height, width = result.shape[:2]
+
+def _legend_layout(width: int, lines: Sequence[str], colormap: str | None, font) -> dict:
     scale = _font_scale(width)
     font_size = font_size_for_scale(scale)
     sizes = [text_size(line, font_size, font) for line in lines]
     line_height = max([size.ascent for size in sizes] + [int(12 * scale)]) + int(10 * scale) + 2
     margin = max(2, int(8 * scale))
     bar_height = max(4, int(12 * scale)) if colormap else 0
-    box_width = min(width, max([size.width for size in sizes] + [int(120 * scale)]) + 2 * margin)
-    box_height = min(height, line_height * len(lines) + 2 * margin + (bar_height + margin if bar_height else 0))
-    region = result[:box_height, :box_width].astype(np.float32)
-    result[:box_height, :box_width] = np.clip(region * 0.35, 0, 255).astype(np.uint8)
+    box_width = max([size.width for size in sizes] + [int(120 * scale)]) + 2 * margin
+    box_height = line_height * len(lines) + 2 * margin + (bar_height + margin if bar_height else 0)
+    return {"scale": scale, "font_size": font_size, "line_height": line_height, "margin": margin,
+            "bar_height": bar_height, "width": box_width, "height": box_height}
+
+
+def legend_box(image_shape: tuple[int, ...], lines: Sequence[str], *, colormap: str | None = DEFAULT_COLORMAP,
+               font: str | os.PathLike | None = None, corner: str = "top-left") -> tuple[int, int, int, int]:
+    """``(x, y, w, h)``: the pixels :func:`draw_legend` darkens for these arguments."""
+    if corner not in LEGEND_CORNERS:
+        raise ValueError(f"corner must be one of {', '.join(LEGEND_CORNERS)}, got {corner!r}")
+    height, width = image_shape[:2]
+    layout = _legend_layout(width, lines, colormap, font)
+    box_width, box_height = min(width, layout["width"]), min(height, layout["height"])
+    left = width - box_width if corner.endswith("right") else 0
+    top = height - box_height if corner.startswith("bottom") else 0
+    return (left, top, box_width, box_height)
+
+
+def draw_legend(
+    image: np.ndarray, lines: Sequence[str], *, colormap: str | None = DEFAULT_COLORMAP,
+    font: str | os.PathLike | None = None, corner: str = "top-left",
+) -> np.ndarray:
+    """Return a copy of ``image`` with a dark legend box (text lines, optional colour bar 0 → 1) in a ``corner``
+    (top left by default; :func:`legend_box` gives its pixels).
+
+    ``font``: a TrueType/OpenType file for the text (default: the bundled DejaVu Sans, see :mod:`fcn_app.text`).
+    """
+    _check_rgb(image)
+    result = image.copy()
+    left, top, box_width, box_height = legend_box(image.shape, lines, colormap=colormap, font=font, corner=corner)
+    layout = _legend_layout(image.shape[1], lines, colormap, font)
+    scale, margin, line_height, bar_height = layout["scale"], layout["margin"], layout["line_height"], \
+        layout["bar_height"]
+    region = result[top : top + box_height, left : left + box_width].astype(np.float32)
+    result[top : top + box_height, left : left + box_width] = np.clip(region * 0.35, 0, 255).astype(np.uint8)
+    # the text is drawn into a view of the box, so nothing spills out of it in any corner
+    box = result[top : top + box_height, left : left + box_width]
     for number, line in enumerate(lines):
         baseline = margin + line_height * (number + 1) - int(6 * scale) - 2
-        ink_text(result, line, (margin, baseline), font_size, (255, 255, 255), font)  # result is our own copy
+        ink_text(box, line, (margin, baseline), layout["font_size"], (255, 255, 255), font)  # our own copy
     if colormap and box_height > bar_height + margin:
-        top = box_height - margin - bar_height
+        bar_top = box_height - margin - bar_height
         bar_width = max(1, box_width - 2 * margin)
         ramp = np.tile(np.linspace(0.0, 1.0, bar_width, dtype=np.float32), (bar_height, 1))
-        result[top : top + bar_height, margin : margin + bar_width] = colorize(ramp, colormap)
+        box[bar_top : bar_top + bar_height, margin : margin + bar_width] = colorize(ramp, colormap)
     return result
+
+
+def marker_box(point: tuple[int, int], image_shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """``(x, y, w, h)``: the square :func:`draw_marker` draws its cross in for a peak at ``point = (x, y)`` —
+    ``3 %`` of the shorter side across, moved as little as needed to lie wholly inside the image."""
+    height, width = image_shape[:2]
+    side = min(max(5, int(min(height, width) * 0.03)) | 1, height - (1 - height % 2), width - (1 - width % 2))
+    half = max(0, side // 2)  # an odd side, so the cross has a centre pixel; at most the image's own size
+    center_x = int(np.clip(int(point[0]), half, width - 1 - half))
+    center_y = int(np.clip(int(point[1]), half, height - 1 - half))
+    return (center_x - half, center_y - half, 2 * half + 1, 2 * half + 1)
 
 
 def draw_marker(image: np.ndarray, point: tuple[int, int], colour: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:
-    """Return a copy of ``image`` with a cross marker at ``point = (x, y)``."""
+    """Return a copy of ``image`` with a cross at ``point = (x, y)``, wholly inside the image (:func:`marker_box`:
+    a cross at a peak on the image's edge is moved inwards just enough to be seen whole, not cut in half)."""
     _check_rgb(image)
     result = image.copy()
-    size = max(4, int(min(image.shape[:2]) * 0.03))
-    cv2.drawMarker(result, (int(point[0]), int(point[1])), colour, cv2.MARKER_CROSS, size, max(1, size // 6))
+    left, top, side, _ = marker_box(point, image.shape)
+    thickness = max(1, side // 6)
+    middle = side // 2 - thickness // 2
+    result[top + middle : top + middle + thickness, left : left + side] = colour  # horizontal bar
+    result[top : top + side, left + middle : left + middle + thickness] = colour  # vertical bar
     return result
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def draw_legend_and_marker(
+    image: np.ndarray, lines: Sequence[str], point: tuple[int, int] | None, *,
+    colormap: str | None = DEFAULT_COLORMAP, font: str | os.PathLike | None = None,
+) -> np.ndarray:
+    """:func:`draw_legend` and, at ``point`` (unless None), :func:`draw_marker`: the legend goes in the first of
+    :data:`LEGEND_CORNERS` clear of the cross, so the cross is never under it. Where every corner's legend would
+    cover it (a picture about the legend's size), the cross is drawn over the legend."""
+    corner = LEGEND_CORNERS[0]
+    if point is not None:
+        cross = marker_box(point, image.shape)
+        clear = [option for option in LEGEND_CORNERS if not _overlaps(
+            legend_box(image.shape, lines, colormap=colormap, font=font, corner=option), cross)]
+        corner = clear[0] if clear else corner
+    result = draw_legend(image, lines, colormap=colormap, font=font, corner=corner)
+    return result if point is None else draw_marker(result, point)
 
 
 def tile_panels(panels: Sequence[np.ndarray], columns: int | None = None, gap: int = 4) -> np.ndarray:

@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from .geometry import ScoreGeometry, interpolation_matrix, upsample_to_pixels
+from .heatmaps import peak_at_cell_centers
 from .scoring import ScoreMap
 
-__all__ = ["DEFAULT_WORK_WINDOWS", "default_work_size", "peak_on_pixels", "pixel_scores_on_original",
-           "score_map_on_original", "working_pixels_on_original"]
+__all__ = ["DEFAULT_WORK_WINDOWS", "default_work_size", "geometry_on_original", "peak_on_pixels",
+           "pixel_scores_on_original", "score_map_on_original", "working_pixels_on_original"]
 
 #: Default working size as a multiple of the model's window (longer side); chosen by scripts/bench_scale.py.
 DEFAULT_WORK_WINDOWS = 4
@@ -43,8 +44,17 @@ def score_map_on_original(score_map: ScoreMap, original_size: tuple[int, int]) -
     """
     if tuple(score_map.image_size) == tuple(original_size):
         return score_map
-    return replace(score_map, geometry=score_map.geometry.scaled(_work_factor(score_map.image_size, original_size)),
+    return replace(score_map, geometry=geometry_on_original(score_map.geometry, score_map.image_size, original_size),
                    image_size=(int(original_size[0]), int(original_size[1])))
+
+
+def geometry_on_original(geometry: ScoreGeometry, work_size: tuple[int, int],
+                         original_size: tuple[int, int]) -> ScoreGeometry:
+    """``geometry`` of cells on an image resized from ``original_size`` to ``work_size`` (both ``(height, width)``),
+    placed on the original's pixels (per-axis factors, pixel centres aligned: as bilinear resizing maps them)."""
+    if tuple(work_size) == tuple(original_size):
+        return geometry
+    return geometry.scaled(_work_factor(work_size, original_size))
 
 
 def _work_factor(work_size: tuple[int, int], original_size: tuple[int, int]) -> tuple[float, float]:
@@ -95,29 +105,20 @@ def pixel_scores_on_original(score_map: ScoreMap, original_size: tuple[int, int]
                    geometry=replace(geometry, grid=original_size, stride=(1.0, 1.0), first_center=(0.0, 0.0)))
 
 
-def _candidate_pixels(num_pixels: int, num_cells: int, first_center: float, stride: float) -> np.ndarray:
-    """Pixels next to each cell centre, plus both ends: along one axis the per-pixel map is linear between
-    consecutive candidates, so its maximum (and the first pixel attaining it) is always one of them."""
-    centers = first_center + stride * np.arange(num_cells, dtype=np.float64)
-    around = np.concatenate([np.floor(centers), np.ceil(centers), [0, num_pixels - 1]])
-    return np.unique(np.clip(around, 0, num_pixels - 1).astype(np.int64))
-
-
 def peak_on_pixels(
     cell_values: torch.Tensor, geometry: ScoreGeometry, image_size: tuple[int, int]
 ) -> tuple[float, tuple[int, int]]:
-    """Maximum of ``upsample_to_pixels(cell_values, geometry, image_size)`` and its first ``(x, y)`` in raster
-    order — without computing the ``H×W`` map (a 12 MP map per class costs ~0.1 s; this costs microseconds).
-
-    The per-pixel map is separable and linear between cell centres along each axis, so the first maximum lies
-    on a row and a column next to a cell centre (or at an image edge): only those are evaluated, with the same
-    interpolation weights. Equal to the full map's ``argmax`` up to float rounding (exact ties aside).
+    """The peak of ``upsample_to_pixels(cell_values, geometry, image_size)`` — the hottest cell's centre and the
+    map's value there (:func:`~fcn_app.heatmaps.peak_at_cell_centers`) — without computing the ``H×W`` map (a 12 MP
+    map per class costs ~0.1 s; this costs microseconds): the map is evaluated only at the pixels next to that
+    centre, with the same interpolation weights.
     """
     height, width = image_size
-    rows = _candidate_pixels(height, geometry.grid[0], geometry.first_center[0], geometry.stride[0])
-    cols = _candidate_pixels(width, geometry.grid[1], geometry.first_center[1], geometry.stride[1])
-    along_y = interpolation_matrix(height, geometry.grid[0], geometry.first_center[0], geometry.stride[0])[rows]
-    along_x = interpolation_matrix(width, geometry.grid[1], geometry.first_center[1], geometry.stride[1])[cols]
-    values = (along_y @ cell_values.to(torch.float32).cpu() @ along_x.T).numpy()
-    row, col = divmod(int(np.argmax(values)), values.shape[1])
-    return float(values[row, col]), (int(cols[col]), int(rows[row]))
+    along_y = interpolation_matrix(height, geometry.grid[0], geometry.first_center[0], geometry.stride[0])
+    along_x = interpolation_matrix(width, geometry.grid[1], geometry.first_center[1], geometry.stride[1])
+    values = cell_values.to(torch.float32).cpu()
+
+    def values_at(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        return (along_y[torch.from_numpy(rows)] @ values @ along_x[torch.from_numpy(cols)].T).numpy()
+
+    return peak_at_cell_centers(values_at, [geometry], image_size, [values])

@@ -36,7 +36,7 @@ from torch import nn  # noqa: E402
 
 from helpers_detect import CATEGORIES, WINDOW, make_scenes, train_digit_classifier, training_crops  # noqa: E402
 
-from fcn_app.heatmaps import ClassSelection  # noqa: E402
+from fcn_app.heatmaps import ClassSelection, min_max_scaled  # noqa: E402
 from fcn_app.methods import CAM, class_score_function, method_heatmap, require_grad_cam  # noqa: E402
 from fcn_app.metrics import (average_drop, deletion_curve, explanation_map_scores, increase_in_confidence,  # noqa: E402
                              insertion_curve, pointing_game_hit)
@@ -73,11 +73,6 @@ def crop_accuracy(classifier: nn.Module, seed: int = 99) -> float:
     return float((logits.argmax(1).numpy() == labels).mean())
 
 
-def min_max(heat: np.ndarray) -> np.ndarray:
-    low, high = float(heat.min()), float(heat.max())
-    return np.zeros_like(heat) if high <= low else (heat - low) / (high - low)
-
-
 def measure_draw(network, methods, scenes, steps: int) -> dict[str, dict[str, float]]:
     """Per method: pointing-game accuracy and mean deletion/insertion AUC, AD, IC, seconds over every digit."""
     rows = {method: {"hits": [], "deletion": [], "insertion": [], "full": [], "masked": [], "seconds": []}
@@ -91,12 +86,12 @@ def measure_draw(network, methods, scenes, steps: int) -> dict[str, dict[str, fl
             boxes = [box for box, label in zip(scene.boxes, scene.labels) if label == digit]
             score = class_score_function(network, selection)
             for method in methods:
-                heat, seconds = method_heatmap(network, scene.image, method, selection)
+                heat, seconds, cells = method_heatmap(network, scene.image, method, selection)
                 row = rows[method]
-                row["hits"].append(pointing_game_hit(heat, boxes))
+                row["hits"].append(pointing_game_hit(heat, boxes, cells=cells))
                 row["deletion"].append(deletion_curve(score, image, heat, steps=steps, batch_size=steps + 1).auc)
                 row["insertion"].append(insertion_curve(score, image, heat, steps=steps, batch_size=steps + 1).auc)
-                full, masked = explanation_map_scores(score, [image], [min_max(heat)])
+                full, masked = explanation_map_scores(score, [image], [min_max_scaled(heat)])
                 row["full"].append(full[0])
                 row["masked"].append(masked[0])
                 row["seconds"].append(seconds)

@@ -87,7 +87,7 @@ def test_every_method_gives_a_map_of_the_image_size_in_zero_one(network_name, po
     for method in METHODS:
         if method == "cam" and network_name == "flatten":
             continue  # no free window (tested above)
-        heat, seconds = method_heatmap(network, image, method, ClassSelection(network.categories[1], (1,)))
+        heat, seconds, _ = method_heatmap(network, image, method, ClassSelection(network.categories[1], (1,)))
         assert heat.shape == (45, 70), method
         assert heat.dtype == np.float32 and 0.0 <= heat.min() and heat.max() <= 1.0, method
         assert np.isfinite(heat).all() and seconds >= 0, method

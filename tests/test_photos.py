@@ -13,7 +13,7 @@ from PIL import Image, ImageCms, ImageOps
 
 from fcn_app.errors import OutputError
 from fcn_app.geometry import ScoreGeometry, network_geometry, upsample_to_pixels
-from fcn_app.heatmaps import class_heatmaps
+from fcn_app.heatmaps import ClassHeatmap, ClassSelection, class_heatmaps
 from fcn_app.io import atomic_write_image, decode_image, encode_image, image_format_for, load_image, working_size
 from fcn_app.models import to_fully_convolutional
 from fcn_app.tasks import HeatmapOptions, HeatmapTask
@@ -220,7 +220,9 @@ def test_bright_spot_through_decode_and_geometry_lands_on_its_original_pixels(tm
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_peak_without_the_full_map_equals_the_full_maps_argmax(seed):
+def test_peak_without_the_full_map_equals_the_full_maps_peak(seed):
+    """The fast path finds the same peak as the full map — the hottest cell's centre clamped into the image, not the
+    first pixel of the plateau beyond the outermost centres — and the map's value there."""
     generator = torch.Generator().manual_seed(seed)
     grid = (int(torch.randint(1, 9, (1,), generator=generator)), int(torch.randint(1, 9, (1,), generator=generator)))
     working = ScoreGeometry(grid=grid, stride=(32.0, 32.0), first_center=(111.5, 111.5), window=(224.0, 224.0),
@@ -230,8 +232,11 @@ def test_peak_without_the_full_map_equals_the_full_maps_argmax(seed):
     cells = torch.rand(grid, generator=generator)
     full = upsample_to_pixels(cells, geometry, size).numpy()
     value, (x, y) = peak_on_pixels(cells, geometry, size)
-    assert (y, x) == np.unravel_index(np.argmax(full), full.shape)
-    torch.testing.assert_close(value, float(full.max()), rtol=0, atol=1e-6)
+    assert ClassHeatmap.from_pixels(ClassSelection("a", (0,)), full, [geometry], [cells]).peak_pixel == (x, y)
+    assert value == pytest.approx(float(full[y, x]), abs=1e-6)
+    row, col = np.unravel_index(int(torch.argmax(cells)), grid)
+    center_x, center_y = geometry.cell_center(row, col)
+    assert abs(x - np.clip(center_x, 0, size[1] - 1)) < 1 and abs(y - np.clip(center_y, 0, size[0] - 1)) < 1
 
 
 # --- end to end: working size in, original size out ---------------------------------------------------------

@@ -347,7 +347,8 @@ def test_cam_detect_and_the_methods_on_offer(pooled_client, network, monkeypatch
     cam = pooled_client.post("/api/heatmap", files={"image": ("a.png", png_bytes())},
                              data={"method": "cam", "pixels": "true"}).json()
     fcn = pooled_client.post("/api/heatmap", files={"image": ("a.png", png_bytes())}).json()
-    assert cam["method"] == "cam" and cam["pixels"]["kind"] == "probabilities"
+    # CAM is scaled per class like a saliency map: the page gets each class's map, not the cells' probabilities
+    assert cam["method"] == "cam" and cam["pixels"]["kind"] == "saliency" and "window_probability" in cam["classes"][0]
     assert cam["map_size"]["rows"] > fcn["map_size"]["rows"]  # one feature cell per window: a finer map
     boxes = pooled_client.post("/api/detect", files={"image": ("a.png", png_bytes())},
                                data={"method": "gradcam", "min_score": "0"})

@@ -40,7 +40,7 @@ from ..errors import FcnError
 from ..geometry import interpolation_matrix
 from ..heatmaps import ClassHeatmap
 from ..io import decode_input
-from ..methods import CAM, FCN, GRAD_CAM_METHODS, method_network
+from ..methods import CAM, FCN, GRAD_CAM_METHODS, is_min_max_scaled, method_network
 from ..render import COLORMAPS, colorize
 from ..scoring import ScoreMap, ScoringOptions
 from ..segmentation.datasets import voc_palette
@@ -257,7 +257,8 @@ def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
                 with_pictures: bool = True) -> dict:
     """``fcn-heatmap IMAGE --json`` for one image: its summary, the pictures (unless ``with_pictures`` is false:
     then nothing is drawn, encoded or written — ``pictures`` is empty), and optionally the page's data
-    (:func:`pixel_probabilities` for a score map, :func:`saliency_pixels` for a saliency method's maps).
+    (:func:`pixel_probabilities` for a score map, :func:`saliency_pixels` for a map scaled per class: cam's or a
+    pytorch-grad-cam method's).
 
     :func:`~fcn_app.tasks.process_input`'s steps (decode, predict, render, write), the network's pass through
     ``model_turn`` (:meth:`ModelQueue.score`; by default here)."""
@@ -268,10 +269,10 @@ def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
     rendered = task.render(image, prediction, source.name, draw=with_pictures)
     written = task.write(rendered, task.output_paths(out_dir / "image")) if with_pictures else {}
     payload = dict(rendered.summary, pictures=_pictures(written))
-    if with_pixels and rendered.score_map is not None:
-        payload["pixels"] = pixel_probabilities(rendered.score_map)
-    elif with_pixels and options.is_saliency:
+    if with_pixels and is_min_max_scaled(options.method):  # cam too: its map is not the cells' probabilities
         payload["pixels"] = saliency_pixels(rendered.heatmaps)
+    elif with_pixels and rendered.score_map is not None:
+        payload["pixels"] = pixel_probabilities(rendered.score_map)
     return payload
 
 

@@ -17,12 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import OptionError
-from ..heatmaps import ClassHeatmap, ClassSelection, resolve_classes, top_classes
+from ..geometry import ScoreGeometry
+from ..heatmaps import ClassHeatmap, ClassSelection, min_max_scaled, resolve_classes, top_classes
 from ..io import InputImage, atomic_write_image, atomic_write_json
 from ..methods import check_method, class_score_function, method_heatmap
 from ..metrics import (average_drop, deletion_curve, explanation_map_scores, increase_in_confidence,
                        insertion_curve)
 from ..render import tile_panels
+from ..resolution import geometry_on_original
 from ..scoring import compute_score_map, prepare_batch
 from .base import Report, picture_of
 from .heatmap import HeatmapOptions, _on_picture, heat_panel
@@ -50,6 +52,7 @@ class MethodScore:
     method: str
     heat: np.ndarray  # H×W in [0, 1] on the network's input
     seconds: float
+    cells: ScoreGeometry  # where the map's cells sit on the network's input (its peak is one's centre)
     deletion_auc: float
     insertion_auc: float
     average_drop: float
@@ -84,11 +87,6 @@ class Comparison:
                       columns, rows, numeric=tuple(columns[1:]))
 
 
-def _min_max(heat: np.ndarray) -> np.ndarray:
-    low, high = float(heat.min()), float(heat.max())
-    return np.zeros_like(heat) if high <= low else (heat - low) / (high - low)
-
-
 def compare_methods(network, image: np.ndarray, methods: list[str], *, classes: list[str] | None = None,
                     target_layer: str | None = None, steps: int = 50, batch_size: int = 16) -> Comparison:
     """Each of ``methods``' map of one class on ``image`` (``H×W×3`` uint8, the network's input) and its metrics.
@@ -107,13 +105,13 @@ def compare_methods(network, image: np.ndarray, methods: list[str], *, classes: 
     probability = float(score(tensor[None])[0])
     results = []
     for method in methods:
-        heat, seconds = method_heatmap(network, image, method, selection, target_layer=target_layer)
+        heat, seconds, cells = method_heatmap(network, image, method, selection, target_layer=target_layer)
         padded = np.pad(heat, ((top, bottom), (left, right)))  # padding is the mean colour already: ranked last
         deletion = deletion_curve(score, tensor, padded, steps=steps, batch_size=batch_size)
         insertion = insertion_curve(score, tensor, padded, steps=steps, batch_size=batch_size)
-        full, masked = explanation_map_scores(score, [tensor], [_min_max(padded)])
+        full, masked = explanation_map_scores(score, [tensor], [min_max_scaled(padded)])
         drop = average_drop(full, masked) if full[0] > 0 else float("nan")
-        results.append(MethodScore(method, heat.astype(np.float32), seconds, deletion.auc, insertion.auc, drop,
+        results.append(MethodScore(method, heat.astype(np.float32), seconds, cells, deletion.auc, insertion.auc, drop,
                                    increase_in_confidence(full, masked)))
     return Comparison(selection, probability, results, tuple(image.shape[:2]))
 
@@ -125,7 +123,8 @@ def comparison_picture(comparison: Comparison, image: np.ndarray | InputImage,
     picture, _ = picture_of(image)
     panels = []
     for score in comparison.scores:
-        heatmap = ClassHeatmap.from_pixels(comparison.selection, _on_picture(score.heat, picture.shape[:2]))
+        cells = geometry_on_original(score.cells, comparison.image_size, picture.shape[:2])
+        heatmap = ClassHeatmap.from_pixels(comparison.selection, _on_picture(score.heat, picture.shape[:2]), [cells])
         lines = [f"{score.method}: {comparison.selection.name}  {score.seconds:.2f} s",
                  f"del {score.deletion_auc:.2f}  ins {score.insertion_auc:.2f}",
                  f"AD {score.average_drop:.0f}%  IC {score.increase_in_confidence:.0f}%"]

@@ -19,14 +19,16 @@ import numpy as np
 import torch
 
 from ..errors import OptionError
-from ..heatmaps import ClassHeatmap, class_heatmaps, heatmap_for_class, resolve_classes, top_classes
+from ..heatmaps import (ClassHeatmap, class_heatmaps, heatmap_for_class, resolve_classes, selection_probabilities,
+                        top_classes)
 from ..io import (DEFAULT_MAX_PIXELS, DecodeRequest, InputImage, atomic_write_image, atomic_write_json,
                   atomic_write_npz)
-from ..methods import FCN, SaliencyMaps, check_method, is_saliency_method, method_network, saliency_maps
+from ..methods import (CAM, FCN, SaliencyMaps, check_method, class_activation_maps, is_min_max_scaled,
+                       is_saliency_method, method_network, saliency_maps)
 from ..models.convert import FullyConvolutionalNet
 from ..pyramid import FUSE_MODES, PyramidLevel, fuse_maps, parse_scales, score_pyramid
-from ..render import DEFAULT_COLORMAP, check_colormap, draw_legend, draw_marker, overlay, tile_panels
-from ..resolution import DEFAULT_WORK_WINDOWS, default_work_size, score_map_on_original
+from ..render import DEFAULT_COLORMAP, check_colormap, draw_legend_and_marker, overlay, tile_panels
+from ..resolution import DEFAULT_WORK_WINDOWS, default_work_size, geometry_on_original, score_map_on_original
 from ..scoring import ScoreMap, ScoringOptions, compute_score_maps
 from ..text import check_font
 from .base import DecodeLimitsFromOptions, ProgressCallback, Report, picture_of, write_each
@@ -109,7 +111,7 @@ class HeatmapOptions:
         image_format: ``png``, ``jpg`` or ``webp`` for overlays and grids (the input's ICC profile is kept).
         font: TrueType/OpenType file for legends (default: the bundled DejaVu Sans).
         method: how the map is made (:mod:`fcn_app.methods`): ``fcn`` (the classifier's window scores), ``cam``
-            (windows of one feature cell) or a pytorch-grad-cam method (``gradcam``, ``scorecam``, …).
+            (class activation mapping) or a pytorch-grad-cam method (``gradcam``, ``scorecam``, …).
         target_layer: the layer a pytorch-grad-cam method reads (default: the body's output, ``features``).
     """
 
@@ -158,6 +160,9 @@ class HeatmapOptions:
                                               "map per class at one scale")
         elif self.target_layer is not None:
             raise OptionError("target_layer", f"applies to pytorch-grad-cam methods; {self.method} reads no layer")
+        if self.method == CAM and self.is_pyramid:
+            raise OptionError("scales", "cam scales each class's map to [0, 1] on its own, so there are no "
+                                        "probabilities to fuse across scales (--window 1 gives per-cell probabilities)")
 
     @property
     def is_pyramid(self) -> bool:
@@ -199,14 +204,13 @@ def write_scores(path: str | os.PathLike, score_map: ScoreMap) -> Path:
 
 def heat_panel(image: np.ndarray, heatmap: ClassHeatmap, options: HeatmapOptions, lines: list[str],
                marker: bool = True) -> np.ndarray:
-    """One class's heat over ``image`` with a legend (and a cross at its peak)."""
+    """One class's heat over ``image`` with a legend (and a cross at its peak, never under the legend)."""
     heat = heatmap.heatmap
     if options.normalize and heatmap.peak_probability > 0:
         heat = heat / heatmap.peak_probability  # colours span 0 → this class's peak (legend keeps the true peak)
     blended = overlay(image, heat, colormap=options.colormap, alpha=options.alpha)
-    if marker:
-        blended = draw_marker(blended, heatmap.peak_pixel)
-    return draw_legend(blended, lines, colormap=options.colormap, font=options.font)
+    return draw_legend_and_marker(blended, lines, heatmap.peak_pixel if marker else None, colormap=options.colormap,
+                                  font=options.font)
 
 
 def pyramid_heatmaps(levels: list[PyramidLevel], options: HeatmapOptions, fuse: str = HEATMAP_FUSE
@@ -224,7 +228,9 @@ def pyramid_heatmaps(levels: list[PyramidLevel], options: HeatmapOptions, fuse: 
     for selection in selections:
         per_level = [torch.from_numpy(heatmap_for_class(level.score_map, selection, cells).heatmap)
                      for level, cells in zip(levels, probabilities)]
-        heatmaps.append(ClassHeatmap.from_pixels(selection, fuse_maps(torch.stack(per_level), fuse).numpy()))
+        level_cells = [selection_probabilities(cells, selection) for cells in probabilities]
+        heatmaps.append(ClassHeatmap.from_pixels(selection, fuse_maps(torch.stack(per_level), fuse).numpy(),
+                                                 [level.score_map.geometry for level in levels], level_cells))
     return heatmaps
 
 
@@ -345,14 +351,18 @@ class HeatmapTask(ScoreMapTask):
         if isinstance(prediction, SaliencyMaps):
             work_height, work_width = prediction.image_size
             score_map, levels = None, []
-            heatmaps = [ClassHeatmap.from_pixels(selection, _on_picture(saliency, size))
+            cells = [geometry_on_original(prediction.cells, prediction.image_size, size)]
+            heatmaps = [ClassHeatmap.from_pixels(selection, _on_picture(saliency, size), cells)
                         for selection, saliency in zip(prediction.selections, prediction.maps)]
             probabilities = prediction.window_probabilities
             maps = {"target_layer": prediction.target_layer, "seconds": round(prediction.seconds, 4)}
         elif isinstance(prediction, ScoreMap):
             work_height, work_width = prediction.image_size
             score_map, levels = score_map_on_original(prediction, size), []
-            heatmaps = class_heatmaps(score_map, options.classes, options.topk)
+            if options.method == CAM:
+                heatmaps, probabilities = class_activation_maps(score_map, options.classes, options.topk)
+            else:
+                heatmaps = class_heatmaps(score_map, options.classes, options.topk)
             maps = _map_summary(score_map)
         else:
             work_height, work_width = prediction[0].score_map.image_size
@@ -419,7 +429,7 @@ class HeatmapTask(ScoreMapTask):
             maps = f"map {summary['map_size']['rows']}×{summary['map_size']['cols']}"
         title = (f"{summary['image']} · {summary['image_size']['width']}×{summary['image_size']['height']} px · "
                  f"network sees {work['width']}×{work['height']} ({work['rule']}) · {maps}")
-        saliency = "target_layer" in summary
+        saliency = is_min_max_scaled(summary["method"])
         values = [entry["window_probability"] if saliency else heat.peak_probability
                   for entry, heat in zip(summary["classes"], rendered.heatmaps)]
         rows = [[str(rank), heat.selection.name, f"{value:.3f}", f"({heat.peak_pixel[0]}, {heat.peak_pixel[1]})"]
