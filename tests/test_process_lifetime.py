@@ -237,7 +237,10 @@ def test_every_dataloader_of_the_package_gets_the_worker_start():
 
     missing = []
     for path in sorted((REPO / "fcn_app").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        source = path.read_text(encoding="utf-8")
+        if "DataLoader" not in source:
+            continue
+        for node in ast.walk(ast.parse(source)):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "DataLoader":
                 keywords = {keyword.arg: keyword.value for keyword in node.keywords}
                 if "num_workers" not in keywords:
@@ -248,7 +251,18 @@ def test_every_dataloader_of_the_package_gets_the_worker_start():
     assert not missing, f"DataLoaders without worker_init_fn=loader_worker_init(): {missing}"
 
 
-def test_stop_signals_raise_hold_and_deliver_later():
+@pytest.fixture
+def default_signal_handlers():
+    """These tests send real signals to this process: only where :class:`StopSignals` takes them over (the main
+    thread, Python's default handlers), or SIGTERM would end the test run."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not \
+            signal.SIG_DFL or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("signal handlers of this test process are not Python's defaults, or not in the main thread")
+
+
+def test_stop_signals_raise_hold_and_deliver_later(default_signal_handlers):
     with StopSignals() as stop:  # SIGTERM raises Terminated
         with pytest.raises(Terminated):
             signal.raise_signal(signal.SIGTERM)
@@ -273,10 +287,8 @@ def test_stop_signals_raise_hold_and_deliver_later():
     assert steps[-1] == "finished" and stop.signal is None
 
 
-def test_a_run_stopped_by_sigterm_in_process_says_so(tmp_path, big_folder):
+def test_a_run_stopped_by_sigterm_in_process_says_so(tmp_path, big_folder, default_signal_handlers):
     """``run_batch`` records what stopped it: SIGTERM (exit code 143 in the CLI) apart from Ctrl-C (130)."""
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        pytest.skip("something in this test process handles SIGTERM already; the run leaves such a handler alone")
     folder, _ = big_folder
     network = tiny_fcn()
     calls = []
