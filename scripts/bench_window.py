@@ -3,7 +3,7 @@
 A digit classifier with a pooled head (tests/helpers_detect.py ``pooled_digit_classifier``: conv-BN-ReLU blocks,
 stride 8, global average pool → Linear → ReLU → Linear) is trained on 32×32 crops of scikit-learn's bundled digits, once
 per seed (8 epochs), and converted exactly (``convert_graph_classifier``): its training window is 4×4 feature cells. Each
-window K = 1 … 4 (``with_window``; K = 1 is CAM) then runs the detection recipe of the proof test (stride 4, scales
+window K = 1 … 4 (``with_window``; K = 1: one cell) then runs the detection recipe of the proof test (stride 4, scales
 0.9/1/1.1, absolute threshold 0.5) on 12 held-out scenes (scene seed = seed + 1), with two kinds of boxes:
 a 26-px box (the training digits' size) centred on the heat peak — the same box for every K, so only where the
 heat peaks differs — and the bounding box of the heat component ("region").
@@ -90,7 +90,7 @@ def write_figure(path: Path, windows: list[int], results: dict[str, dict[int, li
         means = [statistics.mean(per_window[window]) for window in windows]
         deviations = [statistics.stdev(per_window[window]) if seeds > 1 else 0.0 for window in windows]
         axes.errorbar(windows, means, yerr=deviations, marker="o", capsize=3, label=name)
-    axes.set_xticks(windows, [f"{window}" + (" (CAM)" if window == 1 else " (training)" if window == windows[-1]
+    axes.set_xticks(windows, [f"{window}" + (" (1 cell)" if window == 1 else " (training)" if window == windows[-1]
                                              else "") for window in windows])
     axes.set_xlabel("--window K (feature cells, stride 8 px)")
     axes.set_ylabel("detection AP50")

@@ -108,6 +108,25 @@ def test_the_cam_task_draws_cam_and_window_one_keeps_the_per_cell_probability(tm
     assert report.columns[2] == "window prob" and report.rows[0][2] == f"{probability:.3f}"
 
 
+def test_cam_saves_the_per_cell_logits_and_detect_boxes_the_per_cell_probability(tmp_path):
+    """``--save-scores`` with cam writes the one-cell windows' logits (CAM plus the bias); ``detect --method cam``
+    boxes what ``detect --window 1`` boxes: the per-cell probabilities."""
+    from fcn_app.detect import DetectOptions
+    from fcn_app.tasks import DetectionTask
+
+    network = tiny_pooled_fcn()
+    image = random_rgb(40, 56, seed=8)
+    cam = HeatmapTask(network, HeatmapOptions(method="cam", save_scores=True))
+    _, written = process_image(cam, image, tmp_path / "cam", source="a.png")
+    score_map = compute_score_map(with_window(network, 1), image, precision="fp32", backend="torch")
+    np.testing.assert_allclose(np.load(written["scores"])["logits"], score_map.logits.numpy(), rtol=0, atol=1e-6)
+    options = DetectOptions(min_score=0.0)
+    by_method = DetectionTask(network, options=options, method="cam").predict([image])[0]
+    by_window = DetectionTask(with_window(network, 1), options=options).predict([image])[0]
+    assert by_method and [(box.class_index, box.box, box.score) for box in by_method] == [
+        (box.class_index, box.box, box.score) for box in by_window]
+
+
 def test_cam_maps_are_not_fused_across_scales():
     with pytest.raises(OptionError, match="cam scales each class's map") as raised:
         HeatmapOptions(method="cam", scales="1,2")

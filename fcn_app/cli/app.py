@@ -118,7 +118,8 @@ PrecisionOption = Annotated[str, typer.Option(
     "(fp32: bit-stable results).")]
 WindowOption = Annotated[int | None, typer.Option(
     "--window", min=1, help="Feature cells pooled per score cell, for classifiers ending in global pooling "
-    "(default: the training window, e.g. 7 for 224/32). 1 = CAM: finer maps for localisation.")]
+    "(default: the training window, e.g. 7 for 224/32). 1: each feature cell's probability alone, finer maps for "
+    "localisation (--method cam draws CAM itself).")]
 CheckpointOption = Annotated[
     Path | None,
     typer.Option("--checkpoint", help="A segmentation checkpoint (fcn-heatmap train or import-weights), or "
@@ -128,16 +129,16 @@ CheckpointOption = Annotated[
 
 MethodOption = Annotated[str, typer.Option(
     "--method", help=f"How the map is made: {', '.join(METHODS)}. fcn: the classifier's exact window scores; cam: "
-    "windows of one feature cell (pooled heads); the others are pytorch-grad-cam's saliency maps, run on torch "
-    f"({INSTALL_HINT}).")]
+    "class activation mapping (pooled heads: the class's fc weights over the last feature map, scaled to 0–1); the "
+    f"others are pytorch-grad-cam's saliency maps, run on torch ({INSTALL_HINT}).")]
 TargetLayerOption = Annotated[str | None, typer.Option(
     "--target-layer", help="Layer a pytorch-grad-cam method reads, by module name (default: features, the last "
     "convolutional stage before the pool; e.g. features.layer4.0).", show_default=False)]
 
 
 def check_method_window(method: str, window: int | None, backend: str | None = None) -> None:
-    """``--method cam`` is ``--window 1``: another window with it would be silently overridden. A saliency method
-    asked for with another backend runs on torch: said once, on stderr."""
+    """``--method cam`` reads one feature cell per window: another window with it would be silently overridden. A
+    pytorch-grad-cam method asked for with another backend runs on torch: said once, on stderr."""
     if method == CAM and window not in (None, 1):
         raise OptionError("window", f"--method cam scores one feature cell (window 1), not {window}; drop --window "
                                     "or use --method fcn")

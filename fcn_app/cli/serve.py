@@ -34,7 +34,7 @@ def serve(
     checkpoint: CheckpointOption = None,
     stride: Annotated[int | None, typer.Option(help="Denser map in one pass: output stride 16 or 8.")] = None,
     window: Annotated[int | None, typer.Option("--window", min=1, help="Feature cells pooled per score cell "
-                                               "(pooled-head classifiers; 1 = CAM).")] = None,
+                                               "(pooled-head classifiers; 1: each feature cell alone).")] = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = "auto",
     backend: BackendOption = "auto",
