@@ -21,6 +21,8 @@ __all__ = ["ISA_CAP_ENV", "cpu_flags", "cpu_has_amx_bf16", "cpu_has_native_bf16"
 #: torch's and OpenVINO's CPU kernels both honour it, so a capped machine is, for inference, a CPU without the
 #: extensions above the cap — which is how a CPU without AMX can be measured on one that has it.
 ISA_CAP_ENV = "ONEDNN_MAX_CPU_ISA"
+#: Where Linux lists the CPU's model and feature flags; a module attribute so tests can put another kind of CPU here.
+CPUINFO_PATH = "/proc/cpuinfo"
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -47,7 +49,7 @@ def module_device(module: nn.Module) -> torch.device:
 def _cpuinfo_field(name: str) -> str | None:
     """The value of the first ``name : value`` line of ``/proc/cpuinfo`` (``None`` where there is none)."""
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
+        with open(CPUINFO_PATH, encoding="ascii", errors="replace") as cpuinfo:
             for line in cpuinfo:
                 key, _, value = line.partition(":")
                 if key.strip() == name:
