@@ -55,23 +55,24 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def browser():
-    """A headless Chromium for one test module (tests/helpers_browser.py); skips loudly if none can start.
+    """A headless Chromium for one test module (tests/helpers_browser.py). If none can start, the tests stop with
+    the reason: they fail under CI=true and are skipped elsewhere (helpers_browser.no_browser).
 
     Per module, not per session: Playwright's sync API keeps an event loop and a driver process in this process
     while it runs, and later tests that fork (DataLoader workers) must not run beside them — a session-wide one
     once hung the suite's end."""
-    from helpers_browser import chromium_path, launch_browser
+    from helpers_browser import chromium_path, launch_browser, no_browser
 
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as error:  # pragma: no cover - the test extra installs it
-        pytest.skip(f"BROWSER TESTS SKIPPED: playwright is not installed ({error}); pip install -e '.[test]'")
+        no_browser(f"playwright is not installed ({error}); pip install -e '.[test]'")
     if chromium_path() is None:
-        pytest.skip("BROWSER TESTS SKIPPED: no Chromium on PATH; apt-get install -y chromium")
+        no_browser("no Chromium on PATH; apt-get install -y chromium")
     with sync_playwright() as playwright:
         try:
             instance = launch_browser(playwright)
         except Exception as error:  # noqa: BLE001 - any launch failure means: no browser here
-            pytest.skip(f"BROWSER TESTS SKIPPED: Chromium would not start: {error}")
+            no_browser(f"Chromium would not start: {error}")
         yield instance
         instance.close()

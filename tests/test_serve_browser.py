@@ -4,6 +4,11 @@ torch), and the sliders repaint without asking the server. docs/images/serve.png
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -112,3 +117,20 @@ def test_upload_hover_and_sliders(browser, server_url, network, tmp_path):
     page.wait_for_selector("#canvas[data-state='error']")
     assert page.locator("#error").inner_text() == "notes.png: not a recognised image format (corrupt, or not an image)"
     page.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("ci", "outcome", "reason"), [
+    ("true", "1 error", "BROWSER TESTS FAILED (CI=true): no Chromium on PATH; apt-get install -y chromium"),
+    ("", "1 skipped", "BROWSER TESTS SKIPPED: no Chromium on PATH; apt-get install -y chromium"),
+], ids=["ci", "local"])
+def test_without_a_browser_ci_fails_and_elsewhere_skips_with_the_reason(tmp_path, ci, outcome, reason):
+    """The browser test above in a pytest of its own whose PATH holds no Chromium (as when `.ci/run` could not
+    install one): under CI=true it errors with the reason (exit 1), elsewhere it is skipped with it (exit 0)."""
+    env = {name: value for name, value in os.environ.items() if name not in ("CI", "FCN_TEST_CHROMIUM")}
+    env.update(CI=ci, PATH=str(tmp_path))
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             f"{Path(__file__).name}::test_upload_hover_and_sliders"],
+                            cwd=Path(__file__).parent, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == (1 if "error" in outcome else 0), result.stdout[-3000:]
+    assert reason in result.stdout and outcome in result.stdout.splitlines()[-1], result.stdout[-3000:]
