@@ -1,7 +1,8 @@
 """The gallery of a folder run (fcn_app/batch/gallery.py): OUT/index.html + gallery-index.js + thumbnails.
 
 What is checked: a real folder run (tiny model) writes them atomically, with every finished image, its classes and
-values as in summary.json, links that exist and the failures with their reasons; a resumed run (new input, a lost
+values as in summary.json, links that exist and the failures with their reasons; a run interrupted after three
+images counts the five it never reached (data and page text, exact); a resumed run (new input, a lost
 thumbnail) writes the very bytes of a clean run; 10,000 records keep the page the same small file; and a real
 Chromium opened on the file (no server) filters by class, sorts by peak probability and by name, pages, and shows
 the failures. ``FCN_GALLERY_SCREENSHOT=path`` saves the browser's view (scripts/make_gallery_screenshot.py makes
@@ -118,6 +119,48 @@ def test_a_resumed_run_updates_the_gallery_to_the_bytes_of_a_clean_run(folder_ru
     assert len(gallery_bytes(tmp_path / "clean")) == 2 + len(names) + 1
 
 
+#: An interrupted run: Ctrl-C arrives while the fourth image is being scored, after three were scored.
+SCORED_BEFORE_THE_INTERRUPT = 3
+
+
+@pytest.fixture(scope="module")
+def interrupted_run(tmp_path_factory):
+    """A folder run stopped by ``KeyboardInterrupt`` (what Ctrl-C raises) in the 4th ``predict`` call: in-process,
+    one image per call, so exactly which inputs were reached does not depend on timing."""
+    root = tmp_path_factory.mktemp("interrupted")
+    names = make_inputs(root / "in")
+    task = HeatmapTask(spot_fcn(), OPTIONS)
+    scored = task.predict
+    calls = []
+
+    def predict_until_interrupted(images):
+        calls.append(len(images))
+        if len(calls) > SCORED_BEFORE_THE_INTERRUPT:
+            raise KeyboardInterrupt
+        return scored(images)
+
+    task.predict = predict_until_interrupted
+    items, _ = collect_inputs([root / "in"], recursive=True, out_dir=root / "out")
+    job = run_job(task, items, root / "out", num_workers=0, batch_size=1)
+    assert job.result.interrupted and calls == [1] * (SCORED_BEFORE_THE_INTERRUPT + 1)
+    return root / "out", names, job
+
+
+def test_an_interrupted_run_counts_the_inputs_it_did_not_reach(interrupted_run):
+    """8 images and broken.jpg: 3 scored, broken.jpg failed (decoded before the interrupt: it sorts first), the
+    other 5 never reached — the gallery's counts and problem rows say so, as the summary does."""
+    out, names, job = interrupted_run
+    not_reached = len(names) - SCORED_BEFORE_THE_INTERRUPT
+    assert not_reached == 5
+    assert job.result.counts == {"ok": SCORED_BEFORE_THE_INTERRUPT, "skipped": 0, "failed": 1, "pending": not_reached}
+    gallery, rows = read_gallery(out), summary_rows(out)
+    assert gallery["counts"] == {"images": SCORED_BEFORE_THE_INTERRUPT, "failed": 1, "pending": not_reached}
+    pending = sorted(path for path, row in rows.items() if row["status"] == "pending")
+    assert len(pending) == not_reached and {image[0] for image in gallery["images"]}.isdisjoint(pending)
+    assert gallery["problems"] == [["broken.jpg", "failed", rows["broken.jpg"]["reason"]]] + [
+        [path, "pending", "not processed: the run was interrupted"] for path in pending]
+
+
 def test_no_gallery_writes_neither_page_nor_thumbnails(folder_run, tmp_path):
     inputs, _, _, _ = folder_run
     result = CliRunner().invoke(app, ["heatmap", str(inputs), "-r", "--out", str(tmp_path), "--model", "helpers_batch:spot_fcn",
@@ -232,4 +275,22 @@ def test_the_gallery_filters_sorts_pages_and_lists_failures_in_a_real_browser(fo
     assert len(second_page) == 100 and values == sorted(values, reverse=True)
     assert "page 2 of 100" in page.inner_text("#page-label") and page.inner_text("#problems-title") == "20 failed"
     assert not errors, errors  # (its pictures do not exist: only the page's own errors count here)
+    page.close()
+
+
+@pytest.mark.slow
+def test_an_interrupted_runs_page_shows_the_not_reached_count_in_a_real_browser(interrupted_run, browser):
+    out, names, _ = interrupted_run
+    not_reached = len(names) - SCORED_BEFORE_THE_INTERRUPT
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto((out / GALLERY_NAME).as_uri())
+    page.wait_for_load_state("load")
+    assert page.inner_text("#counts") == f"{SCORED_BEFORE_THE_INTERRUPT} images · {1 + not_reached} not done"
+    assert page.inner_text("#problems-title") == \
+        f"1 failed, {not_reached} not reached (the run was interrupted; rerun to finish)"
+    statuses = page.eval_on_selector_all("#problem-rows tr", "rows => rows.map(row => row.cells[1].textContent)")
+    assert statuses == ["failed"] + ["not reached"] * not_reached
+    assert not errors, errors
     page.close()
