@@ -42,7 +42,9 @@ def serve(
                                         "may name another); see fcn-heatmap --help.")] = FCN,
     max_memory: Annotated[str | None, typer.Option(help="Activation budget, e.g. 2G (larger images run in exact "
                                                         "tiles).")] = None,
-    max_upload_mb: Annotated[float, typer.Option(help="Refuse uploads larger than this (MiB).", min=0.001)] = 32.0,
+    max_upload_mb: Annotated[float, typer.Option(help="Refuse request bodies (the whole multipart upload) larger "
+                                                      "than this (MiB) with 413, declared or chunked.",
+                                                 min=0.001)] = 32.0,
     max_pixels: Annotated[int, typer.Option(help="Refuse images declaring more pixels than this.", min=1)] = DEFAULT_MAX_PIXELS,
     queue: Annotated[int, typer.Option(help="Requests queued or running at once; more get 429 + Retry-After.",
                                        min=1)] = 8,
