@@ -171,6 +171,59 @@ def test_imported_models_compute_the_reference_on_every_pixel(compared):
     assert {variant: set(deltas) for variant, deltas in compared.items()} == {variant: set(SIZES[variant]) for variant in VARIANTS}
 
 
+class _FirstLayerSeen(Exception):
+    """Raised by a hook after conv1_1: the rest of VGG16 is not needed to check the input folding."""
+
+
+def first_layer_reference_state(variant: str, seed: int = 2) -> dict[str, torch.Tensor]:
+    """A reference state dict whose conv1_1 is seeded and different for every filter and input channel; every other
+    tensor is a broadcast view of a small random one (as in :func:`reference_file`), so the file stays small."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.device("meta"):
+        shapes = {key: tensor.shape for key, tensor in ReferenceFCN(variant).state_dict().items()}
+    state = {key: (0.01 * torch.randn(shape[1:], generator=generator)).expand(shape) if len(shape) > 1
+             else 0.01 * torch.randn(shape, generator=generator) for key, shape in shapes.items()}
+    state["conv1_1.weight"] = torch.randn(64, 3, 3, 3, generator=generator) * (2.0 / 27) ** 0.5
+    state["conv1_1.bias"] = torch.randn(64, generator=generator)
+    return state
+
+
+def test_the_import_folds_bgr_and_the_caffe_mean_into_rgb_input(tmp_path, capsys):
+    """Quick: the checkpoint ``import-weights`` writes, loaded as ``--checkpoint`` loads it, scored by the product's
+    scoring path on RGB pixels, gives at conv1_1 what the reference computes by hand on the same image — BGR, 0–255
+    minus the Caffe mean, padded by 100 — on every output value (context border included). Stopped after conv1_1:
+    the BGR flip and the mean/std folding act on the input alone, and the rest is compared by the slow test above."""
+    from fcn_app.scoring import compute_score_map
+    from fcn_app.segmentation.checkpoint import load_segmentation_model
+
+    state = first_layer_reference_state("fcn32s")
+    torch.save(state, tmp_path / "fcn32s.pth")
+    code, out, err = run_in_process(capsys, "import-weights", tmp_path / "fcn32s.pth", "--variant", "fcn32s",
+                                    "--out", tmp_path / "fcn32s-voc.pt")
+    assert code == 0, err
+    model = load_segmentation_model(tmp_path / "fcn32s-voc.pt")[0]
+    conv1_1 = next(layer for layer in model.to_pool3 if isinstance(layer, nn.Conv2d))
+    seen = []
+
+    def stop_after_conv1_1(module, inputs, output):
+        seen.append(output.detach().clone())
+        raise _FirstLayerSeen
+
+    hook = conv1_1.register_forward_hook(stop_after_conv1_1)
+    size = (5, 9)
+    image = random_rgb(*size, seed=5)
+    try:
+        with pytest.raises(_FirstLayerSeen):
+            compute_score_map(model, image, precision="fp32")
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        expected = F.conv2d(reference_input(image), state["conv1_1.weight"], state["conv1_1.bias"], padding=100)
+    (actual,) = seen
+    assert actual.shape == expected.shape == (1, 64, size[0] + 198, size[1] + 198)
+    torch.testing.assert_close(actual.contiguous(), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
 def test_the_derived_crops_are_the_references_for_every_length():
     """Caffe's offsets for every length 1…160 and both fusions: the geometry alone, without running."""
     with torch.device("meta"):
