@@ -12,9 +12,7 @@ from fcn_app.errors import ConversionError
 from fcn_app.geometry import ScoreGeometry, network_geometry, output_grid_size
 from fcn_app.models import SUPPORTED_ARCHS, build_classifier, to_fully_convolutional
 
-from helpers import tiny_classifier
-
-TOLERANCE = dict(rtol=1e-4, atol=1e-5)
+from helpers import assert_close_scaled, tiny_classifier
 
 
 def centres(geometry, axis: int) -> np.ndarray:
@@ -55,7 +53,7 @@ def test_aligned_cells_equal_the_coarse_map_for_custom_classifiers(name):
             fine = dense(images)
             assert tuple(fine.shape[-2:]) == output_grid_size(dense, (77, 90))
             lattice = fine[..., ::factor, ::factor][..., : coarse.shape[-2], : coarse.shape[-1]]
-            torch.testing.assert_close(lattice, coarse, **TOLERANCE)
+            assert_close_scaled(lattice, coarse)
 
 
 @pytest.mark.slow
@@ -71,7 +69,7 @@ def test_alexnet_dense_maps_reproduce_stride_32(stride):
     factor = 32 // stride
     assert coarse.shape[-2:] == (2, 3)
     lattice = fine[..., ::factor, ::factor][..., : coarse.shape[-2], : coarse.shape[-1]]
-    torch.testing.assert_close(lattice, coarse, rtol=1e-4, atol=1e-4)
+    assert_close_scaled(lattice, coarse)
 
 
 @pytest.mark.parametrize("arch", [arch for arch in SUPPORTED_ARCHS if arch.startswith(("vgg", "alexnet"))])
@@ -144,7 +142,7 @@ def test_in_between_cells_are_the_windows_the_geometry_says():
                            if centre - half_field >= offset and centre + half_field <= 135]
                 expected = cropped[..., inside, :][..., columns]
                 actual = fine[..., shift::factor, shift::factor][..., inside, :][..., columns]
-                torch.testing.assert_close(actual, expected, **TOLERANCE)
+                assert_close_scaled(actual, expected)
 
 
 def test_same_stride_returns_the_network_and_bad_strides_say_what_works():
