@@ -332,7 +332,7 @@ def test_the_saliency_maps_sent_small_are_put_back_on_the_picture_bilinearly():
 
     y, x = np.mgrid[0:450, 0:600].astype(np.float32)
     heat = np.exp(-((x - 380) ** 2 + (y - 150) ** 2) / (2 * 70.0 ** 2)).astype(np.float32)
-    grid = saliency_pixels([ClassHeatmap.from_pixels(ClassSelection("a", (0,)), heat)])
+    grid = saliency_pixels([ClassHeatmap(ClassSelection("a", (0,)), heat, 1.0, (380, 150))])  # the map is what counts
     rows, cols = grid["rows"], grid["cols"]
     assert (rows, cols, grid["height"], grid["width"]) == (192, 256, 450, 600)
     small = np.frombuffer(base64.b64decode(grid["cells"]), "<f4").reshape(rows, cols).astype(np.float64)
