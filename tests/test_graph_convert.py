@@ -130,18 +130,22 @@ def test_transformers_are_refused_with_one_line_why(arch, words):
     assert "\n" not in str(raised.value)
 
 
-def test_a_classifier_without_global_pooling_is_refused():
-    class FlattenHead(torch.nn.Module):
+def test_a_classifier_with_a_residual_after_its_head_is_refused():
+    """A head output that is added to something else is no per-window head: refused in one line with the way out
+    (a plain flatten head converts: tests/test_custom_classifier.py)."""
+    class ResidualHead(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.conv = torch.nn.Conv2d(3, 4, 3, stride=4)
             self.fc = torch.nn.Linear(4 * 8 * 8, 5)
 
         def forward(self, x):
-            return self.fc(torch.flatten(torch.relu(self.conv(x)), 1))
+            logits = self.fc(torch.flatten(torch.relu(self.conv(x)), 1))
+            return logits + x.mean()
 
-    with pytest.raises(ConversionError, match="does not end in global average/max pooling"):
-        convert_classifier(FlattenHead(), input_size=32)
+    with pytest.raises(ConversionError, match="does not end in global average/max pooling") as raised:
+        convert_classifier(ResidualHead(), input_size=32)
+    assert "\n" not in str(raised.value)
 
 
 @pytest.mark.slow

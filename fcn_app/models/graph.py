@@ -348,36 +348,38 @@ def _flattened_input(graph_module: fx.GraphModule, node: fx.Node) -> fx.Node | N
 def _split_head(graph_module: fx.GraphModule) -> tuple[fx.Node, str, list[fx.Node], nn.Module | None]:
     """Walk back from the output to where the head starts: ``(body_output, kind, head_nodes_in_order, grid_pool)``.
 
-    ``kind`` is ``"avg"``/``"max"`` for a global pool (the window is a free parameter), ``"flatten"`` for a head
-    that reads the flattened feature grid (conv features → flatten → Linear layers: the window is the training
-    grid); ``grid_pool`` is an adaptive pool to a grid just before that flatten (VGG's ``avgpool``), else ``None``.
+    ``kind`` is ``"avg"``/``"max"`` for a global pool (the window is a free parameter) — searched first, so
+    ConvNeXt's ``pool → LayerNorm → flatten → Linear`` stays a pooled head — else ``"flatten"`` for a head that
+    reads the flattened feature grid (conv features → flatten → Linear layers: the window is the training grid);
+    ``grid_pool`` is an adaptive pool to a grid just before that flatten (VGG's ``avgpool``), else ``None``.
     """
     output = next(node for node in graph_module.graph.nodes if node.op == "output")
     result = output.args[0]
-    node = next(iter(result.values())) if isinstance(result, dict) else result
-    head: list[fx.Node] = []
-    while True:
-        kind = _global_pool_kind(graph_module, node)
-        if kind is not None:
+    last = next(iter(result.values())) if isinstance(result, dict) else result
+    for stop_at_flatten in (False, True):
+        node, head = last, []
+        while True:
+            kind = _global_pool_kind(graph_module, node)
+            if kind is not None:
+                return _tensor_inputs(node)[0], kind, list(reversed(head)), None
+            flattened = _flattened_input(graph_module, node) if stop_at_flatten else None
+            if flattened is not None:
+                grid_pool = None
+                if flattened.op == "call_module" and isinstance(
+                        graph_module.get_submodule(flattened.target), (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+                    grid_pool = graph_module.get_submodule(flattened.target)
+                    flattened = flattened.args[0]
+                return flattened, "flatten", list(reversed(head)), grid_pool
             inputs = _tensor_inputs(node)
-            return inputs[0], kind, list(reversed(head)), None
-        flattened = _flattened_input(graph_module, node)
-        if flattened is not None and _global_pool_kind(graph_module, flattened) is None:
-            grid_pool = None
-            if flattened.op == "call_module" and isinstance(
-                    graph_module.get_submodule(flattened.target), (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-                grid_pool = graph_module.get_submodule(flattened.target)
-                flattened = flattened.args[0]
-            return flattened, "flatten", list(reversed(head)), grid_pool
-        inputs = _tensor_inputs(node)
-        if node.op == "placeholder" or len(inputs) != 1 or len(node.users) > 1:
-            raise ConversionError(
-                "the classifier does not end in global average/max pooling or a flatten followed by a per-vector "
-                f"head (stopped at {node.op} {node.name}), so it has no exact sliding-window form; for another "
-                "layout pass features= and head= to to_fully_convolutional()"
-            )
-        head.append(node)
-        node = inputs[0]
+            if node.op == "placeholder" or len(inputs) != 1 or len(node.users) > 1:
+                break
+            head.append(node)
+            node = inputs[0]
+    raise ConversionError(
+        "the classifier does not end in global average/max pooling or a flatten followed by a per-vector head "
+        f"(stopped at {node.op} {node.name}), so it has no exact sliding-window form; for another layout pass "
+        "features= and head= to to_fully_convolutional()"
+    )
 
 
 def _flattened_head(graph_module: fx.GraphModule, head_nodes: list[fx.Node], grid_pool: nn.Module | None,
