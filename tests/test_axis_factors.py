@@ -28,6 +28,7 @@ from fcn_app.scoring import ScoringOptions
 from fcn_app.segmentation.checkpoint import load_segmentation_model
 from fcn_app.tasks import DetectionTask, HeatmapOptions, HeatmapTask, SegmentationTask, process_input
 
+from helpers import assert_labels_where_decided
 from helpers_batch import tiny_segmentation_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -3,7 +3,8 @@ image, its per-pixel logits are resized bilinearly onto the original pixels, and
 the original size; ``native`` (the default) is the path as it was; ``--format`` changes the overlay only.
 
 The second path in each test is written here from scratch: Pillow's resize of the file, the model's own forward,
-``F.interpolate`` of its logits, softmax, mean, argmax.
+``F.interpolate`` of its logits, softmax, mean, argmax. Labels from the two paths are compared where the top class
+leads by more than 1e-4 (``helpers.assert_labels_where_decided``): on a boundary between regions they may tie.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from fcn_app.scoring import ScoreMap, ScoringOptions, compute_score_map
 from fcn_app.segmentation.checkpoint import load_segmentation_model
 from fcn_app.tasks import HeatmapOptions, SegmentationTask, process_image, process_input
 
-from helpers import random_rgb
+from helpers import assert_close_scaled, assert_labels_where_decided, random_rgb
 from helpers_batch import tiny_segmentation_checkpoint
 from helpers_cli import run_in_process
 
@@ -87,10 +88,10 @@ def test_native_default_is_the_path_as_it_was(model, photo, tmp_path):
 def test_working_size_labels_the_original_pixels(model, photo, tmp_path):
     rendered, written = run_task(model, photo, tmp_path, work_size=45, save_scores=True)
     network_pixels = np.asarray(Image.open(photo).convert("RGB").resize((45, 33), Image.LANCZOS))
-    expected = own_probabilities(model, network_pixels, SIZE).argmax(0)
+    expected = own_probabilities(model, network_pixels, SIZE)
     labels = torch.from_numpy(np.asarray(Image.open(written["labels"])).astype(np.int64))
     assert labels.shape == SIZE and len(labels.unique()) >= 2, labels.unique()
-    assert torch.equal(labels, expected)
+    assert_labels_where_decided(labels, expected)
     assert rendered.overlay.shape == (*SIZE, 3) and rendered.summary["work_size"] == {
         "width": 45, "height": 33, "rule": "45 px"}
     scores = np.load(written["scores"])  # the network's 33×45 grid, placed on the original pixels
@@ -107,12 +108,11 @@ def test_scales_one_is_the_plain_run_and_a_pyramid_is_the_mean_of_probabilities(
     network_pixels = np.asarray(Image.open(photo).convert("RGB").resize((45, 33), Image.LANCZOS))
     levels = [own_probabilities(model, cv2.resize(network_pixels, size, interpolation=interpolation), SIZE)
               for size, interpolation in (((22, 16), cv2.INTER_AREA), ((68, 50), cv2.INTER_LINEAR))]
-    expected = torch.stack(levels).mean(0).argmax(0)
-    assert torch.equal(torch.from_numpy(pyramid.labels.astype(np.int64)), expected)
+    assert_labels_where_decided(torch.from_numpy(pyramid.labels.astype(np.int64)), torch.stack(levels).mean(0))
     assert not np.array_equal(pyramid.labels, plain.labels)  # the other scales did change something
     assert pyramid.summary["scales"] == [0.5, 1.5] and pyramid.summary["fuse"] == "mean"
     maximum, _ = run_task(model, photo, tmp_path / "max", work_size=45, scales="0.5,1.5", fuse="max")
-    assert torch.equal(torch.from_numpy(maximum.labels.astype(np.int64)), torch.stack(levels).amax(0).argmax(0))
+    assert_labels_where_decided(torch.from_numpy(maximum.labels.astype(np.int64)), torch.stack(levels).amax(0))
 
 
 def test_jpg_overlay_keeps_the_icc_profile_labels_and_panels_stay_png(capsys, checkpoint, photo, tmp_path):
@@ -138,7 +138,7 @@ def test_pixel_scores_on_original_are_the_geometrys_interpolation(work, original
     expected = upsample_to_pixels(mapped.logits, mapped.geometry, original)
     on_original = pixel_scores_on_original(score_map, original)
     assert on_original.geometry.is_pixel_grid and on_original.image_size == original
-    torch.testing.assert_close(on_original.logits, expected, rtol=1e-5, atol=1e-5)
+    assert_close_scaled(on_original.logits, expected, rtol=1e-5)
 
 
 def compute_score_map_like(size: tuple[int, int]) -> ScoreMap:
