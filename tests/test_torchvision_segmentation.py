@@ -1,8 +1,11 @@
 """torchvision's pretrained segmentation models by name (``--checkpoint torchvision:NAME``).
 
 Weights are seeded random state dicts written into the temporary ``TORCH_HOME`` under torchvision's real file
-names; only the small LR-ASPP MobileNetV3 is run end to end (a random deeplabv3_resnet101 file is hundreds of MB),
-the others are checked by name resolution and meta-device shapes.
+names. Every name is scored by the product's path and compared with torchvision's own: its builder loading that
+file itself (``weights=DEFAULT``, from the hub cache; downloads are made to fail), its own preprocessing
+(``weights.transforms()`` without the 520-px resize, which this project leaves out on purpose: see
+:mod:`fcn_app.segmentation.pretrained`) and its own forward. The small LR-ASPP MobileNetV3 runs in the quick loop
+and end to end through the commands; the others are slow (a random deeplabv3_resnet101 file is hundreds of MB).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from PIL import Image
 from torchvision.models import get_model, get_model_weights
 
 from fcn_app.errors import WeightsError, WeightsUnavailableError
-from fcn_app.models.preprocess import normalize_pixels
 from fcn_app.scoring import compute_score_map
 from fcn_app.segmentation.checkpoint import load_segmentation_model
 from fcn_app.segmentation.datasets import VOC_CLASSES
@@ -41,35 +43,66 @@ def random_segmentation_state(name: str, seed: int = 0) -> dict[str, torch.Tenso
     return random_state_for_shapes(shapes, seed)
 
 
-@pytest.fixture(scope="module")
-def small_weights(torch_home) -> dict[str, torch.Tensor]:
-    state = random_segmentation_state(SMALL)
-    path = torch_home / "hub" / "checkpoints" / Path(get_model_weights(SMALL).DEFAULT.url).name
+def write_segmentation_weights(torch_home: Path, name: str, seed: int = 0) -> Path:
+    """Seeded random weights of ``name`` in ``torch_home``'s hub cache, under torchvision's own file name."""
+    path = torch_home / "hub" / "checkpoints" / Path(get_model_weights(name).DEFAULT.url).name
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return state
+    torch.save(random_segmentation_state(name, seed), path)
+    return path
 
 
-def torchvision_output(state: dict[str, torch.Tensor], image: np.ndarray) -> torch.Tensor:
-    """torchvision's own model on the same pixels, normalised with its weights' mean and std."""
-    model = get_model(SMALL, weights=None, weights_backbone=None, num_classes=21).eval()
-    model.load_state_dict(state)
-    transforms = get_model_weights(SMALL).DEFAULT.transforms()
+@pytest.fixture(scope="module")
+def small_weights(torch_home) -> Path:
+    return write_segmentation_weights(torch_home, SMALL)
+
+
+@pytest.fixture
+def no_downloads(monkeypatch):
+    """torchvision's own loading must find the file in the hub cache: a download attempt fails the test."""
+    def refuse(url, *args, **kwargs):
+        raise AssertionError(f"a test tried to download {url}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+def torchvision_model(name: str) -> torch.nn.Module:
+    """torchvision's own model with its pretrained weights, which its builder reads from the hub cache itself."""
+    return get_model(name, weights=get_model_weights(name).DEFAULT).eval()
+
+
+def torchvision_output(model: torch.nn.Module, name: str, image: np.ndarray) -> torch.Tensor:
+    """torchvision's forward on the picture after torchvision's own transforms (PIL in, without the resize)."""
+    transforms = get_model_weights(name).DEFAULT.transforms(resize_size=None)
     with torch.no_grad():
-        return model(normalize_pixels(image[None], transforms.mean, transforms.std))["out"][0]
+        return model(transforms(Image.fromarray(image))[None])["out"][0]
 
 
-@pytest.mark.slow
-def test_the_scores_are_torchvisions_own(small_weights):
-    network, class_names, description = load_segmentation_model(f"torchvision:{SMALL}")
-    assert class_names == list(VOC_CLASSES)  # torchvision's __background__ is VOC's background
-    assert description["published"]["miou"] == get_model_weights(SMALL).DEFAULT.meta["_metrics"][
-        "COCO-val2017-VOC-labels"]["miou"]
-    for size in ((37, 50), (64, 48)):
-        image = random_rgb(*size, seed=size[0])
-        score_map = compute_score_map(network, image, precision="fp32", max_memory="1M")  # no tiles even so
-        assert score_map.logits.shape == (21, *size) and score_map.categories == list(VOC_CLASSES)
-        torch.testing.assert_close(score_map.logits, torchvision_output(small_weights, image), rtol=1e-5, atol=1e-5)
+#: float32 sums in another order (the product scores channels-last tensors), so the absolute tolerance is
+#: relative to the largest logit compared.
+RTOL, ATOL_SCALE = 1e-4, 1e-5
+
+
+@pytest.mark.parametrize("name", [name if name == SMALL else pytest.param(name, marks=pytest.mark.slow)
+                                  for name in TORCHVISION_MODELS])
+def test_the_scores_are_torchvisions_own(name, torch_home, small_weights, no_downloads):
+    path = small_weights if name == SMALL else write_segmentation_weights(torch_home, name, seed=1)
+    try:
+        network, class_names, description = load_segmentation_model(f"torchvision:{name}")
+        assert class_names == list(VOC_CLASSES)  # torchvision's __background__ is VOC's background
+        assert description["published"]["miou"] == get_model_weights(name).DEFAULT.meta["_metrics"][
+            "COCO-val2017-VOC-labels"]["miou"]
+        reference = torchvision_model(name)
+        sizes = ((37, 50), (64, 48)) if name == SMALL else ((29, 42),)
+        for size in sizes:
+            image = random_rgb(*size, seed=size[0])
+            score_map = compute_score_map(network, image, precision="fp32", max_memory="1M")  # no tiles even so
+            assert score_map.logits.shape == (21, *size) and score_map.categories == list(VOC_CLASSES)
+            expected = torchvision_output(reference, name, image)
+            torch.testing.assert_close(score_map.logits, expected, rtol=RTOL,
+                                       atol=ATOL_SCALE * float(expected.abs().max()))
+    finally:
+        if name != SMALL:
+            path.unlink()  # hundreds of MB for the ResNet-101 models
 
 
 @pytest.mark.slow
@@ -93,7 +126,7 @@ def test_unknown_names_and_missing_weights_are_one_line():
 
 
 @pytest.mark.slow
-def test_the_commands_take_torchvision_names(small_weights, tmp_path, capsys):
+def test_the_commands_take_torchvision_names(small_weights, no_downloads, tmp_path, capsys):
     checkpoint = f"torchvision:{SMALL}"
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -105,7 +138,8 @@ def test_the_commands_take_torchvision_names(small_weights, tmp_path, capsys):
     summary = json.loads(out)
     assert summary["image_size"] == {"width": 41, "height": 30}
     labels = np.asarray(Image.open(tmp_path / "one" / "p0.labels.png"))
-    expected = torchvision_output(small_weights, random_rgb(30, 41, seed=0)).argmax(0).numpy()
+    reference = torchvision_model(SMALL)
+    expected = torchvision_output(reference, SMALL, random_rgb(30, 41, seed=0)).argmax(0).numpy()
     np.testing.assert_array_equal(labels, expected)
     code, out, err = run_in_process(capsys, photos / "p0.png", "--checkpoint", checkpoint, "--out", tmp_path / "work",
                                     "--work-size", "20", "--format", "webp", "--json")
@@ -113,7 +147,7 @@ def test_the_commands_take_torchvision_names(small_weights, tmp_path, capsys):
     assert json.loads(out)["work_size"] == {"width": 20, "height": 15, "rule": "20 px"}  # the same task
     labels = np.asarray(Image.open(tmp_path / "work" / "p0.labels.png"))
     seen = np.asarray(Image.fromarray(random_rgb(30, 41, seed=0)).resize((20, 15), Image.LANCZOS))
-    expected = F.interpolate(torchvision_output(small_weights, seen)[None], size=(30, 41), mode="bilinear",
+    expected = F.interpolate(torchvision_output(reference, SMALL, seen)[None], size=(30, 41), mode="bilinear",
                              align_corners=False)[0].argmax(0).numpy()
     np.testing.assert_array_equal(labels, expected)
     assert (tmp_path / "work" / "p0.segmentation.webp").exists()
