@@ -14,7 +14,7 @@ from fcn_app.cli import export as export_command
 from fcn_app.export import export_onnx
 from fcn_app.models import to_fully_convolutional
 from fcn_app.scoring import compute_score_map, prepare_batch
-from helpers import random_rgb, tiny_classifier
+from helpers import assert_close_scaled, random_rgb, tiny_classifier
 from helpers_cli import assert_one_line_error, run_fcn_many
 
 onnx = pytest.importorskip("onnx")
@@ -39,7 +39,7 @@ def test_onnxruntime_score_map_equals_torch_for_any_size(tiny_network, exported)
         batch, _ = prepare_batch(tiny_network, [image])
         (scores,) = session.run(None, {"images": batch.contiguous().numpy()})
         expected = compute_score_map(tiny_network, image, precision="fp32").logits
-        torch.testing.assert_close(torch.from_numpy(scores[0]), expected, rtol=1e-4, atol=1e-5)
+        assert_close_scaled(torch.from_numpy(scores[0]), expected)
 
 
 def test_batch_axis_is_dynamic_and_metadata_describes_the_geometry(tiny_network, exported):
@@ -48,7 +48,7 @@ def test_batch_axis_is_dynamic_and_metadata_describes_the_geometry(tiny_network,
     (scores,) = session.run(None, {"images": images})
     with torch.inference_mode():
         expected = tiny_network(torch.from_numpy(images))
-    torch.testing.assert_close(torch.from_numpy(scores), expected, rtol=1e-4, atol=1e-5)
+    assert_close_scaled(torch.from_numpy(scores), expected)
     metadata = {entry.key: entry.value for entry in onnx.load(str(exported), load_external_data=False).metadata_props}
     assert json.loads(metadata["categories"]) == list("abcde")
     assert json.loads(metadata["stride"]) == [8, 8]

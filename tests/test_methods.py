@@ -20,7 +20,7 @@ from fcn_app.methods import (METHODS, WindowClassifier, backend_note, check_meth
                              method_heatmap, method_network, require_grad_cam, resolve_target_layer, saliency_maps)
 from fcn_app.tasks import HeatmapOptions, HeatmapTask, process_image
 from fcn_app.tasks.compare import compare_methods, write_comparison
-from helpers import random_rgb
+from helpers import assert_close_scaled, random_rgb
 from helpers_batch import tiny_fcn
 from helpers_cli import assert_one_line_error, cli_environment
 from helpers_methods import tiny_pooled_classifier, tiny_pooled_fcn
@@ -114,7 +114,7 @@ def test_gradcam_of_the_converted_network_equals_gradcam_of_the_original_classif
         explainer.activations_and_grads.release()
     torch.testing.assert_close(torch.from_numpy(ours), torch.from_numpy(theirs), rtol=0, atol=1e-5)
     logits = WindowClassifier(pooled)(normalised.detach())
-    torch.testing.assert_close(logits, classifier(normalised.detach()), rtol=1e-5, atol=1e-5)
+    assert_close_scaled(logits, classifier(normalised.detach()), rtol=1e-5)
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ from fcn_app.scoring import (
     run_features,
     window_conv_as_matmul,
 )
-from helpers import EXAMPLES, random_rgb, tiny_classifier
+from helpers import EXAMPLES, assert_close_scaled, random_rgb, tiny_classifier
 from helpers_cli import assert_one_line_error, run_fcn_many
 
 
@@ -50,7 +50,7 @@ def test_default_path_equals_naive_nchw_fp32(tiny_network):
     expected = _naive_logits(tiny_network, image)
     score_map = compute_score_map(tiny_network, image)  # defaults: auto precision (fp32 on CPU), channels-last
     assert score_map.logits.dtype == torch.float32
-    torch.testing.assert_close(score_map.logits, expected, rtol=1e-5, atol=1e-5)
+    assert_close_scaled(score_map.logits, expected, rtol=1e-5)
     weight = next(parameter for parameter in tiny_network.parameters() if parameter.dim() == 4)
     assert weight.is_contiguous(memory_format=torch.channels_last)
 
@@ -61,7 +61,7 @@ def test_reduced_precision_stays_close_to_fp32(tiny_network):
     reduced = compute_score_maps(tiny_network, images, precision="bf16")
     for high, low in zip(exact, reduced):
         assert low.logits.dtype == torch.float32 and low.logits.shape == high.logits.shape
-        torch.testing.assert_close(low.logits, high.logits, rtol=0.05, atol=0.05)  # bf16: 8-bit mantissa
+        assert_close_scaled(low.logits, high.logits, rtol=0.05, atol_scale=0.05)  # bf16: 8-bit mantissa
 
 
 def test_precision_names():
@@ -114,7 +114,7 @@ def test_heatmap_command_tiles_under_a_small_budget(tmp_path):
     tiled = np.load(tmp_path / "coffee.scores.npz")["logits"]
     network = load_scoring_network("vgg16", device="cpu")
     untiled = compute_score_map(network, load_image(image_path), precision="fp32", max_memory="4G")
-    torch.testing.assert_close(torch.from_numpy(tiled), untiled.logits, rtol=1e-4, atol=1e-4)
+    assert_close_scaled(torch.from_numpy(tiled), untiled.logits)
 
 
 @pytest.mark.slow
@@ -138,7 +138,7 @@ def test_window_conv_as_matmul_equals_the_convolution(bias):
             conv.to(memory_format=weight_layout)
             for input_layout in (torch.contiguous_format, torch.channels_last):
                 actual = window_conv_as_matmul(conv, feature_map.contiguous(memory_format=input_layout))
-                torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+                assert_close_scaled(actual, expected, rtol=1e-5)
         too_small = torch.randn(1, 6, 2, 11)  # fewer rows than the kernel: falls back to the conv's own error
         with pytest.raises(RuntimeError):
             window_conv_as_matmul(conv, too_small)

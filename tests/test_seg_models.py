@@ -12,7 +12,7 @@ from torch import nn
 from fcn_app.geometry import ScoreGeometry, network_geometry, output_grid_size, upsample_to_pixels
 from fcn_app.segmentation.models import FCN_VARIANTS, bilinear_kernel, build_segmentation_model
 
-from helpers import random_state_dict
+from helpers import assert_close_scaled, random_state_dict
 
 
 def score_chain(model) -> nn.Sequential:
@@ -49,7 +49,7 @@ def test_fcn32s_output_is_pixel_aligned_interpolation_of_the_score_grid(size):
     with torch.no_grad():
         logits = model(image)
     expected = upsample_to_pixels(captured["scores"][0], score_grid_geometry(model, size), size)
-    torch.testing.assert_close(logits[0], expected, rtol=1e-5, atol=1e-5)
+    assert_close_scaled(logits[0], expected, rtol=1e-5)
 
 
 def _one_hot_hook(cell: tuple[int, int] | None):

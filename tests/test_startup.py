@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import assert_close_scaled
 from helpers_cli import cli_environment
 
 from fcn_app.models import load_classifier, load_fcn, to_fully_convolutional
@@ -84,7 +85,7 @@ def test_linear_to_conv_copies_without_touching_the_linear():
     assert not conv.weight.is_meta and conv.weight.requires_grad
     assert conv.weight.data_ptr() != linear.weight.data_ptr()
     features = torch.randn(4, 2, 3, 3)
-    torch.testing.assert_close(conv(features).flatten(1), linear(features.flatten(1)), rtol=1e-6, atol=1e-6)
+    assert_close_scaled(conv(features).flatten(1), linear(features.flatten(1)))
     with torch.no_grad():
         conv.weight.zero_()
     assert torch.equal(linear.weight, before)

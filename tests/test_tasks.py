@@ -18,7 +18,7 @@ from fcn_app.scoring import ScoringOptions, compute_score_map
 from fcn_app.segmentation.checkpoint import load_segmentation_model
 from fcn_app.tasks import HeatmapOptions, SegmentationTask, process_image
 
-from helpers import random_rgb
+from helpers import assert_close_scaled, random_rgb
 from helpers_batch import tiny_segmentation_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ def test_segmentation_scores_through_the_shared_path_equal_the_model_itself(segm
         expected = segmentation_model(normalize_pixels(image[None], segmentation_model.mean,
                                                        segmentation_model.std).contiguous())[0]
     assert score_map.geometry.is_pixel_grid and score_map.geometry.grid == size
-    torch.testing.assert_close(score_map.logits, expected, rtol=1e-5, atol=1e-5)
+    assert_close_scaled(score_map.logits, expected, rtol=1e-5)
 
 
 def test_segmentation_tiles_are_exact(segmentation_model):
@@ -53,7 +53,7 @@ def test_segmentation_tiles_are_exact(segmentation_model):
     tiled = compute_score_map(segmentation_model, image, precision="fp32", max_memory="12M",
                               progress=lambda done, total: calls.append((done, total)))
     assert calls and calls[-1][1] > 1, "the small budget must split the image into several tiles"
-    torch.testing.assert_close(tiled.logits, whole.logits, rtol=1e-5, atol=1e-5)
+    assert_close_scaled(tiled.logits, whole.logits, rtol=1e-5)
 
 
 def test_segmentation_task_refuses_a_grid_naming_the_option(segmentation_model):
@@ -144,7 +144,7 @@ def test_segmentation_exports_to_onnx_at_a_fixed_size(segmentation_model, tmp_pa
     with torch.no_grad():
         expected = segmentation_model(images)
     actual = session.run(None, {"images": images.numpy()})[0]
-    torch.testing.assert_close(torch.from_numpy(actual), expected, rtol=1e-4, atol=1e-4)
+    assert_close_scaled(torch.from_numpy(actual), expected)
     metadata = session.get_modelmeta().custom_metadata_map
     assert metadata["dynamic"] == "false" and metadata["input_size"] == "[70, 90]"
 
