@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from helpers import tiny_training_config
+from helpers import assert_close_scaled, tiny_training_config
 from fcn_app.errors import DatasetError, WeightsError
 from fcn_app.segmentation.checkpoint import load_checkpoint, load_segmentation_model
 from fcn_app.segmentation.datasets import VOCSegmentation, read_label_mask, voc_palette
@@ -104,10 +104,11 @@ def test_accumulation_schedule_loss_and_parameter_groups_match_a_hand_written_sg
     result = loop.train(config)
     expected, expected_losses = hand_written_sgd_replay(config)
     checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
-    # float32 sums in another order (torch.optim's fused add vs the hand-written update): 1e-5 relative
+    # float32 sums in another order (torch.optim's fused add vs the hand-written update): 1e-5 relative, plus 1e-5 of
+    # the largest value of each tensor
     for key, value in expected.items():
-        torch.testing.assert_close(checkpoint["model"][key], value, rtol=1e-5, atol=1e-6, msg=lambda m, key=key: f"{key}: {m}")
-    torch.testing.assert_close(torch.tensor(result.losses), torch.tensor(expected_losses), rtol=1e-5, atol=1e-6)
+        assert_close_scaled(checkpoint["model"][key], value, rtol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
+    assert_close_scaled(torch.tensor(result.losses), torch.tensor(expected_losses), rtol=1e-5)
     groups = checkpoint["optimizer"]["param_groups"]
     names = [name for name, parameter in build_segmentation_model(
         "fcn8s", 4, backbone="tiny_vgg", pretrained=False).named_parameters() if parameter.requires_grad]
