@@ -70,7 +70,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, oneDNN {onednn}, {torch.get_num_threads()} threads")
     tiny = prepare_network(to_fully_convolutional(tiny_classifier(), input_size=32))
     vgg16 = prepare_network(to_fully_convolutional(seeded_classifier("vgg16", seed=0), input_size=224))
-    print(f"{'network':8} {'size':>9} {'layout':>13} {'max |Δ|':>10} {'/ max |layers|':>15} {'elements differing':>22}")
+    print(f"{'network':8} {'size':>9} {'layout':>13} {'max |Δ|':>10} {'/ max |layers|':>15} "
+          f"{'elements differing':>22}")
     worst = 0.0
     for name, network, sizes in (("tiny", tiny, TINY_SIZES), ("vgg16", vgg16, arguments.sizes)):
         for size in sizes:
