@@ -148,3 +148,22 @@ def tiny_segmentation_checkpoint(path: Path, variant: str = "fcn8s", seed: int =
     save_checkpoint(path, {"model_config": model.model_config(), "class_names": model.class_names,
                            "model": model.state_dict()})
     return path
+
+
+def assert_nothing_partial(out: Path, allow_temporaries: bool = False) -> None:
+    """Every file under a final name below ``out`` is complete (images decode, JSON parses); no temporary file unless
+    allowed (a process killed mid-write leaves its ``.*.tmp``, which the next run removes — never a truncated final
+    file)."""
+    import json
+
+    for path in out.rglob("*"):
+        if not path.is_file():
+            continue
+        if path.name.endswith(".tmp"):
+            assert allow_temporaries, f"temporary file left: {path}"
+            continue
+        if path.suffix in (".png", ".jpg", ".webp"):
+            with Image.open(path) as picture:
+                picture.load()
+        elif path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))

@@ -15,12 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from fcn_app.batch import GALLERY_NAME, SUMMARY_NAME, collect_inputs, run_batch
 from fcn_app.tasks import HeatmapOptions, HeatmapTask
 
-from helpers_batch import GATE_ENV, is_gallery_file, make_image_folder, open_gate, tiny_fcn
+from helpers_batch import GATE_ENV, assert_nothing_partial, is_gallery_file, make_image_folder, open_gate, tiny_fcn
 from hostile_corpus import build_corpus
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,22 +50,6 @@ def final_outputs(out: Path) -> list[Path]:
     """Outputs under their final names (no temporaries, no summaries, no gallery) below ``out``."""
     return [path for path in out.rglob("*") if path.is_file() and not path.name.endswith(".tmp")
             and not path.name.startswith("summary") and not is_gallery_file(path, out)]
-
-
-def assert_nothing_partial(out: Path, allow_temporaries: bool = False) -> None:
-    """Every file under a final name is complete (decodes / parses); no temporary file unless allowed (a
-    process killed mid-write leaves its ``.*.tmp``, never a truncated final file)."""
-    for path in out.rglob("*"):
-        if not path.is_file():
-            continue
-        if path.name.endswith(".tmp"):
-            assert allow_temporaries, f"temporary file left: {path}"
-            continue
-        if path.suffix == ".png":
-            with Image.open(path) as image:
-                image.load()
-        elif path.suffix == ".json":
-            json.loads(path.read_text())
 
 
 @pytest.mark.slow

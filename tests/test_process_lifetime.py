@@ -30,7 +30,7 @@ from fcn_app.io import decode_input
 from fcn_app.processes import StopSignals, Terminated, loader_worker_init
 from fcn_app.tasks import HeatmapOptions, HeatmapTask
 from helpers import random_rgb
-from helpers_batch import GATE_ENV, is_gallery_file, open_gate, tiny_fcn
+from helpers_batch import GATE_ENV, assert_nothing_partial, is_gallery_file, open_gate, tiny_fcn
 from helpers_processes import children, descendants, on_linux_proc, process_stat, still_alive, survivors_after
 
 REPO = Path(__file__).resolve().parent.parent
@@ -94,22 +94,6 @@ def start_held_run(folder: Path, out: Path, gate: Path) -> tuple[subprocess.Pope
     return process, below
 
 
-def assert_whole(out: Path, allow_temporaries: bool = False) -> None:
-    """Every file under ``out`` decodes or parses; no temporary file is left (unless allowed: ``kill -9`` leaves
-    the ``.*.tmp`` files it cut short, which the next run removes)."""
-    for path in out.rglob("*"):
-        if not path.is_file():
-            continue
-        if path.name.endswith(".tmp"):
-            assert allow_temporaries, f"temporary file left: {path}"
-            continue
-        if path.suffix in (".png", ".jpg", ".webp"):
-            with Image.open(path) as picture:
-                picture.load()
-        elif path.suffix == ".json":
-            json.loads(path.read_text(encoding="utf-8"))
-
-
 def rerun_in_this_process(folder: Path, out: Path) -> int:
     try:
         main([str(folder), "--out", str(out), "--json", "--model", "helpers_batch:tiny_fcn", "--num-workers", "2"])
@@ -144,7 +128,7 @@ def test_a_signalled_run_leaves_no_process_and_a_rerun_completes_it(big_folder, 
     assert process.returncode == expected_code, stderr.decode()
     assert survivors_after(below) == [], f"alive 10 s after the main process ended: {below}"
 
-    assert_whole(out, allow_temporaries=stop == signal.SIGKILL)
+    assert_nothing_partial(out, allow_temporaries=stop == signal.SIGKILL)
     done = complete_images(out)
     if stop != signal.SIGKILL:  # stopped in order: a summary saying what was done and what was not
         summary = json.loads((out / SUMMARY_NAME).read_text(encoding="utf-8"))
@@ -158,7 +142,7 @@ def test_a_signalled_run_leaves_no_process_and_a_rerun_completes_it(big_folder, 
     counts = json.loads((out / SUMMARY_NAME).read_text(encoding="utf-8"))["counts"]
     assert counts == {"ok": IMAGES - done, "skipped": done, "failed": 0, "pending": 0}
     assert image_outputs(out) == image_outputs(clean)
-    assert_whole(out)
+    assert_nothing_partial(out)
 
 
 # --- the pieces: dying with the parent, the workers' signals, stop signals in the main process --------------------
