@@ -44,8 +44,8 @@ FAMILIES = {
 
 #: arch → (training size used in the test, larger size). Small sizes keep the test cheap; the conversion is exact
 #: for whatever size the classifier is said to be trained on. VGG/AlexNet need 224 (their 7×7 adaptive pool).
-QUICK = ["resnet18", "efficientnet_b0", "mobilenet_v3_small", "squeezenet1_1"]
-SLOW = ["regnet_y_400mf", "shufflenet_v2_x0_5", "mnasnet0_5", "alexnet", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "convnext_tiny", "efficientnet_v2_s",
+QUICK = ["resnet18", "mobilenet_v3_small", "squeezenet1_1"]  # residual, squeeze-and-excitation, fire modules
+SLOW = ["efficientnet_b0", "regnet_y_400mf", "shufflenet_v2_x0_5", "mnasnet0_5", "alexnet", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "convnext_tiny", "efficientnet_v2_s",
         "mobilenet_v3_large", "mobilenet_v2", "regnet_x_400mf", "densenet121", "shufflenet_v2_x1_0", "mnasnet1_0",
         "googlenet", "inception_v3", "vgg11", "vgg16_bn"]
 SIZES = {"inception_v3": (139, (139 + 64, 139 + 32)), "alexnet": (224, (224 + 64, 224 + 32)),
@@ -162,7 +162,7 @@ def test_every_supported_torchvision_classifier_converts_on_the_meta_device():
         assert grid[0] >= 2 and grid[1] >= 3, (arch, grid)
 
 
-@pytest.mark.parametrize("window", [1, 3])
+@pytest.mark.parametrize("window", [pytest.param(1, marks=pytest.mark.slow), 3])  # quick window 1: test_cam
 def test_a_free_window_scores_each_window_of_that_many_feature_cells(window):
     """``--window 1`` is CAM: every feature cell through the head alone; ``3`` pools 3×3 cells per score."""
     model = _seeded("resnet18")

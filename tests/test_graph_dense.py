@@ -18,7 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # shared machines: one torch
 
 
 @pytest.mark.parametrize("arch, strides", [
-    ("resnet18", (16, 8)), pytest.param("mobilenet_v2", (16, 8), marks=pytest.mark.slow),
+    pytest.param("resnet18", (16, 8), marks=pytest.mark.slow),  # quick: test_nonsquare, test_custom_classifier
+    pytest.param("mobilenet_v2", (16, 8), marks=pytest.mark.slow),
     pytest.param("convnext_tiny", (16, 8), marks=pytest.mark.slow),
     pytest.param("densenet121", (16,), marks=pytest.mark.slow),
 ])
@@ -46,7 +47,7 @@ def test_dense_graph_network_reproduces_the_native_map_on_its_lattice(arch, stri
 
 
 @pytest.mark.parametrize("arch, stride, message", [
-    ("mobilenet_v3_small", 16, "squeeze-and-excitation"),
+    pytest.param("mobilenet_v3_small", 16, "squeeze-and-excitation", marks=pytest.mark.slow),
     pytest.param("googlenet", 16, "padded max pool inception5a", marks=pytest.mark.slow),
     pytest.param("densenet121", 8, "average pool features.transition3.pool", marks=pytest.mark.slow),
 ])

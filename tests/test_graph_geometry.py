@@ -65,7 +65,8 @@ def test_resnet18_geometry_matches_its_layer_definitions():
     assert layers.receptive_field == (627, 627)
 
 
-@pytest.mark.parametrize("size", [(224, 224), (300, 451), (255, 256), (256, 288)])
+@pytest.mark.parametrize("size", [(300, 451)] + [pytest.param(size, marks=pytest.mark.slow)
+                                                  for size in ((224, 224), (255, 256), (256, 288))])
 def test_output_grid_size_matches_running_a_graph_network(size):
     network = convert_classifier(_seeded("resnet18"), input_size=224)
     with torch.no_grad():
@@ -73,6 +74,7 @@ def test_output_grid_size_matches_running_a_graph_network(size):
     assert activation_bytes(network, size) > 0
 
 
+@pytest.mark.slow
 def test_activation_values_are_traced_once_per_size_and_a_denser_copy_traces_its_own():
     network = convert_classifier(_seeded("resnet18"), input_size=224)
     traced, trace = [], network._traced_activation_values
@@ -107,7 +109,7 @@ def _gradient_support(body: nn.Module, length: int, thin: int, cell: int) -> tup
 
 
 @pytest.mark.parametrize("arch", [
-    "resnet18", "mobilenet_v3_small", pytest.param("squeezenet1_1", marks=pytest.mark.slow),
+    "resnet18", pytest.param("mobilenet_v3_small", marks=pytest.mark.slow), pytest.param("squeezenet1_1", marks=pytest.mark.slow),
     pytest.param("convnext_tiny", marks=pytest.mark.slow), pytest.param("efficientnet_b0", marks=pytest.mark.slow),
     pytest.param("resnet50", marks=pytest.mark.slow), pytest.param("mobilenet_v3_large", marks=pytest.mark.slow),
 ])

@@ -46,6 +46,7 @@ def test_segmentation_scores_through_the_shared_path_equal_the_model_itself(segm
     assert_close_scaled(score_map.logits, expected, rtol=1e-5)
 
 
+@pytest.mark.slow  # ~4 s on an AVX2 CPU; classifier tiles stay in the quick loop (test_tiling)
 def test_segmentation_tiles_are_exact(segmentation_model):
     image = random_rgb(600, 640, seed=3)  # ~38 MB of activations whole; tiles need a 222-px receptive field
     whole = compute_score_map(segmentation_model, image, precision="fp32", max_memory="1G")

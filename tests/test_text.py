@@ -237,7 +237,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("command, bad", [
-    ([], "/nope.ttf"),
+    pytest.param([], "/nope.ttf", marks=pytest.mark.slow),  # an interpreter start-up: ~3 s
     pytest.param(["detect"], "not-a-font", marks=pytest.mark.slow),  # a second interpreter start-up: ~6 s
 ])
 def test_a_bad_font_is_one_line_and_exit_2(command, bad, small_photo, tmp_path):

@@ -95,7 +95,7 @@ def hand_written_sgd_replay(config) -> tuple[dict, list[float]]:
 
 @pytest.mark.parametrize("settings", [
     ("train.scheduler=step", "train.step_size=2", "train.step_gamma=0.5", "train.loss_reduction=mean", "train.lr=0.05"),
-    ("train.scheduler=fixed", "train.loss_reduction=sum", "train.lr=0.00002"),
+    pytest.param(("train.scheduler=fixed", "train.loss_reduction=sum", "train.lr=0.00002"), marks=pytest.mark.slow),
 ], ids=["step-schedule-mean-loss", "fixed-schedule-summed-loss"])
 def test_accumulation_schedule_loss_and_parameter_groups_match_a_hand_written_sgd(shapes, tmp_path, settings):
     # 8 images, batch 2: 4 micro-batches per epoch; 3 steps of 3 micro-batches cross two epoch boundaries

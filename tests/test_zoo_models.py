@@ -120,7 +120,7 @@ def test_model_names_that_do_not_work_say_why_in_one_line(name, message):
 
 
 @pytest.mark.parametrize("arch, window, stride", [
-    ("resnet50", (7, 7), 32), ("squeezenet1_1", (13, 13), 16), ("vgg16", (7, 7), 32),
+    pytest.param("resnet50", (7, 7), 32, marks=pytest.mark.slow), ("squeezenet1_1", (13, 13), 16), ("vgg16", (7, 7), 32),
     pytest.param("efficientnet_v2_s", (12, 12), 32, marks=pytest.mark.slow),
     pytest.param("inception_v3", (8, 8), 32, marks=pytest.mark.slow),
 ])
@@ -158,6 +158,7 @@ def test_cli_heatmap_of_a_fine_tuned_graph_network_with_class_names(tmp_path):
     assert len(typo.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # builds every listed model
 def test_models_command_prints_window_stride_and_the_se_note(monkeypatch):
     from typer.testing import CliRunner
 
