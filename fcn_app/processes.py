@@ -32,6 +32,7 @@ __all__ = [
     "Terminated",
     "die_with_parent",
     "loader_worker_init",
+    "stop_loader_workers",
 ]
 
 #: How often a watchdog thread looks whether its process's parent is still there (where ``prctl`` is missing).
@@ -109,6 +110,16 @@ def loader_worker_init() -> Callable[[int], None]:
     follow its stop signals (:func:`_init_loader_worker`). A ``functools.partial`` of module functions, so it
     pickles for the ``spawn`` start method too."""
     return functools.partial(_init_loader_worker, os.getpid())
+
+
+def stop_loader_workers(iterator) -> None:
+    """End the decode workers of a ``DataLoader`` iterator that is abandoned before its end (a stopped run, an
+    error): SIGTERM, on which :func:`loader_worker_init`'s workers leave at once with status 0. Without it torch's
+    shutdown asks each worker to finish the image it is decoding and joins it (up to 5 s each), so a stop waited
+    for decodes whose results nobody reads. An exhausted iterator has shut its workers down already."""
+    for worker in getattr(iterator, "_workers", ()):  # torch's multi-process iterator (no public handle)
+        if worker.is_alive():
+            worker.terminate()
 
 
 class StopSignals:

@@ -110,6 +110,7 @@ def test_graph_classifier_converts_exactly_heavy(arch):
     _check_family(arch)
 
 
+@pytest.mark.slow  # builds DenseNet-121 and VGG11 (meta device, traced)
 def test_graph_families_get_the_graph_conversion_and_vgg_the_layer_one():
     """DenseNet has ``features``/``classifier`` attributes like VGG but a functional ReLU between them: it must
     take the graph path (the layer path would silently drop that ReLU)."""
@@ -162,7 +163,8 @@ def test_every_supported_torchvision_classifier_converts_on_the_meta_device():
         assert grid[0] >= 2 and grid[1] >= 3, (arch, grid)
 
 
-@pytest.mark.parametrize("window", [pytest.param(1, marks=pytest.mark.slow), 3])  # quick window 1: test_cam
+@pytest.mark.slow  # quick: test_nonsquare (free windows 1×3, 3×1, 2×5 on a residual classifier), test_cam (window 1)
+@pytest.mark.parametrize("window", [1, 3])
 def test_a_free_window_scores_each_window_of_that_many_feature_cells(window):
     """``--window 1`` is CAM: every feature cell through the head alone; ``3`` pools 3×3 cells per score."""
     model = _seeded("resnet18")

@@ -301,6 +301,7 @@ def pooled_client():
         yield test_client
 
 
+@pytest.mark.slow  # pytorch-grad-cam through the API (~1.3 s); cam and fcn stay quick
 def test_a_saliency_method_answers_the_cli_json_picture_and_maps(pooled_client, tmp_path):
     image = tmp_path / "photo.png"
     image.write_bytes(png_bytes())

@@ -19,9 +19,14 @@ from fcn_app.models.timm_zoo import INSTALL_HINT, build_timm_fcn
 
 from helpers_cli import assert_one_line_error, cli_environment
 
-timm = pytest.importorskip("timm")
 
-pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]
+pytestmark = [pytest.mark.usefixtures("one_thread", "timm"), pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def timm():
+    """timm, imported when a test of this (slow) module runs, not when the quick loop collects it (~1 s)."""
+    return pytest.importorskip("timm")
 
 #: One per kind of head and body: squeeze-and-excitation gates (EfficientNet);
 #: LayerNorm2d in the head (ConvNeXt); a 1×1 conv + Hardswish after the pool (MobileNetV3).
@@ -41,6 +46,8 @@ def weights_dir(tmp_path_factory):
 
 
 def _seeded(name: str, weights_dir, suffix: str = ".pth"):
+    import timm
+
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False).eval()
     with torch.no_grad():  # BatchNorm statistics away from the identity, so the test sees them
@@ -60,7 +67,7 @@ def _seeded(name: str, weights_dir, suffix: str = ".pth"):
 
 @pytest.mark.parametrize("name", MODELS)
 @torch.no_grad()
-def test_timm_cnn_equals_its_classifier(name, weights_dir):
+def test_timm_cnn_equals_its_classifier(name, weights_dir, timm):
     model, path = _seeded(name, weights_dir, ".safetensors" if name == "convnext_atto" else ".pth")
     network = load_network(f"timm:{name}", weights_path=path)
     size = network.input_size
@@ -85,7 +92,7 @@ def test_timm_cnn_equals_its_classifier(name, weights_dir):
 
 
 @torch.no_grad()
-def test_fine_tuned_timm_head_reads_class_count_and_names(tmp_path):
+def test_fine_tuned_timm_head_reads_class_count_and_names(tmp_path, timm):
     """A plain pool + Linear head (ResNet) with 3 outputs: the count comes from the file, names from --classes."""
     torch.manual_seed(0)
     model = timm.create_model("resnet18", pretrained=False, num_classes=3).eval()

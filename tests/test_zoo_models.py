@@ -93,6 +93,7 @@ def test_fine_tuned_weights_need_matching_class_names(tmp_path):
         load_fcn("mobilenet_v3_small", weights_path=path, classes_path=names)
 
 
+@pytest.mark.slow
 def test_weights_of_another_architecture_name_the_mismatch(tmp_path):
     path = tmp_path / "squeeze.pth"
     torch.save(random_state_dict("squeezenet1_1"), path)

@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import FcnError, InputImageError, OptionError
 from ..io import DecodeRequest, InputImage, decode_input, ensure_output_dir, remove_stale_temporaries
-from ..processes import StopSignals, Terminated, loader_worker_init
+from ..processes import StopSignals, Terminated, loader_worker_init, stop_loader_workers
 from ..tasks.base import ImageTask, preview_picture
 from .gallery import main_picture, thumbnail_path, write_thumbnail
 from .inputs import WorkItem
@@ -332,6 +332,7 @@ def run_batch(
             finally:
                 stop.finish()  # from here on the run only finishes what it has; more signals wait for the summary
                 groups.clear()
+                stop_loader_workers(iterator)  # a run stopped early: their decodes would only be thrown away
                 del iterator  # shuts the decode workers down
                 if writer is not None:
                     writer.close()

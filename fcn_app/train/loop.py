@@ -21,7 +21,7 @@ import yaml
 
 from ..errors import ConfigError, DatasetError, FcnError, TrainingError
 from ..io import atomic_write_json, atomic_write_png, atomic_write_text, ensure_output_dir
-from ..processes import loader_worker_init
+from ..processes import loader_worker_init, stop_loader_workers
 from ..segmentation.checkpoint import load_checkpoint, load_segmentation_model, save_checkpoint
 from ..segmentation.datasets import IGNORE_INDEX, FolderSegmentation, SegmentationDataset, VOCSegmentation
 from ..segmentation.metrics import confusion_matrix, segmentation_scores
@@ -113,11 +113,14 @@ def _micro_batches(dataset: SegmentationTorchDataset, config: TrainingConfig, co
             generator=torch.Generator().manual_seed(config.train.seed + epoch),
             pin_memory=context.device.type == "cuda", worker_init_fn=loader_worker_init(),  # workers die with us
         )
+        iterator = iter(loader)
         try:
-            for batch in loader:
+            for batch in iterator:
                 yield epoch, batch
         except FcnError as error:
             raise type(error)(_message_from_worker(error)) from None
+        finally:
+            stop_loader_workers(iterator)  # an epoch left early (an error, a stop): nobody reads their batches
         epoch, position = epoch + 1, 0
 
 
