@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -40,11 +45,39 @@ def random_state_for_shapes(shapes: dict[str, torch.Size], seed: int = 0) -> dic
     return state
 
 
+#: Where generated weight files are kept between test sessions (``FCN_TEST_WEIGHTS_CACHE`` overrides): drawing and
+#: writing VGG16's 528 MB took ~5 s of every session, and deleting the copy in an old session folder ~4 s more.
+WEIGHTS_CACHE = Path(os.environ.get("FCN_TEST_WEIGHTS_CACHE")
+                     or Path(tempfile.gettempdir()) / f"fcn-heatmap-test-weights-{os.getuid()}")
+
+
+def _cached_random_weights(arch: str, seed: int) -> Path:
+    """The file of :func:`random_state_dict` ``(arch, seed)``, written once per torch version, shapes and generator
+    code (all in its name) to a temporary name and renamed, so concurrent sessions never see half a file."""
+    with torch.device("meta"):
+        shapes = [(key, tuple(value.shape)) for key, value in build_classifier(arch).state_dict().items()]
+    recipe = repr((arch, seed, torch.__version__, shapes, inspect.getsource(random_state_for_shapes)))
+    path = WEIGHTS_CACHE / f"{arch}-seed{seed}-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}.pth"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        torch.save(random_state_for_shapes(dict(shapes), seed), partial)
+        os.replace(partial, path)
+    return path
+
+
 def write_default_weights(torch_home: Path, arch: str = "vgg16", seed: int = 0) -> Path:
-    """Pre-fill ``torch_home``'s hub cache with seeded random weights at the exact default file name."""
+    """Pre-fill ``torch_home``'s hub cache with seeded random weights at the exact default file name: a hard link to
+    the kept file (nothing in the product or the tests writes into a hub-cache file; it is read, copied or
+    deleted), or a copy where links cannot be made."""
     path = torch_home / "hub" / "checkpoints" / Path(default_weights(arch).url).name
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(random_state_dict(arch, seed), path)
+    source = _cached_random_weights(arch, seed)
+    path.unlink(missing_ok=True)
+    try:
+        os.link(source, path)
+    except OSError:
+        shutil.copyfile(source, path)
     return path
 
 
