@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .errors import OptionError
-from .text import font_size_for_scale, ink_text, text_size
+from .text import font_size_for_scale, format_probability, ink_text, text_size
 
 __all__ = [
     "COLORMAPS",
@@ -258,7 +258,7 @@ def draw_detections(image: np.ndarray, detections: Sequence, *, thickness: int |
         x, y, w, h = detection.box
         top_left = (int(round(x)), int(round(y)))
         cv2.rectangle(result, top_left, (int(round(x + w)) - 1, int(round(y + h)) - 1), colour, thickness)
-        label = f"{detection.class_name} {detection.score:.2f}"
+        label = f"{detection.class_name} {format_probability(detection.score)}"
         text_w, text_h, baseline = text_size(label, font_size, font)
         text_top = max(0, top_left[1] - text_h - baseline - 2)
         cv2.rectangle(result, (top_left[0], text_top), (top_left[0] + text_w + 2, text_top + text_h + baseline + 2),

@@ -20,7 +20,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from .errors import FontError
 
-__all__ = ["DEFAULT_FONT", "TextSize", "check_font", "draw_text", "font_size_for_scale", "ink_text", "load_font", "text_size"]
+__all__ = ["DEFAULT_FONT", "TextSize", "check_font", "draw_text", "font_size_for_scale", "format_probability",
+           "ink_text", "load_font", "text_size"]
 
 DEFAULT_FONT = Path(__file__).resolve().parent / "fonts" / "DejaVuSans.ttf"
 
@@ -39,6 +40,21 @@ class TextSize(NamedTuple):
     width: int
     ascent: int
     descent: int
+
+
+def format_probability(value: float) -> str:
+    """``value`` (a probability) as every legend, box label, panel and table writes it: three decimals
+    (``"0.912"``, ``"0.003"``), or two significant digits where three decimals would read ``0.000``
+    (``"0.00042"``, ``"1.2e-05"``).
+
+    One function for pictures and tables alike, so a small peak never reads ``0.00`` on the overlay while the
+    table says 0.003. Raises :class:`ValueError` for NaN or a value outside [0, 1].
+    """
+    value = float(value)
+    if not -1e-6 <= value <= 1.0 + 1e-6:  # NaN fails too
+        raise ValueError(f"a probability lies in [0, 1], got {value}")
+    value = min(max(value, 0.0), 1.0)  # float32 softmax and interpolation may overshoot by an ulp
+    return f"{value:.3f}" if value == 0.0 or value >= 0.0005 else f"{value:.2g}"
 
 
 def font_size_for_scale(scale: float) -> int:

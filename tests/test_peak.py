@@ -22,6 +22,7 @@ from fcn_app.render import (LEGEND_CORNERS, draw_legend, draw_legend_and_marker,
 from fcn_app.resolution import peak_on_pixels
 from fcn_app.scoring import ScoreMap
 from fcn_app.tasks import HeatmapOptions, HeatmapTask
+from fcn_app.text import format_probability
 from helpers_batch import tiny_fcn
 
 #: A 90×170 image, 3×5 cells 30 px apart vertically and 37 px horizontally; row centres between pixels.
@@ -160,7 +161,7 @@ def test_table_json_and_cross_agree_on_an_edge_peak(tmp_path):
     assert rendered.summary["classes"][0]["peak_pixel"] == {"x": peak[0], "y": peak[1]}
     assert json.loads(json.dumps(rendered.summary))["classes"][0]["peak_pixel"] == {"x": peak[0], "y": peak[1]}
     assert task.report(rendered).rows[0][3] == f"({peak[0]}, {peak[1]})"
-    lines = [f"1. {categories[1]}  {rendered.heatmaps[0].peak_probability:.2f}"]
+    lines = [f"1. {categories[1]}  {format_probability(rendered.heatmaps[0].peak_probability)}"]
     blended = overlay(picture, rendered.heatmaps[0].heatmap)
     expected = draw_marker(draw_legend(blended, lines, corner="top-right"), peak)
     np.testing.assert_array_equal(rendered.overlay, expected)

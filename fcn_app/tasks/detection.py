@@ -21,6 +21,7 @@ from ..methods import FCN, check_method, is_saliency_method, method_network
 from ..pyramid import FUSE_MODES
 from ..render import draw_detections
 from ..scoring import ScoringOptions
+from ..text import format_probability
 from .base import ProgressCallback, Report, picture_of, write_each
 from .heatmap import check_image_format, check_work_size, native_unless_given, native_unless_given_rule
 
@@ -132,8 +133,8 @@ class DetectionTask:
         ]}
 
     def report(self, rendered: DetectionsImage) -> Report:
-        rows = [[detection.class_name, f"{detection.score:.3f}", ", ".join(f"{v:.0f}" for v in detection.box)]
-                for detection in rendered.detections]
+        rows = [[detection.class_name, format_probability(detection.score),
+                 ", ".join(f"{v:.0f}" for v in detection.box)] for detection in rendered.detections]
         work = rendered.summary["work_size"]
         return Report(f"{rendered.summary['image']} · {len(rendered.detections)} detections · network sees "
                       f"{work['width']}×{work['height']} ({work['rule']})",

@@ -30,7 +30,7 @@ from ..pyramid import FUSE_MODES, PyramidLevel, fuse_maps, parse_scales, score_p
 from ..render import DEFAULT_COLORMAP, check_colormap, draw_legend_and_marker, overlay, tile_panels
 from ..resolution import DEFAULT_WORK_WINDOWS, default_work_size, geometry_on_original, score_map_on_original
 from ..scoring import ScoreMap, ScoringOptions, compute_score_maps
-from ..text import check_font
+from ..text import check_font, format_probability
 from .base import DecodeLimitsFromOptions, ProgressCallback, Report, picture_of, write_each
 
 __all__ = ["IMAGE_FORMATS", "NATIVE", "HeatmapOptions", "HeatmapTask", "RenderedImage", "ScoreMapTask",
@@ -372,10 +372,10 @@ class HeatmapTask(ScoreMapTask):
             maps = {"scales": list(options.scales), "fuse": self.fuse,
                     "levels": [{"scale": level.scale, **_map_summary(level.score_map)} for level in levels]}
         if probabilities is None:
-            lines = [f"{rank}. {heat.selection.name}  {heat.peak_probability:.2f}"
+            lines = [f"{rank}. {heat.selection.name}  {format_probability(heat.peak_probability)}"
                      for rank, heat in enumerate(heatmaps, start=1)]
         else:  # a saliency map peaks at 1 by construction: the legend gives what the classifier says instead
-            lines = [f"{rank}. {heat.selection.name}  p {probability:.2f} ({options.method})"
+            lines = [f"{rank}. {heat.selection.name}  p {format_probability(probability)} ({options.method})"
                      for rank, (heat, probability) in enumerate(zip(heatmaps, probabilities), start=1)]
         main = heat_panel(picture, heatmaps[0], options, lines) if draw else None
         grid = None
@@ -432,7 +432,8 @@ class HeatmapTask(ScoreMapTask):
         saliency = is_min_max_scaled(summary["method"])
         values = [entry["window_probability"] if saliency else heat.peak_probability
                   for entry, heat in zip(summary["classes"], rendered.heatmaps)]
-        rows = [[str(rank), heat.selection.name, f"{value:.3f}", f"({heat.peak_pixel[0]}, {heat.peak_pixel[1]})"]
+        rows = [[str(rank), heat.selection.name, format_probability(value),
+                 f"({heat.peak_pixel[0]}, {heat.peak_pixel[1]})"] f"({heat.peak_pixel[0]}, {heat.peak_pixel[1]})"]
                 for rank, (heat, value) in enumerate(zip(rendered.heatmaps, values), start=1)]
         value_column = "window prob" if saliency else "peak prob"  # a saliency map's own peak is 1 by construction
         return Report(title, ["#", "class", value_column, "peak pixel (x, y)"], rows,

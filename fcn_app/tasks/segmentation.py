@@ -31,6 +31,7 @@ from ..render import blend, draw_legend, tile_panels
 from ..resolution import pixel_scores_on_original, score_map_on_original
 from ..scoring import ScoreMap, ScoringOptions
 from ..segmentation.datasets import voc_palette
+from ..text import format_probability
 from .base import Report, picture_of, write_each
 from .heatmap import HeatmapOptions, ScoreMapTask, heat_panel, native_unless_given, native_unless_given_rule
 
@@ -112,8 +113,8 @@ class SegmentationTask(ScoreMapTask):
         panels, summary_classes = [], []
         for selection in resolve_classes(specs, class_names):
             heat = heatmap_for_class(pixel_map, selection, probabilities)
-            panels.append(heat_panel(image, heat, options, [f"{selection.name}  max {heat.peak_probability:.2f}"],
-                                     marker=False))
+            label = f"{selection.name}  max {format_probability(heat.peak_probability)}"
+            panels.append(heat_panel(image, heat, options, [label], marker=False))
             summary_classes.append({
                 "name": selection.name, "indices": list(selection.indices),
                 "pixel_fraction": float(sum(counts[i] for i in selection.indices) / labels.size),
@@ -166,6 +167,6 @@ class SegmentationTask(ScoreMapTask):
             if "scales" in summary else ""
         title = (f"{summary['image']} · {summary['image_size']['width']}×{summary['image_size']['height']} px · "
                  f"network sees {work['width']}×{work['height']} ({work['rule']}){scales}")
-        rows = [[entry["name"], f"{100.0 * entry['pixel_fraction']:.1f}%", f"{entry['peak_probability']:.3f}"]
+        rows = [[entry["name"], f"{100.0 * entry['pixel_fraction']:.1f}%", format_probability(entry["peak_probability"])]
                 for entry in summary["classes"]]
         return Report(title, ["class", "pixels", "peak prob"], rows, numeric=("pixels", "peak prob"))
