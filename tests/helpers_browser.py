@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -44,3 +45,19 @@ def no_browser(reason: str) -> NoReturn:
     if in_ci():
         pytest.fail(f"BROWSER TESTS FAILED (CI=true): {reason}", pytrace=False)
     pytest.skip(f"BROWSER TESTS SKIPPED: {reason}")
+
+
+def block_outside_requests(page) -> list[str]:
+    """Abort every request of ``page`` to a host other than 127.0.0.1, as on a machine without internet access;
+    the list fills with the URLs refused."""
+    refused = []
+
+    def route(request_route):
+        if urlsplit(request_route.request.url).hostname == "127.0.0.1":
+            request_route.continue_()
+        else:
+            refused.append(request_route.request.url)
+            request_route.abort()
+
+    page.route("**/*", route)
+    return refused

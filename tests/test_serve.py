@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -199,6 +200,20 @@ def test_root_lists_only_its_images_and_serves_them(client):
     answer = client.post("/api/heatmap", data={"path": "sub/photo.png"})
     assert answer.status_code == 200 and answer.json()["image"] == "sub/photo.png"
     assert client.get("/api/file", params={"path": "sub/photo.png"}).content == png_bytes(40, 48, seed=3)
+
+
+@pytest.mark.parametrize("docs", ["/docs", "/redoc"])
+def test_api_docs_load_every_asset_from_this_server(client, docs):
+    """/docs and /redoc name no other host (FastAPI's defaults load Swagger UI, ReDoc, a favicon and Google Fonts
+    from CDNs: a blank page offline), and every file they name is served here. The browser proof, with every
+    outside request blocked: test_serve_browser.py::test_api_docs_render_offline."""
+    answer = client.get(docs)
+    html = answer.text
+    assert not re.findall(r"(?:https?:)?//[\w.-]+", html), html
+    assert answer.headers["content-security-policy"].startswith("default-src 'self'")  # nor does what they load
+    assets = re.findall(r"(?:src|href)=\"(/[^\"]+)\"", html)
+    assert len(assets) >= 2 and all(client.get(asset).status_code == 200 for asset in assets), assets
+    assert client.get(client.app.openapi_url).json()["paths"]["/api/heatmap"]
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from fcn_app.io import decode_input  # noqa: E402
 from fcn_app.resolution import score_map_on_original  # noqa: E402
 from fcn_app.serve.app import ServeSettings, create_app  # noqa: E402
 from fcn_app.tasks import HeatmapOptions, HeatmapTask  # noqa: E402
+from helpers_browser import block_outside_requests  # noqa: E402
 from helpers_serve import TINY, png_bytes, threaded_server  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -116,6 +117,26 @@ def test_upload_hover_and_sliders(browser, server_url, network, tmp_path):
     page.set_input_files("#file", str(tmp_path / "notes.png"))
     page.wait_for_selector("#canvas[data-state='error']")
     assert page.locator("#error").inner_text() == "notes.png: not a recognised image format (corrupt, or not an image)"
+    page.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("docs", "operation"), [
+    ("/docs", "#swagger-ui .opblock-summary-path[data-path='/api/heatmap']"),
+    ("/redoc", "span.http-verb.post + span:text-is('/api/heatmap')"),
+], ids=["swagger-ui", "redoc"])
+def test_api_docs_render_offline(browser, server_url, docs, operation):
+    """/docs (reached as a user does, by the page's "API" link) and /redoc render their operations with every
+    outside request refused: Swagger UI and ReDoc come from this server (fcn_app/serve/static/vendor/)."""
+    page = browser.new_page()
+    refused = block_outside_requests(page)
+    page.goto(server_url)
+    if docs == "/docs":
+        page.click("header a[href='/docs']")
+    else:
+        page.goto(server_url + docs)
+    page.wait_for_selector(operation, timeout=20_000)
+    assert refused == []
     page.close()
 
 

@@ -19,7 +19,8 @@ from typing import Annotated, Any
 import torch
 from fastapi import Depends, FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -42,6 +43,8 @@ __all__ = ["BodySizeLimit", "ServeSettings", "create_app"]
 logger = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
+#: Swagger UI and ReDoc as shipped in the package (static/vendor/NOTICE.md: versions, licences).
+VENDOR_URL = "/static/vendor"
 DEFAULT_MAX_UPLOAD_BYTES = 32 * 1024 * 1024
 
 #: Library option names whose request field is named otherwise (the CLI's flag without dashes).
@@ -273,6 +276,34 @@ TargetLayerField = Annotated[str | None, Form(description="The layer a pytorch-g
                                                           "--target-layer).")]
 
 
+#: The API docs pages load nothing from another host. ReDoc's bundle itself asks cdn.redoc.ly for its logo (and
+#: hides it when that fails): this keeps the browser from even trying. Inline: Swagger UI's start script and
+#: ReDoc's styled-components; blob: ReDoc's search worker.
+_DOCS_POLICY = "default-src 'self' 'unsafe-inline' data: blob:"
+
+
+def _add_api_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc with their scripts, styles and icon served by this app: FastAPI's own pages
+    load them from CDNs (and ReDoc's fonts from Google), which leaves both blank on a machine offline."""
+    icon = f"{VENDOR_URL}/swagger-ui-favicon-32x32.png"
+
+    def self_contained(page: HTMLResponse) -> HTMLResponse:
+        page.headers["Content-Security-Policy"] = _DOCS_POLICY
+        return page
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger_ui() -> HTMLResponse:
+        return self_contained(get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=f"{app.title} API", swagger_js_url=f"{VENDOR_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{VENDOR_URL}/swagger-ui.css", swagger_favicon_url=icon))
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return self_contained(get_redoc_html(
+            openapi_url=app.openapi_url, title=f"{app.title} API", redoc_js_url=f"{VENDOR_URL}/redoc.standalone.js",
+            redoc_favicon_url=icon, with_google_fonts=False))
+
+
 def create_app(settings: ServeSettings) -> FastAPI:
     """The web app and API for ``settings.network``."""
     server = _Server(settings)
@@ -283,7 +314,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         server.queue.close()
         server.private.close()
 
-    app = FastAPI(lifespan=lifespan, title="fcn-heatmap", version=__version__,
+    app = FastAPI(lifespan=lifespan, title="fcn-heatmap", version=__version__, docs_url=None, redoc_url=None,
                   description="Class heatmaps, detections and segmentation of a fully convolutional network. "
                               "Every POST takes a multipart image (or a path below --root) and the CLI's options, "
                               "and answers the command's --json summary plus its pictures as data URLs (/api/heatmap "
@@ -291,6 +322,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     app.state.server = server
     app.add_middleware(BodySizeLimit, limit=settings.max_upload_bytes)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _add_api_docs(app)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError):
