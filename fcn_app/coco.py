@@ -10,7 +10,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ __all__ = [
     "coco_results_from_summary",
     "encode_mask",
     "evaluate_detections",
+    "job_detection_results",
     "to_coco_results",
 ]
 
@@ -151,14 +152,18 @@ def evaluate_detections(
     return {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats)}
 
 
-def coco_results_from_summary(summary_path: str | os.PathLike) -> list[dict]:
-    """COCO results of a finished detection job: image ids follow the summary's (sorted) input order."""
+def job_detection_results(summary_path: str | os.PathLike) -> Iterator[tuple[int, str, dict]]:
+    """``(image id, file name, its .detections.json)`` for each image of a finished detection job that has results
+    (done now or skipped as done before; failed images have none). Image ids follow the summary's (sorted) input
+    order, failed inputs included."""
     rows = json.loads(Path(summary_path).read_text(encoding="utf-8"))["inputs"]
-    per_image = []
     for image_id, row in enumerate(rows, start=1):
         json_path = row.get("outputs", {}).get("json")
-        if row["status"] not in ("ok", "skipped") or not json_path:
-            continue
-        detections = json.loads(Path(json_path).read_text(encoding="utf-8"))["detections"]
-        per_image.append((image_id, Path(row["input"]).name, detections))
-    return to_coco_results(per_image)
+        if row["status"] in ("ok", "skipped") and json_path:
+            yield image_id, Path(row["input"]).name, json.loads(Path(json_path).read_text(encoding="utf-8"))
+
+
+def coco_results_from_summary(summary_path: str | os.PathLike) -> list[dict]:
+    """COCO results of a finished detection job (:func:`job_detection_results`)."""
+    return to_coco_results([(image_id, name, result["detections"])
+                            for image_id, name, result in job_detection_results(summary_path)])

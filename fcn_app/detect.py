@@ -16,8 +16,9 @@ window is the better box.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -37,11 +38,14 @@ __all__ = [
     "BOX_MODES",
     "CENTER_MODES",
     "THRESHOLD_MODES",
+    "ClassPeak",
     "Detection",
     "DetectOptions",
+    "Detections",
     "detect_objects",
     "detection_on_original",
     "detections_from_probabilities",
+    "highest_peak",
     "non_max_suppression",
     "resolve_box_mode",
     "select_detection_classes",
@@ -134,6 +138,36 @@ class Detection:
         if self.mask is not None:
             payload["mask"] = encode_mask(self.mask)
         return payload
+
+
+class ClassPeak(NamedTuple):
+    """The highest probability of one class anywhere in an image."""
+
+    class_name: str
+    class_index: int
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"class_name": self.class_name, "class_index": self.class_index, "score": round(float(self.score), 6)}
+
+
+class Detections(list):
+    """The detections of one image, best first (a ``list`` of :class:`Detection`), and ``highest_peak``: the
+    highest probability of any class looked for, whether or not it became a box — what to lower ``min_score`` to
+    when nothing passed (``None`` where unknown)."""
+
+    def __init__(self, detections: Iterable[Detection] = (), highest_peak: ClassPeak | None = None) -> None:
+        super().__init__(detections)
+        self.highest_peak = highest_peak
+
+
+def highest_peak(fused: FusedProbabilities) -> ClassPeak:
+    """The class of ``fused`` with the highest probability anywhere, and that probability (the score its best
+    component would have)."""
+    peaks = fused.probabilities.reshape(len(fused.class_indices), -1).max(axis=1)
+    best = int(np.argmax(peaks))
+    class_index = int(fused.class_indices[best])
+    return ClassPeak(fused.categories[class_index], class_index, float(peaks[best]))
 
 
 def threshold_mask(probability: np.ndarray, mode: str, value: float) -> np.ndarray:
@@ -309,8 +343,9 @@ def detect_objects(
     scoring: ScoringOptions | None = None,
     method: str = FCN,
     target_layer: str | None = None,
-) -> list[Detection]:
-    """Boxes of the objects in ``image`` (``H×W×3`` uint8 RGB), best first.
+) -> Detections:
+    """Boxes of the objects in ``image`` (``H×W×3`` uint8 RGB), best first, with the highest peak of the classes
+    looked for (:class:`Detections`: it says how close an image without boxes came to ``options.min_score``).
 
     ``network`` may be densified first (:func:`fcn_app.dense.densify`) for a finer map. The image is scored at
     every scale, per-pixel probabilities of the classes looked for are fused (``max``/``mean``), and
@@ -331,7 +366,8 @@ def detect_objects(
         fused = fuse_levels(levels, class_indices, mode=fuse)
     box_mode = "region" if saliency and options.box_mode == "auto" else resolve_box_mode(options.box_mode, network)
     candidates = detections_from_probabilities(fused, options, box_mode=box_mode)
-    return non_max_suppression(candidates, options.nms_iou, options.classwise_nms, options.max_detections)
+    return Detections(non_max_suppression(candidates, options.nms_iou, options.classwise_nms, options.max_detections),
+                      highest_peak(fused))
 
 
 def _saliency_probabilities(network, image: np.ndarray, levels, class_indices: Sequence[int], method: str,

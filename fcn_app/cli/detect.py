@@ -151,8 +151,11 @@ def detect(
                                        extra_summary={"model": model, "stride": stride, "scales": list(pyramid_scales),
                                                       "work_size": work_size, "image_format": image_format})
             if job.summary_path is not None:
-                results_path = atomic_write_json(Path(out) / RESULTS_NAME, coco_results_from_summary(job.summary_path))
+                results = coco_results_from_summary(job.summary_path)
+                results_path = atomic_write_json(Path(out) / RESULTS_NAME, results)
                 console.print(f"wrote {results_path}", highlight=False)
+                if not results:
+                    _say_how_close_the_job_came(options, job.summary_path)
         else:
             image = check_image_path(inputs[0])  # a typo fails before the model loads
             task = make_task()
@@ -163,6 +166,9 @@ def detect(
             written["coco"] = atomic_write_json(out_dir / RESULTS_NAME,
                                                 to_coco_results([(1, image.name, rendered.detections)]))
             print_report(task.report(rendered), written)
+            peak = rendered.summary.get("highest_peak")
+            if not rendered.detections and peak is not None:
+                _say_how_close(options, peak["score"], peak["class_name"], image.name)
     if code:
         raise typer.Exit(code=code)
 
@@ -184,6 +190,44 @@ def evaluate_detections_command(
             return
         print_metrics(f"{results.name} vs {ground_truth.name}  (-1: no ground truth in that range)",
                       [(name, f"{value:.3f}") for name, value in metrics.items()])
+
+
+def _round_down(score: float) -> float:
+    """``score`` cut to its first significant digit (0.213 → 0.2, 0.0047 → 0.004): a ``--min-score`` it passes."""
+    import math
+
+    if score <= 0:
+        return 0.0
+    step = 10.0 ** math.floor(math.log10(score))
+    return round(math.floor(score / step + 1e-9) * step, 12)
+
+
+def _say_how_close(options, score: float, what: str, where: str) -> None:
+    """On stderr, when no box passed (not an error: exit code 0): how high the best peak came (``what``: its class,
+    and image for a folder) against the option that kept it out, and the value that would let it through."""
+    from ..text import format_probability
+    from .app import error_console
+
+    peak = format_probability(score)
+    if score < options.min_score:
+        line = (f"no box reached --min-score {options.min_score:g} in {where}; the highest peak was {peak} ({what}); "
+                f"try --min-score {_round_down(score):g}")
+    else:  # the peak passed min_score, but no heat around it passed the threshold
+        rule = f"--threshold-mode {options.threshold_mode}" + (
+            "" if options.threshold_mode == "otsu" else f" --threshold {options.threshold:g}")
+        line = (f"no box found in {where} although the highest peak, {peak} ({what}), reached --min-score "
+                f"{options.min_score:g}: no heat around it passed {rule}")
+    error_console.print(line, highlight=False, markup=False)
+
+
+def _say_how_close_the_job_came(options, summary_path: Path) -> None:
+    """:func:`_say_how_close` for a folder job without boxes: its highest peak, in which image, over how many."""
+    from ..tasks.detection import highest_peak_of_job
+
+    best = highest_peak_of_job(summary_path)
+    if best is not None:
+        where = f"{best.images} image" + ("" if best.images == 1 else "s")
+        _say_how_close(options, best.peak.score, f"{best.peak.class_name}, {best.image}", where)
 
 
 

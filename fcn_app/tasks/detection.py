@@ -1,7 +1,9 @@
 """Boxes from heatmaps (:func:`fcn_app.detect.detect_objects`) as an image task.
 
 Writes ``<stem>.detections.png`` (boxes and labels) and ``<stem>.detections.json`` per image; a folder's COCO
-results file is assembled from those by :func:`fcn_app.coco.coco_results_from_summary`.
+results file is assembled from those by :func:`fcn_app.coco.coco_results_from_summary`. Each JSON also names the
+image's highest class peak, boxed or not, so a run without boxes can say how close it came
+(:func:`highest_peak_of_job`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from ..detect import Detection, DetectOptions, detect_objects, detection_on_original
+from ..coco import job_detection_results
+from ..detect import ClassPeak, Detection, Detections, DetectOptions, detect_objects, detection_on_original
 from ..errors import OptionError
 from ..heatmaps import resolve_classes
 from ..io import DEFAULT_MAX_PIXELS, DecodeRequest, InputImage, atomic_write_image, atomic_write_json
@@ -25,7 +28,7 @@ from ..text import format_probability
 from .base import ProgressCallback, Report, picture_of, write_each
 from .heatmap import check_image_format, check_work_size, native_unless_given, native_unless_given_rule
 
-__all__ = ["DetectionTask", "DetectionsImage"]
+__all__ = ["DetectionTask", "DetectionsImage", "JobPeak", "highest_peak_of_job"]
 
 
 @dataclass
@@ -87,7 +90,7 @@ class DetectionTask:
         if self.classes:
             resolve_classes(self.classes, self.network.categories)
 
-    def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None) -> list[list[Detection]]:
+    def predict(self, images: list[np.ndarray], progress: ProgressCallback | None = None) -> list[Detections]:
         return [
             detect_objects(self.network, image, scales=self.scales, classes=self.classes, fuse=self.fuse,
                            topk=self.topk, options=self.options, scoring=self.scoring, method=self.method,
@@ -96,6 +99,7 @@ class DetectionTask:
         ]
 
     def render(self, image: np.ndarray | InputImage, prediction: list[Detection], source: str | None) -> DetectionsImage:
+        peak = getattr(prediction, "highest_peak", None)  # a plain list of detections has none
         work_height, work_width = (image.network_pixels if isinstance(image, InputImage) else image).shape[:2]
         image, icc_profile = picture_of(image)
         if (work_height, work_width) != image.shape[:2]:
@@ -111,6 +115,7 @@ class DetectionTask:
             "scales": list(self.scales),
             "fuse": self.fuse,
             "detections": [detection.to_dict() for detection in prediction],
+            **({"highest_peak": peak.to_dict()} if peak is not None else {}),
             "runtime": self.scoring.summary(self.network),
         }
         return DetectionsImage(draw_detections(image, prediction, font=self.font), prediction, summary, icc_profile)
@@ -139,3 +144,23 @@ class DetectionTask:
         return Report(f"{rendered.summary['image']} · {len(rendered.detections)} detections · network sees "
                       f"{work['width']}×{work['height']} ({work['rule']})",
                       ["class", "score", "box x, y, w, h"], rows)
+
+
+@dataclass(frozen=True)
+class JobPeak:
+    """The highest class peak over the images of a detection job, and where it is."""
+
+    peak: ClassPeak
+    image: str  # the input's file name
+    images: int  # how many images' results were read
+
+
+def highest_peak_of_job(summary_path: str | os.PathLike) -> JobPeak | None:
+    """The highest peak over the images of a finished job (:func:`~fcn_app.coco.job_detection_results`), or
+    ``None`` when no image has one."""
+    best, images = None, 0
+    for images, (_, name, result) in enumerate(job_detection_results(summary_path), start=1):
+        entry = result.get("highest_peak")
+        if entry is not None and (best is None or entry["score"] > best[0].score):
+            best = (ClassPeak(entry["class_name"], entry["class_index"], entry["score"]), name)
+    return None if best is None else JobPeak(best[0], best[1], images)
