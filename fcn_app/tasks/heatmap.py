@@ -433,7 +433,7 @@ class HeatmapTask(ScoreMapTask):
         values = [entry["window_probability"] if saliency else heat.peak_probability
                   for entry, heat in zip(summary["classes"], rendered.heatmaps)]
         rows = [[str(rank), heat.selection.name, format_probability(value),
-                 f"({heat.peak_pixel[0]}, {heat.peak_pixel[1]})"] f"({heat.peak_pixel[0]}, {heat.peak_pixel[1]})"]
+                 f"({heat.peak_pixel[0]}, {heat.peak_pixel[1]})"]
                 for rank, (heat, value) in enumerate(zip(rendered.heatmaps, values), start=1)]
         value_column = "window prob" if saliency else "peak prob"  # a saliency map's own peak is 1 by construction
         return Report(title, ["#", "class", value_column, "peak pixel (x, y)"], rows,
