@@ -24,6 +24,7 @@ import torch
 
 from torch import nn
 
+from .choices import DEFAULT_OPSET, EXPORT_FORMATS
 from .device import module_device
 from .errors import ConversionError, FcnError
 from .geometry import score_layout
@@ -35,9 +36,6 @@ from .runtimes import onnx_graph
 __all__ = ["DEFAULT_OPSET", "EXPORT_FORMATS", "export_onnx", "onnx_metadata"]
 
 logger = logging.getLogger(__name__)
-
-EXPORT_FORMATS = ("onnx",)
-DEFAULT_OPSET = 17
 
 
 def onnx_metadata(network: nn.Module, input_size: tuple[int, int] | None = None) -> dict[str, str]:

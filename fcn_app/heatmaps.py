@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .errors import ClassSelectionError, OptionError
+from .classes import ClassSelection, resolve_classes
+from .errors import OptionError
 from .geometry import ScoreGeometry, upsample_to_pixels
 from .scoring import ScoreMap
 
@@ -26,14 +25,6 @@ __all__ = [
     "selection_probabilities",
     "top_classes",
 ]
-
-
-@dataclass(frozen=True)
-class ClassSelection:
-    """One heatmap's class: a single class, or several whose probabilities are summed (``--class cat``)."""
-
-    name: str
-    indices: tuple[int, ...]
 
 
 def _pixels_around(centers: np.ndarray, num_pixels: int) -> np.ndarray:
@@ -136,40 +127,6 @@ class ClassHeatmap:
             "peak_probability": round(self.peak_probability, 6),
             "peak_pixel": {"x": self.peak_pixel[0], "y": self.peak_pixel[1]},
         }
-
-
-def _resolve_one(spec: str, categories: Sequence[str]) -> ClassSelection:
-    text = spec.strip()
-    if re.fullmatch(r"\d+", text):
-        index = int(text)
-        if index >= len(categories):
-            raise ClassSelectionError(f"class index {index} is out of range; the model has {len(categories)} classes (0–{len(categories) - 1})")
-        return ClassSelection(categories[index], (index,))
-    lowered = [name.lower() for name in categories]
-    needle = text.lower()
-    if not needle:
-        raise ClassSelectionError("empty class name; give a class name or index")
-    if needle in lowered:
-        index = lowered.index(needle)
-        return ClassSelection(categories[index], (index,))
-    word = re.compile(rf"(?<![a-z0-9]){re.escape(needle)}(?![a-z0-9])")
-    matches = [index for index, name in enumerate(lowered) if word.search(name)]
-    if not matches:
-        matches = [index for index, name in enumerate(lowered) if needle in name]
-    if matches:
-        return ClassSelection(text, tuple(matches))
-    close = difflib.get_close_matches(needle, lowered, n=5, cutoff=0.6)
-    hint = f"; did you mean: {', '.join(repr(categories[lowered.index(name)]) for name in close)}?" if close else ""
-    raise ClassSelectionError(f"no class named {spec!r}{hint} (class names match case-insensitively; indices work too)")
-
-
-def resolve_classes(specs: Sequence[str], categories: Sequence[str]) -> list[ClassSelection]:
-    """Turn ``--class`` values into selections.
-
-    Each value is an index, an exact name (case-insensitive), or a word/substring matching several names whose
-    probabilities are then summed per pixel (``"cat"`` → every class whose name contains the word *cat*).
-    """
-    return [_resolve_one(spec, categories) for spec in specs]
 
 
 def top_classes(score_map: ScoreMap, k: int, probabilities: torch.Tensor | None = None) -> list[ClassSelection]:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .choices import CAM, FCN, GRAD_CAM_METHODS, INSTALL_HINT, METHODS, check_method
 from .errors import FcnError, MissingExtraError, OptionError
 from .geometry import ScoreGeometry, upsample_to_pixels
 from .heatmaps import (ClassHeatmap, ClassSelection, heatmap_for_class, min_max_scaled, resolve_classes,
@@ -57,36 +58,12 @@ __all__ = [
     "method_network",
     "require_grad_cam",
     "resolve_target_layer",
+    "target_layer_names",
     "saliency_maps",
 ]
 
-FCN = "fcn"
-CAM = "cam"
-#: ``--method`` name → pytorch-grad-cam class (its public API, ``pytorch_grad_cam.<Class>``).
-GRAD_CAM_METHODS = {
-    "gradcam": "GradCAM",
-    "gradcam++": "GradCAMPlusPlus",
-    "xgradcam": "XGradCAM",
-    "layercam": "LayerCAM",
-    "hirescam": "HiResCAM",
-    "eigencam": "EigenCAM",
-    "eigengradcam": "EigenGradCAM",
-    "scorecam": "ScoreCAM",
-    "ablationcam": "AblationCAM",
-}
-METHODS = (FCN, CAM, *GRAD_CAM_METHODS)
-INSTALL_HINT = "pip install 'fcn-heatmap[cam]'"
 #: The layer saliency methods read by default: the body, up to where the conversion split off the head.
 DEFAULT_TARGET_LAYER = "features"
-
-
-def check_method(method: str) -> str:
-    """``method`` normalised (``"GradCAM++"`` → ``"gradcam++"``), or :class:`OptionError` listing the methods."""
-    name = str(method).strip().lower().replace("_", "").replace("-", "")
-    name = name.replace("plusplus", "++")
-    if name not in METHODS:
-        raise OptionError("method", f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return name
 
 
 def is_saliency_method(method: str) -> bool:
@@ -176,6 +153,15 @@ def resolve_target_layer(network: nn.Module, name: str | None = None) -> tuple[s
     hint = f"; its last convolutions are {', '.join(convolutions[-3:])}" if convolutions else ""
     raise OptionError("target_layer", f"the network has no layer {name!r}{hint} (default: {DEFAULT_TARGET_LAYER}, "
                                       "the body's output)")
+
+
+def target_layer_names(network: nn.Module) -> list[tuple[str, str]]:
+    """``(name, module type)`` of every layer :func:`resolve_target_layer` accepts by its full name, the default
+    first: the body (``features``) and its submodules — or every submodule of a network without that body."""
+    modules = list(network.named_modules())
+    body = [(name, module) for name, module in modules
+            if name == DEFAULT_TARGET_LAYER or name.startswith(DEFAULT_TARGET_LAYER + ".")]
+    return [(name, type(module).__name__) for name, module in (body or [entry for entry in modules if entry[0]])]
 
 
 @dataclass

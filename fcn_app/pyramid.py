@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import torch
 
+from .choices import FUSE_MODES
 from .errors import OptionError
 from .geometry import upsample_to_pixels
 from .models.convert import FullyConvolutionalNet
@@ -36,8 +37,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-FUSE_MODES = ("max", "mean")
 
 
 def parse_scales(text: str | Sequence[float]) -> tuple[float, ...]:

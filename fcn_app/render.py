@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from .choices import COLORMAP_NAMES, DEFAULT_COLORMAP, check_colormap
 from .errors import OptionError
 from .text import font_size_for_scale, format_probability, ink_text, text_size
 
@@ -32,17 +33,7 @@ __all__ = [
     "tile_panels",
 ]
 
-COLORMAPS = {
-    "turbo": cv2.COLORMAP_TURBO,
-    "jet": cv2.COLORMAP_JET,
-    "inferno": cv2.COLORMAP_INFERNO,
-    "magma": cv2.COLORMAP_MAGMA,
-    "viridis": cv2.COLORMAP_VIRIDIS,
-    "plasma": cv2.COLORMAP_PLASMA,
-    "hot": cv2.COLORMAP_HOT,
-    "bone": cv2.COLORMAP_BONE,
-}
-DEFAULT_COLORMAP = "turbo"
+COLORMAPS = {name: getattr(cv2, f"COLORMAP_{name.upper()}") for name in COLORMAP_NAMES}
 #: Pixels blended per step: small enough that the float intermediates stay in the CPU cache.
 _BLEND_CHUNK_PIXELS = 32 * 1024
 
@@ -50,13 +41,6 @@ _BLEND_CHUNK_PIXELS = 32 * 1024
 def _check_rgb(image: np.ndarray) -> None:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected an H×W×3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
-
-
-def check_colormap(colormap: str) -> str:
-    """``colormap`` if it names one of :data:`COLORMAPS`, else :class:`~fcn_app.errors.OptionError`."""
-    if colormap not in COLORMAPS:
-        raise OptionError("colormap", f"unknown colormap {colormap!r}; choose one of {', '.join(COLORMAPS)}")
-    return colormap
 
 
 def colorize(heatmap: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarray:

@@ -19,21 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .choices import DEFAULT_WORK_WINDOWS, default_work_size
 from .geometry import ScoreGeometry, interpolation_matrix, upsample_to_pixels
 from .heatmaps import peak_at_cell_centers
 from .scoring import ScoreMap
 
 __all__ = ["DEFAULT_WORK_WINDOWS", "default_work_size", "geometry_on_original", "peak_on_pixels",
            "pixel_scores_on_original", "score_map_on_original", "working_pixels_on_original"]
-
-#: Default working size as a multiple of the model's window (longer side); chosen by scripts/bench_scale.py.
-DEFAULT_WORK_WINDOWS = 4
-
-
-def default_work_size(window: int | tuple[int, int], windows: float = DEFAULT_WORK_WINDOWS) -> int:
-    """Longer side in pixels of the default working size for a model whose window is ``window`` pixels."""
-    side = max(window) if isinstance(window, tuple) else window
-    return max(1, round(windows * side))
 
 
 def score_map_on_original(score_map: ScoreMap, original_size: tuple[int, int]) -> ScoreMap:

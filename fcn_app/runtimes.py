@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .choices import BACKEND_INSTALL_HINTS as INSTALL_HINTS
+from .choices import BACKENDS, check_backend
 from .errors import ConversionError, FcnError, OptionError, RuntimeCompileError
 from .geometry import score_layout
 from .models.convert import FullyConvolutionalNet
@@ -56,11 +58,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 #: What ``backend="auto"`` means on this machine when set (``torch``, ``openvino`` or ``onnxruntime``): pins a
 #: deployment, or a test suite that compares bit for bit, to one runtime without changing every command line.
 BACKEND_ENV = "FCN_HEATMAP_BACKEND"
-INSTALL_HINTS = {"openvino": "pip install 'fcn-heatmap[openvino]'", "onnxruntime": "pip install 'fcn-heatmap[onnx]'"}
 _RUNTIME_NAMES = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
 #: Compiled models kept per network: a dynamic classifier needs one per precision; a segmentation FCN one per
 #: input size (a folder of same-size images, or the few tile sizes of a tiled image).
@@ -68,13 +68,6 @@ COMPILED_CACHE_SIZE = 4
 INPUT_NAME = "images"
 OUTPUT_NAME = "scores"
 _OPENVINO_PRECISIONS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
-
-
-def check_backend(backend: str) -> str:
-    """``backend`` if it is one of :data:`BACKENDS`, else :class:`~fcn_app.errors.OptionError`."""
-    if backend not in BACKENDS:
-        raise OptionError("backend", f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return backend
 
 
 def runtime_precisions(backend: str) -> tuple[str, ...]:

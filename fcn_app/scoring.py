@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .choices import PRECISIONS, check_precision
 from .device import (cpu_flags, cpu_has_amx_bf16, cpu_has_native_bf16, cpu_isa_cap, cpu_model, module_device,
                      resolve_device)
 from .errors import OptionError, RuntimeCompileError
@@ -65,7 +66,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _REDUCED_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 #: What ``precision="auto"`` means on this machine when set (``fp32``, ``bf16`` or ``fp16``): pins a deployment,
 #: or a test suite that compares bit for bit, without changing every command line.
@@ -74,13 +74,6 @@ PRECISION_ENV = "FCN_HEATMAP_PRECISION"
 _DECISIVE_FLAG_PREFIXES = ("amx", "avx512")
 
 ProgressCallback = Callable[[int, int], None]
-
-
-def check_precision(precision: str) -> str:
-    """``precision`` if it is one of :data:`PRECISIONS`, else :class:`~fcn_app.errors.OptionError`."""
-    if precision not in PRECISIONS:
-        raise OptionError("precision", f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    return precision
 
 
 def choose_precision(precision: str, device: str | torch.device = "cpu", backend: str = "torch") -> str:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from .io import IMAGE_EXTENSIONS, start_decoding
+from .choices import IMAGE_EXTENSIONS
 
 __all__ = ["HEAP_BYTES_PER_PIXEL", "WARM_DECODE_MAX_PIXELS", "keep_freed_memory", "warm_start"]
 
@@ -129,4 +129,6 @@ def warm_start(argv: Sequence[str]) -> bool:
     if kept:  # off glibc a freed block would not stay mapped: nothing to prepare
         heap = min(HEAP_BYTES_PER_PIXEL * pixels, _available_memory() // 4)
         threading.Thread(target=_map_heap, args=(heap,), name="map heap", daemon=True).start()
+    from .io import start_decoding  # numpy and Pillow: not for a run that names no photo (``--help``)
+
     return start_decoding(photo, None, enlarge=False)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from ..errors import InputImageError, OptionError
-from ..io import is_image_path
+from ..io import GLOB_CHARACTERS, is_glob_pattern, is_image_path
 
 __all__ = [
     "GLOB_CHARACTERS",
@@ -34,7 +34,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GLOB_CHARACTERS = frozenset("*?[")
 
 
 @dataclass(frozen=True)
@@ -51,10 +50,6 @@ class WorkItem:
 
     def stem_in(self, out_dir: Path) -> Path:
         return Path(out_dir) / self.output_stem
-
-
-def is_glob_pattern(text: str | os.PathLike) -> bool:
-    return any(character in GLOB_CHARACTERS for character in str(text))
 
 
 def read_list_file(list_file: str | os.PathLike) -> list[Path]:

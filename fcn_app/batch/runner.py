@@ -37,6 +37,7 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..choices import default_num_workers
 from ..errors import FcnError, InputImageError, OptionError
 from ..io import DecodeRequest, InputImage, decode_input, ensure_output_dir, remove_stale_temporaries
 from ..processes import StopSignals, Terminated, loader_worker_init, stop_loader_workers
@@ -58,16 +59,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[dict], None]
-
-
-def default_num_workers() -> int:
-    """One decode process per two usable CPUs, at most 2: decoding rarely needs more, and the model wants the rest
-    (on a 2-core machine a second decoder pre-empts the model's threads more than it helps: scripts/bench_batch.py)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return min(2, max(1, cpus // 2))
 
 
 class DecodeDataset(Dataset):

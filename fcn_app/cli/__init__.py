@@ -7,6 +7,7 @@ one line on stderr plus an exit code. ``fcn-heatmap IMAGE`` runs the ``heatmap``
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import sys
 import threading
@@ -27,11 +28,16 @@ from . import compare  # noqa: F401  (registers the command)
 __all__ = ["app", "main"]
 
 
-def _commands() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def _click_group():
+    """The click group typer builds from :data:`app` (once: building it reads every option of every command)."""
     import typer.main
 
-    group = typer.main.get_command(app)
-    return set(getattr(group, "commands", {}))
+    return typer.main.get_command(app)
+
+
+def _commands() -> set[str]:
+    return set(getattr(_click_group(), "commands", {}))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     if args and args[0] not in passthrough and args[0] not in commands:
         args.insert(0, "heatmap")
     try:
-        code = app(args=args, prog_name="fcn-heatmap", standalone_mode=False)
+        code = _click_group().main(args=args, prog_name="fcn-heatmap", standalone_mode=False)
     except TyperException as error:  # a mistyped option or value: one line, like every other error
         context = getattr(error, "ctx", None)
         command = f" {context.info_name}" if context is not None and context.parent is not None else ""

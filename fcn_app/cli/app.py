@@ -1,4 +1,9 @@
-"""The typer application object and what every command shares: error handling, logging, model options."""
+"""The typer application object and what every command shares: error handling, logging, model options.
+
+Nothing imported here (or at the top of any ``fcn_app.cli`` module) imports torch, numpy or OpenCV: ``--help`` and
+usage errors answer before any of it loads (``tests/test_cli_startup.py``, ``scripts/bench_startup.py``); the
+commands import what they run inside their bodies.
+"""
 
 from __future__ import annotations
 
@@ -13,15 +18,12 @@ from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
 
+from ..choices import (BACKEND_INSTALL_HINTS, BACKENDS, CAM, DEFAULT_ARCH, INSTALL_HINT, METHODS, PRECISIONS,
+                       check_backend, check_colormap, check_image_format, check_method, check_precision,
+                       check_work_size)
+from ..classes import categories_before_loading, resolve_classes
 from ..errors import FcnError, OptionError
-from ..dense import densify
-from ..launcher import local_device
-from ..methods import CAM, INSTALL_HINT, METHODS, backend_note
-from ..models import DEFAULT_ARCH
-from ..models.graph import with_window
 from ..processes import Terminated
-from ..scoring import BACKENDS, PRECISIONS, load_scoring_network
-from ..segmentation.checkpoint import load_segmentation_model
 
 __all__ = [
     "ClassesOption",
@@ -29,10 +31,13 @@ __all__ = [
     "EXIT_INTERNAL",
     "EXIT_INTERRUPTED",
     "EXIT_TERMINATED",
+    "LIST_TARGET_LAYERS",
     "BackendOption",
     "CheckpointOption",
     "MethodOption",
     "TargetLayerOption",
+    "check_choices",
+    "check_class_names",
     "check_method_window",
     "DeviceOption",
     "ModelOption",
@@ -46,6 +51,7 @@ __all__ = [
     "print_metrics",
     "load_command_network",
     "print_report",
+    "print_target_layers",
     "refuse_classifier_options",
     "setup_logging",
 ]
@@ -111,8 +117,8 @@ ClassesOption = Annotated[
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 BackendOption = Annotated[str, typer.Option(
     "--backend", help=f"Runtime: {'|'.join(BACKENDS)}. auto: torch for images and folders (an image gives the same "
-    "bytes alone and in a folder); serve: OpenVINO on a CPU where it is installed (pip install "
-    "'fcn-heatmap[openvino]'), else torch.")]
+    "bytes alone and in a folder); serve: OpenVINO on a CPU where it is installed "
+    f"({escape(BACKEND_INSTALL_HINTS['openvino'])}), else torch.")]
 PrecisionOption = Annotated[str, typer.Option(
     "--precision", help=f"{'|'.join(PRECISIONS)}. auto: bf16 on a CPU with AMX-bf16 or on a GPU, else fp32 "
     "(fp32: bit-stable results).")]
@@ -130,15 +136,24 @@ CheckpointOption = Annotated[
 MethodOption = Annotated[str, typer.Option(
     "--method", help=f"How the map is made: {', '.join(METHODS)}. fcn: the classifier's exact window scores; cam: "
     "class activation mapping (pooled heads: the class's fc weights over the last feature map, scaled to 0–1); the "
-    f"others are pytorch-grad-cam's saliency maps, run on torch ({INSTALL_HINT}).")]
+    f"others are pytorch-grad-cam's saliency maps, run on torch ({escape(INSTALL_HINT)}).")]
+#: ``--target-layer list``: print the layer names of the model instead of running.
+LIST_TARGET_LAYERS = "list"
 TargetLayerOption = Annotated[str | None, typer.Option(
     "--target-layer", help="Layer a pytorch-grad-cam method reads, by module name (default: features, the last "
-    "convolutional stage before the pool; e.g. features.layer4.0).", show_default=False)]
+    f"convolutional stage before the pool; e.g. features.layer4.0). {LIST_TARGET_LAYERS}: print the model's layer "
+    "names and exit.", show_default=False)]
+
+#: The checks of choice options whose values need no model (:mod:`fcn_app.choices`), by parameter name.
+_CHOICE_CHECKS = {"method": check_method, "backend": check_backend, "precision": check_precision,
+                  "image_format": check_image_format, "colormap": check_colormap, "work_size": check_work_size}
 
 
 def check_method_window(method: str, window: int | None, backend: str | None = None) -> None:
     """``--method cam`` reads one feature cell per window: another window with it would be silently overridden. A
     pytorch-grad-cam method asked for with another backend runs on torch: said once, on stderr."""
+    from ..methods import backend_note
+
     if method == CAM and window not in (None, 1):
         raise OptionError("window", f"--method cam scores one feature cell (window 1), not {window}; drop --window "
                                     "or use --method fcn")
@@ -151,6 +166,12 @@ def load_command_network(*, model: str, weights: Path | None, checkpoint: Path |
                          classes_path: Path | None = None, stride: int | None = None, window: int | None = None):
     """The network a command runs: a checkpoint's segmentation model, or the classifier named by ``model`` (with
     its window and output stride changed when asked; :func:`refuse_classifier_options` keeps those apart)."""
+    from ..dense import densify
+    from ..launcher import local_device
+    from ..models.graph import with_window
+    from ..scoring import load_scoring_network
+    from ..segmentation.checkpoint import load_segmentation_model
+
     target = local_device(device)
     if checkpoint is not None:
         return load_segmentation_model(checkpoint, target)[0]
@@ -158,6 +179,33 @@ def load_command_network(*, model: str, weights: Path | None, checkpoint: Path |
     if window is not None:
         network = with_window(network, window)
     return densify(network, stride) if stride is not None else network
+
+
+def check_choices(**values) -> None:
+    """Refuse a misspelt choice (``method="gradcan"``, ``image_format="bmp"``, …) before anything heavy is
+    imported: a usage mistake answers at once. The library checks the same values again where it uses them."""
+    for name, value in values.items():
+        _CHOICE_CHECKS[name](value)
+
+
+def print_target_layers(**network_options) -> None:
+    """``--target-layer list``: the network's layers a pytorch-grad-cam method can read, one per line with its
+    type, the default first; ``network_options`` are :func:`load_command_network`'s."""
+    from ..methods import target_layer_names
+
+    for name, kind in target_layer_names(load_command_network(**network_options)):
+        console.print(f"{name}  {kind}", highlight=False, markup=False)
+
+
+def check_class_names(classes: list[str] | None, *, model: str, classes_path: Path | None,
+                      checkpoint: Path | None = None) -> None:
+    """A mistyped ``--class`` is refused before the network loads, in the words the loaded network would use,
+    wherever its class names are known without it (:func:`~fcn_app.classes.categories_before_loading`)."""
+    if not classes:
+        return
+    categories = categories_before_loading(model, classes_path, checkpoint)
+    if categories is not None:
+        resolve_classes(classes, categories)
 
 
 def refuse_classifier_options(checkpoint: Path | None, *, model: str, weights: Path | None,

@@ -9,10 +9,7 @@ from typing import Annotated
 
 import typer
 
-from ..io import check_image_path, decode_input
-from ..models import DEFAULT_ARCH
-from ..tasks import HeatmapTask
-from ..tasks.compare import DEFAULT_METHODS, compare_methods, parse_methods, write_comparison
+from ..choices import DEFAULT_ARCH, DEFAULT_METHODS
 from .app import (ClassesOption, DeviceOption, ModelOption, TargetLayerOption, VerboseOption, WeightsOption, app,
                   cli_errors, load_command_network, print_report, setup_logging)
 
@@ -43,6 +40,10 @@ def compare(
     Increase in Confidence per method, and the seconds each took."""
     setup_logging(verbose)
     with cli_errors(verbose):
+        from ..io import check_image_path, decode_input
+        from ..tasks import HeatmapTask
+        from ..tasks.compare import compare_methods, parse_methods, write_comparison
+
         method_names = parse_methods(methods)
         path = check_image_path(image)
         network = load_command_network(model=model, weights=weights, checkpoint=None, device=device,

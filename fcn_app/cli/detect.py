@@ -8,22 +8,12 @@ from typing import Annotated
 
 import typer
 
-from ..coco import coco_results_from_summary, evaluate_detections, to_coco_results
-from ..detect import DetectOptions
+from ..choices import DEFAULT_ARCH, DEFAULT_MAX_PIXELS, FCN, IMAGE_FORMATS, check_image_format, check_work_size
 from ..errors import OptionError
-from ..io import DEFAULT_MAX_PIXELS, atomic_write_json, check_image_path, decode_input, ensure_output_dir
-from ..methods import FCN
-from ..models import DEFAULT_ARCH
-from ..pyramid import parse_scales
-from ..runtimes import command_backend
-from ..scoring import ScoringOptions
-from ..tasks import DetectionTask, process_input
-from ..tasks.heatmap import IMAGE_FORMATS, check_image_format, check_work_size
-from ..text import check_font
-from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, MethodOption, ModelOption,
-                  PrecisionOption, TargetLayerOption, VerboseOption, WeightsOption, WindowOption, app,
-                  check_method_window, cli_errors, console, load_command_network, print_metrics, print_report,
-                  refuse_classifier_options, setup_logging)
+from .app import (LIST_TARGET_LAYERS, BackendOption, CheckpointOption, ClassesOption, DeviceOption, MethodOption,
+                  ModelOption, PrecisionOption, TargetLayerOption, VerboseOption, WeightsOption, WindowOption, app,
+                  check_choices, check_class_names, check_method_window, cli_errors, console, load_command_network,
+                  print_metrics, print_report, print_target_layers, refuse_classifier_options, setup_logging)
 from .jobs import (
     BatchSizeOption,
     ExcludeOption,
@@ -115,9 +105,34 @@ def detect(
     inputs = list(inputs or [])
     code = 0
     with cli_errors(verbose):
-        pyramid_scales = parse_scales(scales)
+        if target_layer == LIST_TARGET_LAYERS:
+            print_target_layers(model=model, weights=weights, checkpoint=checkpoint, device=device,
+                                classes_path=class_names_file, stride=stride, window=window)
+            return
+        refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=class_names_file,
+                                  window=window)
+        # what needs no model is refused before torch even loads
+        check_choices(method=method, backend=backend, precision=precision)
         work_size = check_work_size(work_size)
         image_format = check_image_format(image_format)
+        check_class_names(classes, model=model, classes_path=class_names_file, checkpoint=checkpoint)
+        if not inputs and list_file is None:
+            raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
+        from ..io import check_image_path
+
+        batch = is_batch_input(inputs, list_file)
+        image = None if batch else check_image_path(inputs[0])  # a typo fails before the model loads
+
+        from ..coco import coco_results_from_summary, to_coco_results
+        from ..detect import DetectOptions
+        from ..io import atomic_write_json, decode_input, ensure_output_dir
+        from ..pyramid import parse_scales
+        from ..runtimes import command_backend
+        from ..scoring import ScoringOptions
+        from ..tasks import DetectionTask, process_input
+        from ..text import check_font
+
+        pyramid_scales = parse_scales(scales)
         options = DetectOptions(threshold_mode=threshold_mode, threshold=threshold, min_score=min_score,
                                 box_mode=box_mode, window_fill=window_fill, center=center, nms_iou=nms_iou,
                                 classwise_nms=classwise_nms, masks=masks)
@@ -125,10 +140,6 @@ def detect(
         check_method_window(method, window, backend)
         # one image and a folder score on the same runtime: the same bytes alone and in a folder
         scoring = ScoringOptions(precision=precision, backend=command_backend(backend))
-        refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=class_names_file,
-                                  window=window)
-        if not inputs and list_file is None:
-            raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
 
         def make_task() -> DetectionTask:
             # with a checkpoint: region boxes from the segmentation (box mode auto → region)
@@ -144,7 +155,7 @@ def detect(
                 method=method, target_layer=target_layer, work_size=work_size, image_format=image_format,
             )
 
-        if is_batch_input(inputs, list_file):
+        if batch:
             folder = FolderOptions(list_file, recursive, include, exclude, batch_size, num_workers, overwrite, shard,
                                    gallery)
             code, job = run_folder_job(make_task, inputs, out, folder, description="detecting", verbose=verbose,
@@ -157,7 +168,6 @@ def detect(
                 if not results:
                     _say_how_close_the_job_came(options, job.summary_path)
         else:
-            image = check_image_path(inputs[0])  # a typo fails before the model loads
             task = make_task()
             task.check()  # options that fail for every image fail before any output folder exists
             decoded = decode_input(image, task.decode_request)
@@ -184,6 +194,8 @@ def evaluate_detections_command(
     file name and class name when the results carry them."""
     setup_logging(verbose)
     with cli_errors(verbose):
+        from ..coco import evaluate_detections
+
         metrics = evaluate_detections(results, ground_truth)
         if as_json:
             typer.echo(json.dumps(metrics, indent=2))

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import OptionError
-from ..export import DEFAULT_OPSET, EXPORT_FORMATS, export_onnx
-from ..models import DEFAULT_ARCH
+from ..choices import DEFAULT_ARCH, DEFAULT_OPSET, EXPORT_FORMATS
 from .app import (CheckpointOption, ClassesOption, ModelOption, VerboseOption, WeightsOption, app, cli_errors,
                   console, load_command_network, refuse_classifier_options, setup_logging)
 
@@ -43,6 +42,8 @@ def export(
         if export_format not in EXPORT_FORMATS:
             raise OptionError("format", f"unknown format {export_format!r}; choose one of {', '.join(EXPORT_FORMATS)}")
         refuse_classifier_options(checkpoint, model=model, weights=weights, classes=class_names_file)
+        from ..export import export_onnx
+
         network = load_command_network(model=model, weights=weights, checkpoint=checkpoint, device="cpu",
                                        classes_path=class_names_file)
         written = export_onnx(network, out, opset=opset, input_size=input_size)

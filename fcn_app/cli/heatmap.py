@@ -11,25 +11,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ..choices import (COLORMAP_NAMES, DEFAULT_ARCH, DEFAULT_COLORMAP, DEFAULT_MAX_PIXELS, DEFAULT_WORK_WINDOWS, FCN,
+                       FUSE_MODES, IMAGE_FORMATS, default_work_size)
 from ..errors import OptionError
-from ..io import DEFAULT_MAX_PIXELS, check_image_path, decode_input, ensure_output_dir
-from ..methods import FCN
-from ..models import DEFAULT_ARCH
-from ..pyramid import FUSE_MODES
-from ..render import COLORMAPS, DEFAULT_COLORMAP
-from ..resolution import DEFAULT_WORK_WINDOWS, default_work_size
-from ..runtimes import command_backend
-from ..scoring import ScoringOptions
-from ..tasks import HeatmapOptions, HeatmapTask, ImageTask, SegmentationTask, process_input
-from ..tasks.heatmap import IMAGE_FORMATS
 from .app import (BackendOption, ClassesOption, DeviceOption, MethodOption, ModelOption, PrecisionOption,
-                  TargetLayerOption, VerboseOption, WeightsOption, WindowOption, app, check_method_window, cli_errors,
-                  error_console, load_command_network, print_report, refuse_classifier_options, setup_logging)
+                  LIST_TARGET_LAYERS, TargetLayerOption, VerboseOption, WeightsOption, WindowOption, app,
+                  check_choices, check_class_names, check_method_window, cli_errors, error_console,
+                  load_command_network, print_report, print_target_layers, refuse_classifier_options, setup_logging)
 from .jobs import (
     BatchSizeOption,
     ExcludeOption,
@@ -45,11 +37,17 @@ from .jobs import (
     run_folder_job,
 )
 
+if TYPE_CHECKING:
+    from ..scoring import ScoringOptions
+    from ..tasks import HeatmapOptions, ImageTask
+
 __all__ = ["heatmap", "tile_progress"]
 
 
 def tile_progress():
     """A progress bar for huge images scored in tiles (shown only when there is more than one tile)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     progress = Progress(TextColumn("scoring tiles"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                         console=error_console, transient=True)
     bar = None
@@ -72,6 +70,8 @@ def _build_task(options: HeatmapOptions, scoring: ScoringOptions, *, model: str,
                 checkpoint: Path | None, device: str, stride: int | None = None, classes_path: Path | None = None,
                 window: int | None = None) -> ImageTask:
     """Classifier heatmaps, or with ``--checkpoint`` the segmentation of a trained FCN (same outputs machinery)."""
+    from ..tasks import HeatmapTask, SegmentationTask
+
     network = load_command_network(model=model, weights=weights, checkpoint=checkpoint, device=device,
                                    classes_path=classes_path, stride=stride, window=window)
     return (HeatmapTask if checkpoint is None else SegmentationTask)(network, options, scoring)
@@ -94,7 +94,7 @@ def heatmap(
         typer.Option("--class", "-c", help="Class name, word (sums matching classes, e.g. 'cat') or index. Repeatable."),
     ] = None,
     topk: Annotated[int, typer.Option(help="How many top classes (by peak probability) when no --class.", min=1)] = 3,
-    colormap: Annotated[str, typer.Option(help=f"One of: {', '.join(COLORMAPS)}.")] = DEFAULT_COLORMAP,
+    colormap: Annotated[str, typer.Option(help=f"One of: {', '.join(COLORMAP_NAMES)}.")] = DEFAULT_COLORMAP,
     alpha: Annotated[float, typer.Option(help="Heatmap opacity over the photo.", min=0.0, max=1.0)] = 0.5,
     grid: Annotated[bool, typer.Option("--grid", help="Also write one panel per class (<name>.grid.png).")] = False,
     work_size: Annotated[
@@ -166,8 +166,28 @@ def heatmap(
     inputs = list(inputs or [])
     code = 0
     with cli_errors(verbose):
+        if target_layer == LIST_TARGET_LAYERS:
+            print_target_layers(model=model, weights=weights, checkpoint=checkpoint, device=device,
+                                classes_path=class_names_file, stride=stride, window=window)
+            return
         refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=class_names_file,
                                   window=window)
+        # what needs no model is refused before torch even loads
+        check_choices(method=method, backend=backend, precision=precision, image_format=image_format,
+                      colormap=colormap, work_size=work_size)
+        check_class_names(classes, model=model, classes_path=class_names_file, checkpoint=checkpoint)
+        if not inputs and list_file is None:
+            raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
+        from ..io import check_image_path
+
+        batch = is_batch_input(inputs, list_file)
+        image = None if batch else check_image_path(inputs[0])  # a typo fails before the model loads
+
+        from ..io import decode_input, ensure_output_dir
+        from ..runtimes import command_backend
+        from ..scoring import ScoringOptions
+        from ..tasks import HeatmapOptions, HeatmapTask, SegmentationTask, process_input
+
         options = HeatmapOptions(
             classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid, save_scores=save_scores,
             write_json=as_json, normalize=normalize, max_side=max_side, max_pixels=max_pixels,
@@ -177,9 +197,7 @@ def heatmap(
         check_method_window(options.method, window, backend)
         # one image and a folder score on the same runtime, so an image's outputs have the same bytes in both
         scoring = ScoringOptions(precision, max_memory, command_backend(backend))
-        if not inputs and list_file is None:
-            raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
-        if is_batch_input(inputs, list_file):
+        if batch:
             folder = FolderOptions(list_file, recursive, include, exclude, batch_size, num_workers, overwrite, shard,
                                    gallery)
             extra = {"model": str(checkpoint) if checkpoint is not None else model, "options": {
@@ -195,7 +213,6 @@ def heatmap(
                 inputs, out, folder, description="heatmaps", verbose=verbose, extra_summary=extra,
             )
         else:
-            image = check_image_path(inputs[0])  # a typo fails before the model loads
             out_dir = ensure_output_dir(out) if out is not None else image.parent
             task = _build_task(options, scoring, model=model, weights=weights, checkpoint=checkpoint, device=device,
                                stride=stride, classes_path=class_names_file, window=window)

@@ -10,19 +10,20 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Callable
+from typing import TYPE_CHECKING, Annotated, Callable
 
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from ..batch import JobResult, collect_inputs, default_num_workers, is_glob_pattern, parse_shard, run_job
-from ..batch.distributed import shard_from_environment
+from ..choices import default_num_workers
 from ..errors import InputImageError, OptionError
-from ..io import ensure_output_dir
-from ..tasks.base import ImageTask
 from .app import EXIT_FAILURES, EXIT_INTERRUPTED, EXIT_TERMINATED, error_console
+
+if TYPE_CHECKING:
+    from ..batch import JobResult
+    from ..tasks.base import ImageTask
 
 __all__ = [
     "BatchSizeOption",
@@ -89,6 +90,8 @@ def is_batch_input(inputs: list[Path], list_file: Path | None) -> bool:
     """A folder, a glob, several files or a list file run as a batch job; one existing file does not."""
     if list_file is not None or len(inputs) != 1:
         return True
+    from ..io import is_glob_pattern
+
     single = inputs[0]
     return single.is_dir() or (not single.exists() and is_glob_pattern(single))
 
@@ -105,6 +108,10 @@ def run_folder_job(
 ) -> tuple[int, JobResult]:
     """Run ``make_task()`` over every input into ``out``; returns the exit code (0, 1, 130 after Ctrl-C or 143
     after SIGTERM) and the job."""
+    from ..batch import collect_inputs, parse_shard, run_job
+    from ..batch.distributed import shard_from_environment
+    from ..io import ensure_output_dir
+
     if out is None:
         raise OptionError("out", "required for folders, globs and lists (outputs mirror the input tree there)")
     shard_spec = parse_shard(folder.shard) if folder.shard is not None else None

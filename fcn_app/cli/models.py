@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from ..catalog import describe_models
 from .app import VerboseOption, app, cli_errors, console, setup_logging
 
 __all__ = ["models"]
@@ -17,6 +16,8 @@ def models(verbose: VerboseOption = False) -> None:
     image.
     """
     from rich.table import Table
+
+    from ..catalog import describe_models
 
     setup_logging(verbose)
     with cli_errors(verbose):

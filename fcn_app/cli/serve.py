@@ -8,11 +8,8 @@ from typing import Annotated
 import typer
 
 from ..errors import OptionError
-from ..io import DEFAULT_MAX_PIXELS
-from ..methods import FCN, check_method, is_saliency_method, method_network, require_grad_cam
-from ..models import DEFAULT_ARCH
-from ..scoring import ScoringOptions
-from ..serve import LOCAL_HOSTS, require_extra, run_server
+from ..choices import DEFAULT_ARCH, DEFAULT_MAX_PIXELS, FCN, check_method
+from ..serve import LOCAL_HOSTS, require_extra, run_server  # the package imports no web stack nor torch
 from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, ModelOption,
                   PrecisionOption, VerboseOption, WeightsOption, app, check_method_window,
                   cli_errors, error_console, load_command_network, refuse_classifier_options, setup_logging)
@@ -59,6 +56,8 @@ def serve(
     setup_logging(verbose)
     with cli_errors(verbose):
         require_extra()
+        from ..methods import is_saliency_method, method_network, require_grad_cam
+        from ..scoring import ScoringOptions
         from ..serve.app import ServeSettings
 
         method = check_method(method)

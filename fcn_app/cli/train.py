@@ -45,7 +45,8 @@ def train(
 def evaluate(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint written by `fcn-heatmap train` or import-weights, "
                                                     "or torchvision:NAME.", dir_okay=False)],
-    dataset: Annotated[Path, typer.Argument(help="VOC2012 folder or folder dataset (images/, masks/).", file_okay=False)],
+    dataset: Annotated[Path, typer.Argument(help="VOC2012 folder or folder dataset (images/, masks/).", file_okay=False,
+                                            exists=True)],
     split: Annotated[str | None, typer.Option(help="VOC split name, or list file of a folder dataset.")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass (padded with ignore).")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the scores as JSON.")] = False,

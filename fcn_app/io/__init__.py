@@ -18,6 +18,7 @@ from .atomic import (
 )
 from .images import (
     DEFAULT_MAX_PIXELS,
+    GLOB_CHARACTERS,
     IMAGE_EXTENSIONS,
     DecodedImage,
     DecodeRequest,
@@ -25,6 +26,7 @@ from .images import (
     check_image_path,
     decode_image,
     decode_input,
+    is_glob_pattern,
     is_image_path,
     load_image,
     start_decoding,
@@ -34,6 +36,7 @@ from .images import (
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "GLOB_CHARACTERS",
     "DEFAULT_QUALITY",
     "IMAGE_FORMATS",
     "IMAGE_EXTENSIONS",
@@ -54,6 +57,7 @@ __all__ = [
     "encode_png",
     "ensure_output_dir",
     "image_format_for",
+    "is_glob_pattern",
     "is_image_path",
     "load_image",
     "remove_stale_temporaries",

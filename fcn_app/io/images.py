@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, UnidentifiedImageError
 
+from ..choices import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
 from ..errors import InputImageError, OptionError
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "GLOB_CHARACTERS",
     "IMAGE_EXTENSIONS",
     "DecodeRequest",
     "DecodedImage",
@@ -37,8 +39,10 @@ __all__ = [
     "check_image_path",
     "decode_image",
     "decode_input",
+    "is_glob_pattern",
     "is_image_path",
     "load_image",
+    "missing_path_reason",
     "start_decoding",
     "to_rgb_array",
     "working_size",
@@ -46,9 +50,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
-#: Refuse images with more pixels than this (about 17k × 17k) unless the caller raises the limit.
-DEFAULT_MAX_PIXELS = 300_000_000
+#: Characters that make an input a glob pattern (when no file has that name).
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+def is_glob_pattern(text: str | os.PathLike) -> bool:
+    """True when ``text`` contains a glob character (``*``, ``?`` or ``[``)."""
+    return any(character in GLOB_CHARACTERS for character in str(text))
 
 
 def is_image_path(path: str | os.PathLike) -> bool:
@@ -146,18 +154,32 @@ def load_image(
     return decode_image(path, max_side, enlarge=False, max_pixels=max_pixels).pixels
 
 
+def missing_path_reason(path: str | os.PathLike) -> str:
+    """Why a missing input is missing, in the words a user looks for: ``no such file`` for an image file name,
+    ``no such folder`` for a name that ends with a separator or has no image extension (``photos/``, ``photos``);
+    and the first folder on the way that does not exist either, when one does not."""
+    text = os.fspath(path)
+    folder_like = text.endswith(("/", os.sep)) or not is_image_path(text)
+    reason = "no such folder" if folder_like else "no such file"
+    parent = Path(text.rstrip("/" + os.sep) or text).parent
+    first_missing = None
+    while str(parent) not in ("", ".") and not parent.exists():
+        first_missing, parent = parent, parent.parent
+    return f"{reason} ({first_missing} does not exist either)" if first_missing is not None else reason
+
+
 def check_image_path(path: str | os.PathLike) -> Path:
     """``path`` if it names a non-empty file, else :class:`InputImageError` saying what it is instead.
 
     Cheap (no decoding): a command checks its input with it before loading a model.
     """
-    path = Path(path)
+    given, path = path, Path(path)
     if path.is_dir():
         raise InputImageError(f"{path}: is a directory, not an image file")
     try:
         size = path.stat().st_size
     except FileNotFoundError:
-        raise InputImageError(f"{path}: no such file") from None
+        raise InputImageError(f"{path}: {missing_path_reason(given)}") from None
     except OSError as error:
         raise InputImageError(f"{path}: cannot be read ({error.strerror or error})") from None
     if size == 0:
@@ -214,6 +236,8 @@ def _decode_now(path: Path, work_size: int | None, enlarge: bool, max_pixels: in
         ) from None
     except UnidentifiedImageError:
         raise InputImageError(f"{path}: not a recognised image format (corrupt, or not an image)") from None
+    except FileNotFoundError:  # a listed input that is not there (a folder run reports it and goes on)
+        raise InputImageError(f"{path}: {missing_path_reason(path)}") from None
     except MemoryError:
         raise InputImageError(f"{path}: too large to decode in the available memory; downscale it while decoding",
                               option="max_side") from None

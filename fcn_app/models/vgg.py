@@ -12,14 +12,12 @@ shapes, same file names, crop, mean, std and class names, same outputs with the 
 
 from __future__ import annotations
 
-import ast
-import functools
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..classes import imagenet_categories
 
 __all__ = ["VGG_ARCHS", "VGG_WEIGHTS", "VggShapes", "WeightsFacts", "imagenet_categories", "vgg_shapes"]
 
@@ -90,23 +88,3 @@ def vgg_shapes(arch: str, num_classes: int = 1000) -> VggShapes:
         layers += [nn.BatchNorm2d(int(entry)), nn.ReLU(inplace=True)] if batch_norm else [nn.ReLU(inplace=True)]
         channels = int(entry)
     return VggShapes(nn.Sequential(*layers), num_classes)
-
-
-@functools.lru_cache(maxsize=1)
-def imagenet_categories() -> list[str] | None:
-    """torchvision's 1000 ImageNet class names, read from its ``models/_meta.py`` without importing torchvision
-    (the file is one list literal); ``None`` if the file is not where it was, and the caller asks torchvision."""
-    spec = importlib.util.find_spec("torchvision")  # finds the package without running its __init__
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "_meta.py"
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
-        return None
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(getattr(target, "id", None) == "_IMAGENET_CATEGORIES"
-                                                for target in node.targets):
-            names = ast.literal_eval(node.value)
-            return list(names) if len(names) == 1000 else None
-    return None

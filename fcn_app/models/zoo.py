@@ -32,10 +32,12 @@ from urllib.error import URLError
 import torch
 from torch import nn
 
+from ..choices import DEFAULT_ARCH, TIMM_PREFIX, TINY_ARCH
+from ..classes import imagenet_categories, read_class_names
 from ..errors import OptionError, WeightsError, WeightsUnavailableError
 from .convert import FullyConvolutionalNet, to_fully_convolutional
 from .graph import _REFUSED, convert_classifier
-from .vgg import VGG_WEIGHTS, WeightsFacts, imagenet_categories, vgg_shapes
+from .vgg import VGG_WEIGHTS, WeightsFacts, vgg_shapes
 
 if TYPE_CHECKING:
     from torchvision.models import WeightsEnum
@@ -68,15 +70,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ARCH = "vgg16"
-#: A VGG-shaped classifier for 32×32 inputs, for CPU smoke runs and tests (no pretrained weights exist).
-TINY_ARCH = "tiny_vgg"
 #: tiny_vgg has vgg11_bn's layout at a fraction of the width; its input normalisation is that of vgg11_bn's weights.
 _TINY_PREPROCESSING_ARCH = "vgg11_bn"
 _TINY_INPUT_SIZE = 32
 WEIGHTS_ENV = "FCN_HEATMAP_WEIGHTS"
-#: ``--model timm:NAME``: a timm CNN (optional extra, :mod:`.timm_zoo`).
-TIMM_PREFIX = "timm:"
 OFFLINE_ENV = "FCN_HEATMAP_OFFLINE"
 _HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
 #: torchvision classifiers without an exact sliding-window form, by name prefix → the class that says why.
@@ -383,19 +380,6 @@ def _load_weighted(arch: str, weights_path: str | os.PathLike | None, progress: 
     model.arch = arch
     _materialise(model, state_dict, str(path))
     return _drop_auxiliary_heads(model, arch).eval()
-
-
-def read_class_names(path: str | os.PathLike) -> list[str]:
-    """Class names from a text file, one per line (blank lines and surrounding spaces ignored)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise WeightsError(f"{path}: cannot read class names ({getattr(error, 'strerror', None) or error})") from None
-    names = [line.strip() for line in text.splitlines() if line.strip()]
-    if not names:
-        raise WeightsError(f"{path}: no class names in it (expected one name per line)")
-    return names
 
 
 def class_names_for(num_classes: int, classes_path: str | os.PathLike | None,

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..choices import IMAGE_FORMATS, NATIVE, check_image_format, check_work_size
 from ..errors import OptionError
 from ..heatmaps import (ClassHeatmap, class_heatmaps, heatmap_for_class, resolve_classes, selection_probabilities,
                         top_classes)
@@ -40,40 +41,8 @@ OVERLAY_SUFFIX = ".heatmap"
 GRID_SUFFIX = ".grid"
 SCORES_SUFFIX = ".scores.npz"
 JSON_SUFFIX = ".json"
-#: Picture formats for overlays and grids (also their file extensions).
-IMAGE_FORMATS = ("png", "jpg", "webp")
-#: ``work_size`` value for "no resizing: the network sees the image at its own size".
-NATIVE = "native"
 #: How classifier heatmaps fuse pyramid levels when ``fuse`` is not given: a class counts where any scale sees it.
 HEATMAP_FUSE = "max"
-
-
-def check_work_size(value: int | str | None) -> int | str | None:
-    if value is None or value == NATIVE:
-        return value
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text == NATIVE:
-            return NATIVE
-        if not text.isdigit():
-            raise OptionError("work_size", f"{value!r} is neither a number of pixels (the longer side, e.g. 896) "
-                                           f"nor {NATIVE!r}")
-        value = int(text)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise OptionError("work_size", f"must be a number of pixels or {NATIVE!r}, got {value!r}")
-    if value < 1:
-        raise OptionError("work_size", f"must be at least 1 pixel, got {value}")
-    return value
-
-
-def check_image_format(value: str) -> str:
-    """``value`` as one of :data:`IMAGE_FORMATS` (``jpeg`` is ``jpg``), else :class:`~fcn_app.errors.OptionError`."""
-    image_format = str(value).strip().lower()
-    image_format = "jpg" if image_format == "jpeg" else image_format
-    if image_format not in IMAGE_FORMATS:
-        raise OptionError("image_format", f"unknown picture format {value!r}; choose one of "
-                                          f"{', '.join(IMAGE_FORMATS)}")
-    return image_format
 
 
 def native_unless_given(work_size: int | str | None, max_side: int | None, max_pixels: int) -> DecodeRequest:
