@@ -98,3 +98,12 @@ def test_a_segmentation_class_panel_and_table_show_the_same_small_peak(inked):
                            None)
     assert "cat  max 0.003" in inked
     assert task.report(rendered).rows == [["cat", "0.0%", "0.003"]]
+
+
+def test_the_compare_table_title_shows_the_same_small_probability():
+    from fcn_app.heatmaps import ClassSelection
+    from fcn_app.tasks.compare import Comparison
+
+    comparison = Comparison(ClassSelection("dog", (2,)), PEAK, [], (32, 32))
+    assert "(p 0.003 on its surest window)" in comparison.report("a.png").title
+    assert format_probability(comparison.to_dict()["window_probability"]) == "0.003"

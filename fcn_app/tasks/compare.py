@@ -26,6 +26,7 @@ from ..metrics import (average_drop, deletion_curve, explanation_map_scores, inc
 from ..render import tile_panels
 from ..resolution import geometry_on_original
 from ..scoring import compute_score_map, prepare_batch
+from ..text import format_probability
 from .base import Report, picture_of
 from .heatmap import HeatmapOptions, _on_picture, heat_panel
 
@@ -83,7 +84,8 @@ class Comparison:
         rows = [[score.method, f"{score.seconds:.2f}", f"{score.deletion_auc:.3f}", f"{score.insertion_auc:.3f}",
                  f"{score.average_drop:.1f}", f"{score.increase_in_confidence:.0f}"] for score in self.scores]
         columns = ["method", "seconds", "deletion AUC ↓", "insertion AUC ↑", "avg drop % ↓", "conf. increase % ↑"]
-        return Report(f"{source} · class {self.selection.name} (p {self.probability:.2f} on its surest window)",
+        probability = format_probability(self.probability)
+        return Report(f"{source} · class {self.selection.name} (p {probability} on its surest window)",
                       columns, rows, numeric=tuple(columns[1:]))
 
 
