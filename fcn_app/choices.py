@@ -32,6 +32,7 @@ __all__ = [
     "INSTALL_HINT",
     "METHODS",
     "NATIVE",
+    "NORMALIZE_MODES",
     "PRECISIONS",
     "TIMM_PREFIX",
     "TINY_ARCH",
@@ -39,6 +40,7 @@ __all__ = [
     "check_colormap",
     "check_image_format",
     "check_method",
+    "check_normalize",
     "check_precision",
     "check_work_size",
     "default_num_workers",
@@ -95,6 +97,9 @@ FUSE_MODES = ("max", "mean")
 #: OpenCV colormaps offered for heatmaps (``cv2.COLORMAP_<NAME>``), in the order ``--help`` lists them.
 COLORMAP_NAMES = ("turbo", "jet", "inferno", "magma", "viridis", "plasma", "hot", "bone")
 DEFAULT_COLORMAP = "turbo"
+#: How a class map becomes colours (:func:`fcn_app.render.normalize_heat`): ``none`` colours probabilities 0 → 1
+#: (comparable across classes and images), ``peak`` spans 0 → the map's peak, ``minmax`` its minimum → its maximum.
+NORMALIZE_MODES = ("none", "peak", "minmax")
 
 EXPORT_FORMATS = ("onnx",)
 DEFAULT_OPSET = 17
@@ -164,6 +169,19 @@ def default_work_size(window: int | tuple[int, int], windows: float = DEFAULT_WO
     """Longer side in pixels of the default working size for a model whose window is ``window`` pixels."""
     side = max(window) if isinstance(window, tuple) else window
     return max(1, round(windows * side))
+
+
+def check_normalize(value: str | bool) -> str:
+    """``value`` as one of :data:`NORMALIZE_MODES` (case and spaces ignored), else
+    :class:`~fcn_app.errors.OptionError`. ``True``/``False`` (the option was a flag: colours span 0 → the peak) read
+    as ``peak``/``none``."""
+    if isinstance(value, bool):
+        return "peak" if value else "none"
+    mode = str(value).strip().lower()
+    if mode not in NORMALIZE_MODES:
+        raise OptionError("normalize", f"unknown value {value!r}; choose {', '.join(NORMALIZE_MODES[:-1])} or "
+                                       f"{NORMALIZE_MODES[-1]} (peak is what the former on/off switch did)")
+    return mode
 
 
 def default_num_workers() -> int:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from .choices import COLORMAP_NAMES, DEFAULT_COLORMAP, check_colormap
+from .choices import COLORMAP_NAMES, DEFAULT_COLORMAP, check_colormap, check_normalize
 from .errors import OptionError
 from .text import font_size_for_scale, format_probability, ink_text, text_size
 
@@ -29,6 +29,7 @@ __all__ = [
     "draw_marker",
     "legend_box",
     "marker_box",
+    "normalize_heat",
     "overlay",
     "tile_panels",
 ]
@@ -48,6 +49,30 @@ def colorize(heatmap: np.ndarray, colormap: str = DEFAULT_COLORMAP) -> np.ndarra
     check_colormap(colormap)
     bgr = cv2.applyColorMap(_heat_levels(heatmap), COLORMAPS[colormap])
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def normalize_heat(heatmap: np.ndarray, mode: str) -> np.ndarray:
+    """The values :func:`colorize` gets for ``heatmap`` (probabilities in [0, 1]) under ``mode``, as float32:
+
+    - ``"none"``: the probabilities themselves (colours comparable across classes and images);
+    - ``"peak"``: divided by the map's maximum, so colours span 0 → the peak (unchanged if the map is all 0);
+    - ``"minmax"``: the minimum → 0 and the maximum → 1, as pytorch-grad-cam and torch-cam scale their maps; a
+      constant map has no range to show and becomes all 0 (never NaN).
+
+    ``heatmap`` itself is left unchanged. Unknown modes raise :class:`~fcn_app.errors.OptionError`.
+    """
+    heat = np.asarray(heatmap, dtype=np.float32)
+    mode = check_normalize(mode)
+    if mode == "none":
+        return heat
+    low, high = (float(heat.min()), float(heat.max())) if heat.size else (0.0, 0.0)
+    if mode == "peak":
+        return heat / np.float32(high) if high > 0 else heat.copy()
+    span = high - low
+    if not span > 0:  # constant (or not finite): nothing is higher than anything else
+        return np.zeros_like(heat)
+    # subtract and divide in float64: float32 would round (max − min) / span just below 1 for some maps
+    return ((heat.astype(np.float64) - low) / span).astype(np.float32)
 
 
 def overlay(

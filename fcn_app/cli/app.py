@@ -19,8 +19,8 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from ..choices import (BACKEND_INSTALL_HINTS, BACKENDS, CAM, DEFAULT_ARCH, INSTALL_HINT, METHODS, PRECISIONS,
-                       check_backend, check_colormap, check_image_format, check_method, check_precision,
-                       check_work_size)
+                       check_backend, check_colormap, check_image_format, check_method, check_normalize,
+                       check_precision, check_work_size)
 from ..classes import categories_before_loading, resolve_classes
 from ..errors import FcnError, OptionError
 from ..processes import Terminated
@@ -146,7 +146,8 @@ TargetLayerOption = Annotated[str | None, typer.Option(
 
 #: The checks of choice options whose values need no model (:mod:`fcn_app.choices`), by parameter name.
 _CHOICE_CHECKS = {"method": check_method, "backend": check_backend, "precision": check_precision,
-                  "image_format": check_image_format, "colormap": check_colormap, "work_size": check_work_size}
+                  "image_format": check_image_format, "colormap": check_colormap, "work_size": check_work_size,
+                  "normalize": check_normalize}
 
 
 def check_method_window(method: str, window: int | None, backend: str | None = None) -> None:

@@ -116,8 +116,11 @@ def heatmap(
                           "A checkpoint's segmentation overlay only: class panels and labels stay PNG (lossless).")
     ] = "png",
     normalize: Annotated[
-        bool, typer.Option("--normalize", help="Colours span 0 → each class's own peak (default: probability 0 → 1).")
-    ] = False,
+        str, typer.Option("--normalize", help="How each class's map becomes colours: none (probability 0 → 1, "
+                          "comparable across classes and images), peak (0 → the map's own peak; what the former "
+                          "flag did) or minmax (the map's minimum → 0 and maximum → 1, as grad-cam and torchcam "
+                          "scale; a flat map is all 0). The legend keeps the true probabilities.")
+    ] = "none",
     save_scores: Annotated[bool, typer.Option("--save-scores", help="Write raw score grid + geometry (.npz).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary and write <name>.json.")] = False,
     stride: Annotated[
@@ -174,7 +177,7 @@ def heatmap(
                                   window=window)
         # what needs no model is refused before torch even loads
         check_choices(method=method, backend=backend, precision=precision, image_format=image_format,
-                      colormap=colormap, work_size=work_size)
+                      colormap=colormap, work_size=work_size, normalize=normalize)
         check_class_names(classes, model=model, classes_path=class_names_file, checkpoint=checkpoint)
         if not inputs and list_file is None:
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")

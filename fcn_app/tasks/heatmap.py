@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import torch
 
-from ..choices import IMAGE_FORMATS, NATIVE, check_image_format, check_work_size
+from ..choices import IMAGE_FORMATS, NATIVE, check_image_format, check_normalize, check_work_size
 from ..errors import OptionError
 from ..heatmaps import (ClassHeatmap, class_heatmaps, heatmap_for_class, resolve_classes, selection_probabilities,
                         top_classes)
@@ -28,7 +28,7 @@ from ..methods import (CAM, FCN, SaliencyMaps, check_method, class_activation_ma
                        is_saliency_method, method_network, saliency_maps)
 from ..models.convert import FullyConvolutionalNet
 from ..pyramid import FUSE_MODES, PyramidLevel, fuse_maps, parse_scales, score_pyramid
-from ..render import DEFAULT_COLORMAP, check_colormap, draw_legend_and_marker, overlay, tile_panels
+from ..render import DEFAULT_COLORMAP, check_colormap, draw_legend_and_marker, normalize_heat, overlay, tile_panels
 from ..resolution import DEFAULT_WORK_WINDOWS, default_work_size, geometry_on_original, score_map_on_original
 from ..scoring import ScoreMap, ScoringOptions, compute_score_maps
 from ..text import check_font, format_probability
@@ -68,7 +68,9 @@ class HeatmapOptions:
         grid: also a picture with one panel per class.
         save_scores: also the raw score grid with its geometry (``.scores.npz``; one scale only).
         write_json: also the summary as JSON.
-        normalize: colours span 0 → each class's own peak (the legend keeps the true peak).
+        normalize: how each class's map becomes colours (:func:`~fcn_app.render.normalize_heat`): ``"none"``
+            (probabilities 0 → 1), ``"peak"`` (0 → the map's peak) or ``"minmax"`` (its minimum → its maximum);
+            ``True``/``False`` read as ``"peak"``/``"none"``. The legend keeps the true probabilities.
         max_side, max_pixels: decode limits (downscale longer sides; refuse bigger files). The outputs have the
             size of the decoded image.
         work_size: longer side in pixels of the image the network sees (enlarged if smaller), ``"native"`` (the
@@ -91,7 +93,7 @@ class HeatmapOptions:
     grid: bool = False
     save_scores: bool = False
     write_json: bool = False
-    normalize: bool = False
+    normalize: str = "none"
     max_side: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     font: str | None = None
@@ -105,6 +107,7 @@ class HeatmapOptions:
     def __post_init__(self) -> None:
         check_colormap(self.colormap)
         check_font(self.font)
+        self.normalize = check_normalize(self.normalize)
         if self.topk < 1:
             raise OptionError("topk", f"must be at least 1, got {self.topk}")
         if not 0.0 <= self.alpha <= 1.0:
@@ -174,9 +177,7 @@ def write_scores(path: str | os.PathLike, score_map: ScoreMap) -> Path:
 def heat_panel(image: np.ndarray, heatmap: ClassHeatmap, options: HeatmapOptions, lines: list[str],
                marker: bool = True) -> np.ndarray:
     """One class's heat over ``image`` with a legend (and a cross at its peak, never under the legend)."""
-    heat = heatmap.heatmap
-    if options.normalize and heatmap.peak_probability > 0:
-        heat = heat / heatmap.peak_probability  # colours span 0 → this class's peak (legend keeps the true peak)
+    heat = normalize_heat(heatmap.heatmap, options.normalize)  # the legend keeps the true probabilities
     blended = overlay(image, heat, colormap=options.colormap, alpha=options.alpha)
     return draw_legend_and_marker(blended, lines, heatmap.peak_pixel if marker else None, colormap=options.colormap,
                                   font=options.font)
