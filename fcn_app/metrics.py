@@ -70,8 +70,9 @@ def _check_steps(steps: int, pixels: int) -> int:
 
 
 def _curve(score: ScoreFunction, start: torch.Tensor, end: torch.Tensor, saliency, steps: int,
-           batch_size: int) -> PerturbationCurve:
-    """Pixels move from ``start`` to ``end`` in order of ``saliency``; ``steps + 1`` images scored in batches."""
+           batch_size: int, on_scored: Callable[[int], None] | None = None) -> PerturbationCurve:
+    """Pixels move from ``start`` to ``end`` in order of ``saliency``; ``steps + 1`` images scored in batches
+    (``on_scored`` is told how many after each batch)."""
     if start.shape != end.shape:
         raise ValueError(f"image {tuple(start.shape)} and baseline {tuple(end.shape)} differ in shape")
     if tuple(np.asarray(saliency).shape) != tuple(start.shape[-2:]):
@@ -86,19 +87,23 @@ def _curve(score: ScoreFunction, start: torch.Tensor, end: torch.Tensor, salienc
             changed = rank[None] < counts[first:first + batch_size, None, None]  # B×H×W: pixels already moved
             images = torch.where(changed[:, None], end[None], start[None])
             scores.append(torch.as_tensor(score(images)).detach().double().cpu().flatten())
+            if on_scored is not None:
+                on_scored(len(images))
     return PerturbationCurve((counts.cpu().double() / pixels).numpy(), torch.cat(scores).double().numpy())
 
 
 def deletion_curve(score: ScoreFunction, image: torch.Tensor, saliency, *, baseline: torch.Tensor | None = None,
-                   steps: int = 100, batch_size: int = 32) -> PerturbationCurve:
+                   steps: int = 100, batch_size: int = 32,
+                   on_scored: Callable[[int], None] | None = None) -> PerturbationCurve:
     """Deletion (Petsiuk, Das & Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box Models",
     BMVC 2018): remove pixels, most salient first, replacing them by ``baseline`` (default zeros — in a
     normalised input, the mean colour), and record the score; a faithful map makes it fall fast (low AUC ↓).
 
-    ``image`` is ``C×H×W``; ``steps`` equal groups of pixels are removed (``steps + 1`` images, batched).
+    ``image`` is ``C×H×W``; ``steps`` equal groups of pixels are removed (``steps + 1`` images, batched;
+    ``on_scored(count)`` after each batch, for a progress bar).
     """
     baseline = torch.zeros_like(image) if baseline is None else baseline
-    return _curve(score, image, baseline, saliency, steps, batch_size)
+    return _curve(score, image, baseline, saliency, steps, batch_size, on_scored)
 
 
 def blurred(image: torch.Tensor, kernel_size: int = 11, sigma: float = 5.0) -> torch.Tensor:
@@ -110,11 +115,13 @@ def blurred(image: torch.Tensor, kernel_size: int = 11, sigma: float = 5.0) -> t
 
 
 def insertion_curve(score: ScoreFunction, image: torch.Tensor, saliency, *, baseline: torch.Tensor | None = None,
-                    steps: int = 100, batch_size: int = 32) -> PerturbationCurve:
+                    steps: int = 100, batch_size: int = 32,
+                    on_scored: Callable[[int], None] | None = None) -> PerturbationCurve:
     """Insertion (Petsiuk et al., RISE, BMVC 2018): start from ``baseline`` (default :func:`blurred` ``image``)
-    and put the image's pixels back, most salient first; a faithful map makes the score rise fast (high AUC ↑)."""
+    and put the image's pixels back, most salient first; a faithful map makes the score rise fast (high AUC ↑).
+    ``on_scored`` as for :func:`deletion_curve`."""
     baseline = blurred(image) if baseline is None else baseline
-    return _curve(score, baseline, image, saliency, steps, batch_size)
+    return _curve(score, baseline, image, saliency, steps, batch_size, on_scored)
 
 
 def explanation_map_scores(score: ScoreFunction, images: Sequence[torch.Tensor], saliencies: Sequence,

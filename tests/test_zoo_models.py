@@ -157,19 +157,3 @@ def test_cli_heatmap_of_a_fine_tuned_graph_network_with_class_names(tmp_path):
     assert scores["logits"].shape == (5, 10, 14)
     assert typo.returncode == 2 and "did you mean resnet50" in typo.stderr
     assert len(typo.stderr.strip().splitlines()) == 1
-
-
-@pytest.mark.slow  # builds every listed model
-def test_models_command_prints_window_stride_and_the_se_note(monkeypatch):
-    from typer.testing import CliRunner
-
-    import fcn_app.cli.models as command
-    from fcn_app.cli import app
-
-    monkeypatch.setattr(command, "describe_models",
-                        lambda: [describe_model("resnet18"), describe_model("efficientnet_b0")])
-    result = CliRunner().invoke(app, ["models"], env={"COLUMNS": "160"})
-    assert result.exit_code == 0, result.output
-    rows = {line.split("│")[1].strip(): line for line in result.output.splitlines() if "│" in line}
-    assert "IMAGENET1K_V1" in rows["resnet18"] and "7×7" in rows["resnet18"] and "32" in rows["resnet18"]
-    assert "global SE" in rows["efficientnet_b0"] and "global SE" not in rows["resnet18"]

@@ -44,6 +44,7 @@ __all__ = [
     "convert_graph_classifier",
     "convert_classifier",
     "densify_graph",
+    "has_free_window",
     "is_graph_classifier",
     "probe_body_geometry",
     "register_module_kinds",
@@ -637,6 +638,12 @@ def probe_body_geometry(body: nn.Module, in_channels: int, grid_of) -> BodyGeome
     return BodyGeometry(tuple(strides), tuple(centers), tuple(fields))
 
 
+def has_free_window(network: nn.Module) -> bool:
+    """True for a network converted from a classifier ending in global pooling: its first head layer is the window
+    pool, so the window is free (:func:`with_window`) and one feature cell can be scored alone (``cam``)."""
+    return isinstance(network, GraphFullyConvolutionalNet) and isinstance(network.head[0], (nn.AvgPool2d, nn.MaxPool2d))
+
+
 def with_window(network: GraphFullyConvolutionalNet, window: int | tuple[int, int]) -> GraphFullyConvolutionalNet:
     """``network`` pooling ``window`` feature cells per score cell instead of its training window (shares weights).
 
@@ -647,11 +654,10 @@ def with_window(network: GraphFullyConvolutionalNet, window: int | tuple[int, in
     size = (window, window) if isinstance(window, int) else (int(window[0]), int(window[1]))
     if min(size) < 1:
         raise ConversionError(f"window {size} must be at least one feature cell")
-    pool = network.head[0] if isinstance(network, GraphFullyConvolutionalNet) else None
-    if not isinstance(pool, (nn.AvgPool2d, nn.MaxPool2d)):
+    if not has_free_window(network):
         raise ConversionError(f"{getattr(network, 'arch', 'this network')} has no free window size: only classifiers "
                               "ending in global pooling (ResNet, ConvNeXt, EfficientNet, …) have one")
-    replacement = type(pool)(size, stride=1)
+    replacement = type(network.head[0])(size, stride=1)
     changed = copy.copy(network)  # shallow: modules and weights shared, caches fresh
     changed._modules = dict(network._modules)
     changed.head = nn.Sequential(replacement, *list(network.head)[1:])

@@ -11,16 +11,21 @@ beside it holds the table. Both are written atomically.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
+from ..choices import DEFAULT_METHODS, check_image_format
 from ..errors import OptionError
 from ..geometry import ScoreGeometry
 from ..heatmaps import ClassHeatmap, ClassSelection, min_max_scaled, resolve_classes, top_classes
 from ..io import InputImage, atomic_write_image, atomic_write_json
-from ..methods import check_method, class_score_function, method_heatmap
+from ..method_plan import check_methods_usable, parse_methods
+from ..methods import class_score_function, is_saliency_method, method_heatmap, require_grad_cam
+from ..models.graph import has_free_window
 from ..metrics import (average_drop, deletion_curve, explanation_map_scores, increase_in_confidence,
                        insertion_curve)
 from ..render import tile_panels
@@ -30,20 +35,8 @@ from ..text import format_probability
 from .base import Report, picture_of
 from .heatmap import HeatmapOptions, _on_picture, heat_panel
 
-__all__ = ["Comparison", "MethodScore", "compare_methods", "parse_methods", "write_comparison"]
-
-DEFAULT_METHODS = ("fcn", "cam", "gradcam", "scorecam")
-
-
-def parse_methods(methods: str | list[str]) -> list[str]:
-    """``"fcn,cam,gradcam"`` (or a list) → checked, de-duplicated method names in order."""
-    names = [name for name in (methods.split(",") if isinstance(methods, str) else methods) if str(name).strip()]
-    if not names:
-        raise OptionError("methods", "name at least one method, e.g. fcn,gradcam")
-    try:
-        return list(dict.fromkeys(check_method(name) for name in names))
-    except OptionError as error:
-        raise OptionError("methods", str(error)) from None
+__all__ = ["DEFAULT_METHODS", "CompareStep", "Comparison", "MethodScore", "compare_methods", "parse_methods",
+           "picture_format", "write_comparison"]
 
 
 @dataclass
@@ -89,32 +82,72 @@ class Comparison:
                       columns, rows, numeric=tuple(columns[1:]))
 
 
+class CompareStep(NamedTuple):
+    """Where :func:`compare_methods` is: ``done`` of ``total`` units of work, in ``method``'s ``stage``.
+
+    A method's units are one for its map, ``steps + 1`` images for each of the deletion and insertion curves and one
+    for Average Drop / Increase in Confidence; the stage is ``"map"``, ``"deletion"``, ``"insertion"`` or
+    ``"explanation map"``, or ``"done"`` once the method's measures are all in.
+    """
+
+    method: str
+    stage: str
+    done: int
+    total: int
+
+
 def compare_methods(network, image: np.ndarray, methods: list[str], *, classes: list[str] | None = None,
-                    target_layer: str | None = None, steps: int = 50, batch_size: int = 16) -> Comparison:
+                    target_layer: str | None = None, steps: int = 50, batch_size: int = 16,
+                    progress: Callable[[CompareStep], None] | None = None) -> Comparison:
     """Each of ``methods``' map of one class on ``image`` (``H×W×3`` uint8, the network's input) and its metrics.
 
-    The class is the first of ``classes`` or the ``fcn`` map's top class. Deletion/insertion use ``steps`` steps
-    (zeros — the mean colour — replace deleted pixels; insertion starts from a blurred copy, as in RISE). Average
-    Drop and Increase in Confidence weight the image by each map scaled to [0, 1] by its own min and max (as
-    pytorch-grad-cam scales its maps), so a dim probability map is not penalised for its scale.
+    Every method is first checked against the network and the installed extras
+    (:func:`~fcn_app.method_plan.check_methods_usable`; pytorch-grad-cam is imported), so a combination that
+    cannot finish fails before anything is scored. The class is the first of ``classes`` or the ``fcn`` map's top
+    class. Deletion/insertion use ``steps`` steps (zeros — the mean colour — replace deleted pixels; insertion
+    starts from a blurred copy, as in RISE). Average Drop and Increase in Confidence weight the image by each map
+    scaled to [0, 1] by its own min and max (as pytorch-grad-cam scales its maps), so a dim probability map is not
+    penalised for its scale. ``progress`` is called with a :class:`CompareStep` as work gets done.
     """
-    methods = parse_methods(methods)
+    methods = check_methods_usable(parse_methods(methods), model=getattr(network, "arch", "this network"),
+                                   pooled_head=has_free_window(network))
+    for method in methods:
+        if is_saliency_method(method):
+            require_grad_cam(method)  # an installed but broken extra, too, fails before any work
     first = compute_score_map(network, image, precision="fp32")
     selection = resolve_classes(classes[:1], network.categories)[0] if classes else top_classes(first, 1)[0]
     score = class_score_function(network, selection)
     batch, (top, bottom, left, right) = prepare_batch(network, [image])
     tensor = batch[0].contiguous()
     probability = float(score(tensor[None])[0])
+    per_method = 2 * (steps + 1) + 2
+    total = len(methods) * per_method
+    done = 0
+
+    def advance(method: str, stage: str, units: int = 0) -> None:
+        nonlocal done
+        done += units
+        if progress is not None:
+            progress(CompareStep(method, stage, done, total))
+
     results = []
-    for method in methods:
+    for index, method in enumerate(methods):
+        advance(method, "map")
         heat, seconds, cells = method_heatmap(network, image, method, selection, target_layer=target_layer)
+        advance(method, "deletion", 1)
         padded = np.pad(heat, ((top, bottom), (left, right)))  # padding is the mean colour already: ranked last
-        deletion = deletion_curve(score, tensor, padded, steps=steps, batch_size=batch_size)
-        insertion = insertion_curve(score, tensor, padded, steps=steps, batch_size=batch_size)
+        deletion = deletion_curve(score, tensor, padded, steps=steps, batch_size=batch_size,
+                                  on_scored=lambda count, method=method: advance(method, "deletion", count))
+        advance(method, "insertion")
+        insertion = insertion_curve(score, tensor, padded, steps=steps, batch_size=batch_size,
+                                    on_scored=lambda count, method=method: advance(method, "insertion", count))
+        advance(method, "explanation map")
         full, masked = explanation_map_scores(score, [tensor], [min_max_scaled(padded)])
         drop = average_drop(full, masked) if full[0] > 0 else float("nan")
         results.append(MethodScore(method, heat.astype(np.float32), seconds, cells, deletion.auc, insertion.auc, drop,
                                    increase_in_confidence(full, masked)))
+        done = (index + 1) * per_method - 1  # a curve has fewer images when the image has fewer pixels than steps
+        advance(method, "done", 1)
     return Comparison(selection, probability, results, tuple(image.shape[:2]))
 
 
@@ -134,15 +167,21 @@ def comparison_picture(comparison: Comparison, image: np.ndarray | InputImage,
     return tile_panels(panels, columns=min(4, len(panels)))
 
 
+def picture_format(path: str | os.PathLike) -> str:
+    """The picture format of a comparison written at ``path``, from its extension (checked before any work)."""
+    path = Path(path)
+    try:
+        return check_image_format(path.suffix.lstrip(".") or path.name)
+    except OptionError:
+        raise OptionError("out", f"{path.name}: give a .png, .jpg or .webp file name") from None
+
+
 def write_comparison(path: str | os.PathLike, comparison: Comparison, image: np.ndarray | InputImage,
                      source: str | None = None, options: HeatmapOptions | None = None) -> dict[str, Path]:
     """The picture at ``path`` (format from its extension) and the table beside it (``<path>.json``), atomically."""
     path = Path(path)
+    image_format = picture_format(path)
     picture, icc_profile = picture_of(image)
-    extension = path.suffix.lower().lstrip(".")
-    image_format = {"jpeg": "jpg"}.get(extension, extension)
-    if image_format not in ("png", "jpg", "webp"):
-        raise OptionError("out", f"{path.name}: give a .png, .jpg or .webp file name")
     written = {"picture": atomic_write_image(path, comparison_picture(comparison, picture, options),
                                              format=image_format, icc_profile=icc_profile)}
     written["json"] = atomic_write_json(path.with_name(path.name + ".json"), comparison.to_dict(source))
