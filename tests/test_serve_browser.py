@@ -1,12 +1,15 @@
 """The web page of `fcn-heatmap serve` in a real headless Chromium (Debian's, driven by Playwright): an upload
 shows the overlay, the pointer reads the pixel's classes (checked against the CLI's per-pixel map computed in
-torch), and the sliders repaint without asking the server. docs/images/serve.png: scripts/make_serve_screenshot.py."""
+torch), and the sliders repaint without asking the server; the page's states (a result after progress, an error
+after a result, another method under a still pointer); the API docs with every outside request refused. All are
+slow: Chromium's start alone takes seconds. docs/images/serve*.png: scripts/make_serve_screenshot.py."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -35,8 +38,13 @@ def network():
 
 
 @pytest.fixture(scope="module")
-def server_url(network):
-    with threaded_server(create_app(ServeSettings(network, model=TINY))) as url:
+def app(network):
+    return create_app(ServeSettings(network, model=TINY))
+
+
+@pytest.fixture(scope="module")
+def server_url(app):
+    with threaded_server(app) as url:
         yield url
 
 
@@ -118,6 +126,93 @@ def test_upload_hover_and_sliders(browser, server_url, network, tmp_path):
     page.wait_for_selector("#canvas[data-state='error']")
     assert page.locator("#error").inner_text() == "notes.png: not a recognised image format (corrupt, or not an image)"
     page.close()
+
+
+@pytest.fixture
+def photo(tmp_path) -> Path:
+    image = tmp_path / "photo.png"
+    image.write_bytes(png_bytes(120, 160, seed=7))
+    return image
+
+
+@pytest.fixture
+def page(browser, server_url):
+    """The page, loaded and ready for an image."""
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.goto(server_url)
+    page.wait_for_selector("body[data-ready='1']")
+    yield page
+    page.close()
+
+
+def show(page, image: Path, outcome: str = "ready") -> None:
+    """Upload ``image`` and wait until the canvas says ``outcome`` (ready or error)."""
+    page.set_input_files("#file", str(image))
+    page.wait_for_selector(f"#canvas[data-state='{outcome}']", timeout=20_000)
+
+
+def point_at(page, x_fraction: float, y_fraction: float) -> None:
+    box = page.locator("#canvas").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * x_fraction, box["y"] + box["height"] * y_fraction)
+
+
+def hover_rows(page) -> list[tuple[str, float]]:
+    """The hover panel's rows: (class name, value) as shown."""
+    return [(row.locator("td").first.inner_text(), float(row.get_attribute("data-probability")))
+            for row in page.locator("#hover tr").all()]
+
+
+@pytest.mark.slow
+def test_the_progress_line_goes_when_the_result_arrives(page, photo, app, monkeypatch):
+    """A progress poll (/healthz) still on its way when the result arrives must not write "scoring… N s" after
+    it. The network pass waits until the page has a poll in flight; that poll is answered after the result."""
+    gate, polls, score = threading.Event(), [], app.state.server.queue.score
+    monkeypatch.setattr(app.state.server.queue, "score", lambda network_pass: gate.wait(30) and score(network_pass))
+    page.route("**/healthz", lambda route: polls.append(route))
+    with page.expect_request("**/healthz", timeout=20_000):  # uploaded; the page asks how far the server is
+        page.set_input_files("#file", str(photo))
+    gate.set()
+    page.wait_for_selector("#canvas[data-state='ready']", timeout=20_000)
+    assert page.locator("#status-text").inner_text() == "" and polls
+    for poll in polls:
+        poll.fulfill(json={"status": "ok", "queued": 1, "capacity": 8, "progress": None})
+    page.wait_for_timeout(500)  # the late answers reach the page's timer callbacks
+    assert page.locator("#status-text").inner_text() == "" and page.locator("#progress").is_hidden()
+
+
+@pytest.mark.slow
+def test_an_error_after_a_result_clears_the_picture_and_the_hover(page, photo, tmp_path):
+    show(page, photo)
+    point_at(page, 0.5, 0.5)
+    assert len(hover_rows(page)) == 5 and page.locator("#marks rect.window").count() == 1
+    (tmp_path / "notes.png").write_text("not an image")
+    show(page, tmp_path / "notes.png", "error")
+    assert page.locator("#error").inner_text().startswith("notes.png: ")
+    assert page.evaluate("(() => { const c = document.getElementById('canvas'); return Array.from(c.getContext('2d')"
+                         ".getImageData(0, 0, c.width, c.height).data).every((v) => v === 0); })()")  # nothing drawn
+    assert hover_rows(page) == [] and page.locator("#classes li").count() == 0
+    point_at(page, 0.4, 0.6)  # the pointer over the empty canvas: no classes, no window
+    assert hover_rows(page) == [] and page.locator("#marks rect").count() == 0
+
+
+@pytest.mark.slow
+def test_switching_method_updates_the_hover_under_a_still_pointer(page, photo):
+    show(page, photo)
+    point_at(page, 0.6, 0.4)
+    before, pixel = hover_rows(page), page.locator("#hover-pixel")
+    x, y = int(pixel.get_attribute("data-x")), int(pixel.get_attribute("data-y"))
+    page.select_option("#method", "gradcam")  # the pointer does not move
+    page.wait_for_function("state.saliency === 'gradcam' && "
+                           "document.getElementById('canvas').dataset.state === 'ready'", timeout=60_000)
+    assert "gradcam map values" in pixel.inner_text()
+    assert (int(pixel.get_attribute("data-x")), int(pixel.get_attribute("data-y"))) == (x, y)
+    expected = page.evaluate(f"(() => {{ const v = probabilitiesAt({x}, {y}); return Array.from(v.keys())"
+                             ".sort((a, b) => v[b] - v[a]).slice(0, 5)"
+                             ".map((k) => [state.result.classes[k].name, v[k]]); })()")  # the gradcam maps there
+    shown = hover_rows(page)
+    assert [name for name, _ in shown] == [name for name, _ in expected] and shown != before
+    torch.testing.assert_close(torch.tensor([v for _, v in shown]), torch.tensor([v for _, v in expected]),
+                               rtol=0, atol=1e-6)
 
 
 @pytest.mark.slow

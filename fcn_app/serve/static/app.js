@@ -5,8 +5,10 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+// analyses: how many were started; an answer to any but the latest is dropped. pointer: where the mouse is over
+// the canvas (client coordinates), so a new map can answer there before the mouse moves.
 const state = { info: null, source: null, result: null, grid: null, base: null, selection: null, heat: null,
-                detections: null, folder: "" };
+                detections: null, folder: "", analyses: 0, pointer: null };
 
 function showError(message) { $("error").textContent = message ? String(message).split("\n")[0] : ""; }
 
@@ -174,17 +176,34 @@ function loadPicture(width, height) {
   });
 }
 
-async function analyse(source) {
-  state.source = source; state.detections = null; state.heat = null; state.grid = null;
+// Forget the shown image's answer: maps, classes, boxes, legend and hover. With the picture too (an error): the
+// canvas then shows nothing rather than the previous image's overlay beside an empty class list.
+function forgetResult(withPicture) {
+  state.result = null; state.grid = null; state.heat = null; state.detections = null; state.saliency = null;
   $("detections").checked = false; $("marks").innerHTML = ""; $("classes").innerHTML = "";
+  $("legend").innerHTML = ""; $("legend").hidden = $("legend-title").hidden = true;
+  if (withPicture) {
+    state.base = null;
+    $("canvas").width = $("canvas").height = 1;  // resizing clears it, as the page starts
+    $("marks").setAttribute("viewBox", "0 0 1 1");
+  }
+  showHover();
+}
+
+async function analyse(source) {
+  const analysis = ++state.analyses;
+  const current = () => analysis === state.analyses;
+  state.source = source;
+  forgetResult(false);
   $("canvas").dataset.state = "busy";
   showError("");
   const started = performance.now();
-  let uploaded = false;
+  let uploaded = false, answered = false;
   const tick = setInterval(async () => {  // while the server works: its queue and the tiles of a large image
     if (!uploaded) return;
     const seconds = `${((performance.now() - started) / 1000).toFixed(0)} s`;
     const health = await getJSON("/healthz").catch(() => null);
+    if (answered || !current()) return;  // the answer came while this poll was out: its line would stay
     const tiles = health && health.progress;
     if (tiles && tiles.total > 1) showProgress(`scoring tiles ${tiles.done}/${tiles.total} · ${seconds}`, tiles.done / tiles.total);
     else showProgress(`scoring… ${health && health.queued > 1 ? `(${health.queued - 1} other requests queued) ` : ""}${seconds}`);
@@ -196,30 +215,38 @@ async function analyse(source) {
     const result = await post(segmentation ? "/api/segment" : "/api/heatmap",
       segmentation ? fields : { ...fields, topk: 5, pixels: "true", pictures: "false", method: $("method").value },
       (fraction) => { uploaded = fraction >= 1; showProgress(uploaded ? "scoring…" : "uploading…", uploaded ? null : fraction); });
+    if (!current()) return;  // another image or method was asked for meanwhile
     state.result = result;
     const size = result.image_size;
     if (segmentation) {
       state.source = { url: result.pictures.segmentation };
       await loadPicture(size.width, size.height);
+      if (!current()) return;
       render();
       showLegend(result.legend);
     } else {
-      state.grid = decodeGrid(result.pixels);
+      const grid = decodeGrid(result.pixels);
       await loadPicture(size.width, size.height);
+      if (!current()) return;
+      state.grid = grid;
       // a saliency method's maps are sent in the order of its classes: entry k is map k
       const saliency = result.pixels.kind === "saliency";
       state.saliency = saliency ? result.method : null;
       result.classes.forEach((heat, rank) => addClass({ name: heat.name, indices: saliency ? [rank] : heat.indices,
                                                       peak: saliency ? heat.window_probability : heat.peak_probability }));
       select({ name: result.classes[0].name, indices: saliency ? [0] : result.classes[0].indices });
+      showHover();  // the new map at the pointer, where it rests
     }
     $("canvas").dataset.state = "ready";
     showProgress(null);
   } catch (error) {
+    if (!current()) return;
+    forgetResult(true);
     $("canvas").dataset.state = "error";
     showProgress(null);
     showError(error.message);
   } finally {
+    answered = true;
     clearInterval(tick);
   }
 }
@@ -270,11 +297,18 @@ function heaviest(pairs) {
   return best;
 }
 
-function onHover(event) {
-  if (!state.grid) return;
-  const canvas = $("canvas"), box = canvas.getBoundingClientRect();
-  const x = Math.min(canvas.width - 1, Math.max(0, Math.floor((event.clientX - box.left) * canvas.width / box.width)));
-  const y = Math.min(canvas.height - 1, Math.max(0, Math.floor((event.clientY - box.top) * canvas.height / box.height)));
+// The hover panel: the shown map's top-5 at the pointer's pixel; without a map (busy, error) or a pointer, nothing.
+function showHover() {
+  const canvas = $("canvas"), box = canvas.getBoundingClientRect(), pointer = state.pointer;
+  const over = pointer && pointer.x >= box.left && pointer.x <= box.right &&
+               pointer.y >= box.top && pointer.y <= box.bottom;
+  if (!state.grid || !over) {  // (a new image's canvas may no longer be under a pointer that has not moved)
+    $("hover").innerHTML = '<span class="muted">point at the image</span>';
+    drawMarks(null);
+    return;
+  }
+  const x = Math.min(canvas.width - 1, Math.max(0, Math.floor((pointer.x - box.left) * canvas.width / box.width)));
+  const y = Math.min(canvas.height - 1, Math.max(0, Math.floor((pointer.y - box.top) * canvas.height / box.height)));
   const values = probabilitiesAt(x, y);  // saliency: each shown class's map value there, not a probability
   const order = Array.from(values.keys()).sort((a, b) => values[b] - values[a]).slice(0, 5);
   const names = state.saliency ? state.result.classes.map((heat) => heat.name) : state.categories;
@@ -361,7 +395,7 @@ async function start() {
   $("model").textContent = `${state.info.model} · ${state.info.classes} classes`;
   document.body.classList.toggle("segmentation", state.info.mode === "segmentation");
   for (const name of state.info.methods) $("method").append(new Option(name, name, false, name === state.info.default_method));
-  $("method").onchange = () => { if (state.source && state.result) analyse(state.source); };
+  $("method").onchange = () => { if (state.source) analyse(state.source); };  // after an error too: another may work
   for (const name of Object.keys(state.info.colormaps)) $("colormap").append(new Option(name, name, false, name === state.info.default_colormap));
   const names = await getJSON("/api/classes");
   state.categories = names.classes;
@@ -379,7 +413,8 @@ async function start() {
   $("normalize").onchange = render;
   $("detections").onchange = toggleDetections;
   $("search").onsubmit = search;
-  $("canvas").onmousemove = onHover;
+  $("canvas").onmousemove = (event) => { state.pointer = { x: event.clientX, y: event.clientY }; showHover(); };
+  $("canvas").onmouseleave = () => { state.pointer = null; };  // the panel keeps the last pixel's values
   document.body.dataset.ready = "1";
 }
 
