@@ -64,7 +64,9 @@ def detect(
     fuse: Annotated[str, typer.Option(help="Fuse pyramid levels per pixel: max or mean.")] = "max",
     threshold_mode: Annotated[str, typer.Option(help="absolute, relative (× class peak) or otsu.")] = "relative",
     threshold: Annotated[float, typer.Option(help="Threshold for absolute/relative modes.", min=0.0, max=1.0)] = 0.5,
-    min_score: Annotated[float, typer.Option(help="Drop detections whose peak is below.", min=0.0, max=1.0)] = 0.3,
+    min_score: Annotated[float, typer.Option(
+        help="Drop detections whose peak is below. When no box passes, a line on stderr gives the highest peak and "
+             "a value that lets it through (exit code still 0: no boxes is a result).", min=0.0, max=1.0)] = 0.3,
     box_mode: Annotated[str, typer.Option(help="auto, window (classifier window at peak) or region (heat extent).")] = "auto",
     window_fill: Annotated[float, typer.Option(help="Window boxes are this fraction of the window.")] = 1.0,
     center: Annotated[str, typer.Option(help="Centre window boxes on the heat's peak or centroid.")] = "peak",
