@@ -66,6 +66,7 @@ def test_help_and_usage_errors_do_not_import_torch(tmp_path):
         [str(photo), "--format", "bmp"],  # bad choices, checked before the model loads
         [str(photo), "--method", "foo"],
         [str(photo), "--colormap", "rainbow"],
+        [str(photo), "--normalize", "rainbow"],
         [str(photo), "--backend", "tpu"],
         ["detect", str(photo), "--precision", "fp8"],
         ["detect", str(photo), "--work-size", "big"],

@@ -192,10 +192,11 @@ def check_choices(**values) -> None:
 def print_target_layers(**network_options) -> None:
     """``--target-layer list``: the network's layers a pytorch-grad-cam method can read, one per line with its
     type, the default first; ``network_options`` are :func:`load_command_network`'s."""
-    from ..methods import target_layer_names
+    from ..methods import DEFAULT_TARGET_LAYER, target_layer_names
 
     for name, kind in target_layer_names(load_command_network(**network_options)):
-        console.print(f"{name}  {kind}", highlight=False, markup=False)
+        console.print(f"{name}  {kind}{'  (default)' if name == DEFAULT_TARGET_LAYER else ''}", highlight=False,
+                      markup=False)
 
 
 def check_class_names(classes: list[str] | None, *, model: str, classes_path: Path | None,

@@ -120,14 +120,13 @@ def detect(
         check_class_names(classes, model=model, classes_path=class_names_file, checkpoint=checkpoint)
         if not inputs and list_file is None:
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
-        from ..io import check_image_path
+        from ..io import atomic_write_json, check_image_path, decode_input, ensure_output_dir  # no torch
 
         batch = is_batch_input(inputs, list_file)
         image = None if batch else check_image_path(inputs[0])  # a typo fails before the model loads
 
         from ..coco import coco_results_from_summary, to_coco_results
         from ..detect import DetectOptions
-        from ..io import atomic_write_json, decode_input, ensure_output_dir
         from ..pyramid import parse_scales
         from ..runtimes import command_backend
         from ..scoring import ScoringOptions

@@ -181,12 +181,11 @@ def heatmap(
         check_class_names(classes, model=model, classes_path=class_names_file, checkpoint=checkpoint)
         if not inputs and list_file is None:
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
-        from ..io import check_image_path
+        from ..io import check_image_path, decode_input, ensure_output_dir  # numpy and Pillow, no torch
 
         batch = is_batch_input(inputs, list_file)
         image = None if batch else check_image_path(inputs[0])  # a typo fails before the model loads
 
-        from ..io import decode_input, ensure_output_dir
         from ..runtimes import command_backend
         from ..scoring import ScoringOptions
         from ..tasks import HeatmapOptions, HeatmapTask, SegmentationTask, process_input
