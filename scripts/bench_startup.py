@@ -7,7 +7,9 @@
     python scripts/bench_startup.py --repo . --repo /tmp/old --runs 5   # side by side
 
 Prints the CPU (model and flags from /proc/cpuinfo, the load average), then per command the median wall time of
-``--runs`` fresh processes, the exit code, and whether ``torch`` was imported (read from ``sys.modules`` at exit).
+``--runs`` fresh processes and their median CPU time (user + system: what the command costs, less sensitive than
+the wall time to other work on a shared machine), the exit code, and whether ``torch`` was imported (read from
+``sys.modules`` at exit).
 The mistyped class is run with ``--weights`` the test suite's seeded VGG16 file when one is kept
 (``FCN_TEST_WEIGHTS_CACHE`` or the temporary folder), so the old code reaches its class check without a download.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import glob
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -89,20 +92,22 @@ def _environment(repo: Path) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(repo), COLUMNS="120")
 
 
-def time_command(repo: Path, arguments: list[str], runs: int) -> tuple[float, int, bool]:
-    """Median wall seconds of ``runs`` fresh processes, the exit code, and whether torch was imported."""
-    seconds, code, imported = [], 0, False
+def time_command(repo: Path, arguments: list[str], runs: int) -> tuple[float, float, int, bool]:
+    """Median wall and CPU seconds of ``runs`` fresh processes, the exit code, and whether torch was imported."""
+    seconds, cpu_seconds, code, imported = [], [], 0, False
     with tempfile.TemporaryDirectory() as scratch:
         report = os.path.join(scratch, "report")
         environment = dict(_environment(repo), BENCH_STARTUP_REPORT=report)
         for _ in range(runs):
-            start = time.perf_counter()
+            before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
             result = subprocess.run([sys.executable, "-c", _WRAPPER, *arguments], capture_output=True,
                                     cwd=scratch, env=environment)
             seconds.append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu_seconds.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
             code = result.returncode
             imported = Path(report).read_text() == "1" if os.path.exists(report) else False
-    return statistics.median(seconds), code, imported
+    return statistics.median(seconds), statistics.median(cpu_seconds), code, imported
 
 
 def main() -> None:
@@ -121,16 +126,16 @@ def main() -> None:
         Image.new("RGB", (64, 48), (120, 80, 40)).save(image)
         table = {repo: dict(commands(repo, image, weights)) for repo in repos}
         labels = list(dict.fromkeys(label for rows in table.values() for label in rows))
-        header = "".join(f" | {str(repo)[-28:]:>28}" for repo in repos)
+        header = "".join(f" | {str(repo)[-38:]:>38}" for repo in repos)
         print(f"{'command':<28}{header}")
         for label in labels:
             cells = []
             for repo in repos:
                 if label not in table[repo]:
-                    cells.append(f" | {'—':>28}")
+                    cells.append(f" | {'—':>38}")
                     continue
-                median, code, imported = time_command(repo, table[repo][label], options.runs)
-                cells.append(f" | {median:6.2f} s  exit {code:<3}  torch {'yes' if imported else 'no ':<3}")
+                median, cpu, code, imported = time_command(repo, table[repo][label], options.runs)
+                cells.append(f" | {median:5.2f} s (cpu {cpu:5.2f} s)  exit {code:<3} torch {'yes' if imported else 'no '}")
             print(f"{label:<28}{''.join(cells)}", flush=True)
     if weights is None:
         print("(no seeded VGG16 file kept: the mistyped --class row is left out; run the test suite once)")
