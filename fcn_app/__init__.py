@@ -28,8 +28,8 @@ from .errors import (
 #: import torch until something needs it.
 _EXPORTS = {
     **dict.fromkeys(["ScoreGeometry", "network_geometry", "upsample_to_pixels"], "geometry"),
-    **dict.fromkeys(["ClassHeatmap", "ClassSelection", "class_heatmaps", "heatmap_for_class", "resolve_classes",
-                     "top_classes"], "heatmaps"),
+    **dict.fromkeys(["ClassSelection", "resolve_classes"], "classes"),
+    **dict.fromkeys(["ClassHeatmap", "class_heatmaps", "heatmap_for_class", "top_classes"], "heatmaps"),
     "load_image": "io",
     **dict.fromkeys(["FullyConvolutionalNet", "load_classifier", "load_fcn", "load_network", "to_fully_convolutional"],
                     "models"),
