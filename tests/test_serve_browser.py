@@ -123,7 +123,7 @@ def test_upload_hover_and_sliders(browser, server_url, network, tmp_path):
                                rtol=0, atol=1e-6)  # = the bilinear rule saliency_pixels documents
     (tmp_path / "notes.png").write_text("not an image")  # errors: one readable line
     page.set_input_files("#file", str(tmp_path / "notes.png"))
-    page.wait_for_selector("#canvas[data-state='error']")
+    page.wait_for_selector("#canvas[data-state='error']", state="attached")  # hidden: no picture
     assert page.locator("#error").inner_text() == "notes.png: not a recognised image format (corrupt, or not an image)"
     page.close()
 
@@ -148,11 +148,11 @@ def page(browser, server_url):
 def show(page, image: Path, outcome: str = "ready") -> None:
     """Upload ``image`` and wait until the canvas says ``outcome`` (ready or error)."""
     page.set_input_files("#file", str(image))
-    page.wait_for_selector(f"#canvas[data-state='{outcome}']", timeout=20_000)
+    page.wait_for_selector(f"#canvas[data-state='{outcome}']", state="attached", timeout=20_000)
 
 
-def point_at(page, x_fraction: float, y_fraction: float) -> None:
-    box = page.locator("#canvas").bounding_box()
+def point_at(page, x_fraction: float, y_fraction: float, where: str = "#canvas") -> None:
+    box = page.locator(where).bounding_box()
     page.mouse.move(box["x"] + box["width"] * x_fraction, box["y"] + box["height"] * y_fraction)
 
 
@@ -190,8 +190,9 @@ def test_an_error_after_a_result_clears_the_picture_and_the_hover(page, photo, t
     assert page.locator("#error").inner_text().startswith("notes.png: ")
     assert page.evaluate("(() => { const c = document.getElementById('canvas'); return Array.from(c.getContext('2d')"
                          ".getImageData(0, 0, c.width, c.height).data).every((v) => v === 0); })()")  # nothing drawn
+    assert page.locator("#canvas").is_hidden()
     assert hover_rows(page) == [] and page.locator("#classes li").count() == 0
-    point_at(page, 0.4, 0.6)  # the pointer over the empty canvas: no classes, no window
+    point_at(page, 0.4, 0.1, where="#view")  # the pointer where the picture was: no classes, no window
     assert hover_rows(page) == [] and page.locator("#marks rect").count() == 0
 
 

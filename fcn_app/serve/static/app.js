@@ -165,6 +165,7 @@ function loadPicture(width, height) {
     image.onload = () => {
       const canvas = $("canvas");
       canvas.width = width; canvas.height = height;
+      canvas.classList.remove("blank");
       const context = canvas.getContext("2d");
       context.drawImage(image, 0, 0, width, height);  // the picture the server scored (max_side applied)
       state.base = context.getImageData(0, 0, width, height);
@@ -185,6 +186,7 @@ function forgetResult(withPicture) {
   if (withPicture) {
     state.base = null;
     $("canvas").width = $("canvas").height = 1;  // resizing clears it, as the page starts
+    $("canvas").classList.add("blank");
     $("marks").setAttribute("viewBox", "0 0 1 1");
   }
   showHover();
