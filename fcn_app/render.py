@@ -108,7 +108,7 @@ def blend(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndar
 
 def _heat_levels(heatmap: np.ndarray) -> np.ndarray:
     """``rint(clip(heatmap, 0, 1)·255)`` as uint8 (NaN → 0), as :func:`colorize` quantises."""
-    # fmax/fmin skip NaN (NaN → 0) in two passes, where nan_to_num + maximum took four (~60 ms on 12 MP); values
+    # fmax/fmin skip NaN (NaN → 0) in two passes over a photo-sized map, where nan_to_num + maximum take four; values
     # above 1 saturate to 255 either way. (numpy's, not cv2.max: that reads a 1-pixel map as a 4-element Scalar.)
     heat = np.fmax(heatmap.astype(np.float32, copy=False), np.float32(0.0))
     np.fmin(heat, np.float32(1.0), out=heat)

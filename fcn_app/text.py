@@ -130,7 +130,7 @@ def ink_text(
     colour: tuple[int, int, int],
     font: str | os.PathLike | None = None,
 ) -> None:
-    """:func:`draw_text` into ``image`` itself (no copy: a 12 MP picture costs ~15 ms to copy per line)."""
+    """:func:`draw_text` into ``image`` itself (no copy of a photo-sized picture per line)."""
     result = image
     face = load_font(font, size)
     text = _one_line(text)

@@ -1,7 +1,7 @@
 """torchvision's VGG family as shapes and weights facts, without importing torchvision (a fast start-up path).
 
 ``import torchvision`` imports every model family and ``torchvision.ops``, which imports ``torch._dynamo``: about
-1.2 s on a 2-core machine, as long again as ``import torch``, for a command that runs VGG16 in ~1.5 s. Loading the
+as long again as ``import torch`` (measured in docs/big-photos.md, "Start-up: what was cut"). Loading the
 default VGG16 needs none of it: its layers are ``Conv2d``/``ReLU``/``MaxPool2d`` (+ ``BatchNorm2d``) in the
 layout below, its weights are a file in the hub cache, and its preprocessing is ImageNet's. So the zoo builds
 the VGG family's *shapes* here (on the meta device, weights loaded with ``assign``) and takes the weights facts
