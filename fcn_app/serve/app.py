@@ -291,17 +291,20 @@ def _add_api_docs(app: FastAPI) -> None:
         page.headers["Content-Security-Policy"] = _DOCS_POLICY
         return page
 
+    # The app reached through the request, not closed over: FastAPI keeps endpoints in caches that outlive the
+    # app, and an endpoint holding the app would keep its server (and private folder) alive.
     @app.get("/docs", include_in_schema=False)
-    def swagger_ui() -> HTMLResponse:
+    def swagger_ui(request: Request) -> HTMLResponse:
         return self_contained(get_swagger_ui_html(
-            openapi_url=app.openapi_url, title=f"{app.title} API", swagger_js_url=f"{VENDOR_URL}/swagger-ui-bundle.js",
-            swagger_css_url=f"{VENDOR_URL}/swagger-ui.css", swagger_favicon_url=icon))
+            openapi_url=request.app.openapi_url, title=f"{request.app.title} API",
+            swagger_js_url=f"{VENDOR_URL}/swagger-ui-bundle.js", swagger_css_url=f"{VENDOR_URL}/swagger-ui.css",
+            swagger_favicon_url=icon))
 
     @app.get("/redoc", include_in_schema=False)
-    def redoc() -> HTMLResponse:
+    def redoc(request: Request) -> HTMLResponse:
         return self_contained(get_redoc_html(
-            openapi_url=app.openapi_url, title=f"{app.title} API", redoc_js_url=f"{VENDOR_URL}/redoc.standalone.js",
-            redoc_favicon_url=icon, with_google_fonts=False))
+            openapi_url=request.app.openapi_url, title=f"{request.app.title} API",
+            redoc_js_url=f"{VENDOR_URL}/redoc.standalone.js", redoc_favicon_url=icon, with_google_fonts=False))
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
