@@ -22,8 +22,10 @@ from fastapi.testclient import TestClient  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from fcn_app.cli import app as cli_app  # noqa: E402
+from fcn_app.choices import NORMALIZE_MODES  # noqa: E402
 from fcn_app.cli.app import load_command_network  # noqa: E402
 from fcn_app.serve.app import ServeSettings, create_app  # noqa: E402
+from fcn_app.text import format_probability  # noqa: E402
 from helpers_serve import TINY, png_bytes, threaded_server  # noqa: E402
 from hostile_corpus import bomb_png, build_corpus  # noqa: E402
 
@@ -73,13 +75,17 @@ def test_heatmap_answers_the_cli_json_and_picture(client, tmp_path):
     payload = answer.json()
     pictures, outputs = payload.pop("pictures"), expected.pop("outputs")
     assert payload.pop("image") == "photo.png" and expected.pop("image") == str(image)
+    assert payload.pop("labels") == {"classes": [format_probability(heat["peak_probability"])
+                                                 for heat in expected["classes"]]}  # the page's text
     assert payload == expected
     np.testing.assert_array_equal(_pixels(pictures["overlay"]), np.asarray(Image.open(outputs["overlay"])))
     assert os.listdir(client.private) == []  # the request's folder went with it
     # pictures=false (what the page asks): nothing drawn, the same summary
     bare = client.post("/api/heatmap", files={"image": ("photo.png", image.read_bytes(), "image/png")},
                        data={**options, "class": ["cat", "3"], "pictures": "false"}).json()
-    assert bare.pop("pictures") == {} and bare.pop("image") == "photo.png" and bare == expected
+    assert bare.pop("pictures") == {} and bare.pop("image") == "photo.png" and "labels" in bare
+    bare.pop("labels")
+    assert bare == expected
 
 
 @pytest.mark.parametrize("flags, form", [
@@ -98,6 +104,8 @@ def test_detect_answers_the_cli_detections(client, tmp_path, flags, form):
     payload = answer.json()
     picture = _pixels(payload.pop("pictures")["detections"])
     assert payload.pop("image") == "photo.png" and expected.pop("image") == str(image)
+    assert payload.pop("labels") == {"detections": [format_probability(detection["score"])
+                                                    for detection in expected["detections"]]}  # the page's text
     assert payload == expected and len(payload["detections"]) > 0
     if form:  # the network saw the working size; the boxes are in the photo's pixels (as the CLI's)
         assert max(payload["work_size"]["width"], payload["work_size"]["height"]) == 40
@@ -125,6 +133,27 @@ def test_the_pages_data_rebuild_the_clis_heatmap(client):
     assert len(grid["windows"]) == grid["rows"] * grid["cols"]
 
 
+def test_normalize_takes_none_peak_minmax_and_the_former_switch(client, tmp_path):
+    """The form's normalize is the CLI's --normalize; true/false (the former on/off field) still read as peak/none."""
+    image = tmp_path / "photo.png"
+    image.write_bytes(png_bytes())
+
+    def overlay(normalize: str) -> np.ndarray:
+        answer = client.post("/api/heatmap", files={"image": ("photo.png", image.read_bytes())},
+                             data={"normalize": normalize})
+        assert answer.status_code == 200, answer.text
+        return _pixels(answer.json()["pictures"]["overlay"])
+
+    assert client.get("/api/info").json()["normalize_modes"] == list(NORMALIZE_MODES)  # the page's menu
+    drawn = {mode: overlay(mode) for mode in NORMALIZE_MODES}
+    cli = _cli_json("heatmap", image, "--model", TINY, "--json", "--out", tmp_path / "cli", "--normalize", "minmax")
+    np.testing.assert_array_equal(drawn["minmax"], np.asarray(Image.open(cli["outputs"]["overlay"])))
+    assert not any(np.array_equal(drawn[a], drawn[b]) for a, b in [("none", "peak"), ("none", "minmax"),
+                                                                    ("peak", "minmax")])
+    for sent, mode in [("true", "peak"), ("false", "none"), (" MinMax ", "minmax")]:
+        np.testing.assert_array_equal(overlay(sent), drawn[mode])
+
+
 def test_classes_search_follows_the_cli_rules(client):
     assert client.get("/api/classes").json()["classes"][:2] == ["tabby cat", "tiger cat"]
     assert client.get("/api/classes", params={"query": "cat"}).json()["indices"] == [0, 1]
@@ -146,6 +175,7 @@ def _assert_one_line(answer, status: int, text: str) -> None:
     ({"class": "giraffe"}, 422, "no class named 'giraffe'"),
     ({"alpha": "2"}, 422, "alpha:"),
     ({"fuse": "median"}, 422, "fuse: unknown fuse mode"),
+    ({"normalize": "auto"}, 422, "normalize: unknown value 'auto'; choose none, peak or minmax"),
     ({"max_pixels": "10"}, 413, "a.png: declares more than 10 pixels"),
     ({"max_pixels": str(10**12)}, 422, "max_pixels: at most"),
 ])
@@ -329,6 +359,8 @@ def test_a_saliency_method_answers_the_cli_json_picture_and_maps(pooled_client, 
     pictures, grid, outputs = payload.pop("pictures"), payload.pop("pixels"), expected.pop("outputs")
     assert payload.pop("image") == "photo.png" and expected.pop("image") == str(image)
     assert payload.pop("seconds") >= 0 and expected.pop("seconds") >= 0  # the time each run took
+    assert payload.pop("labels") == {"classes": [format_probability(heat["window_probability"])
+                                                 for heat in expected["classes"]]}
     assert payload == expected and payload["method"] == "gradcam"
     np.testing.assert_array_equal(_pixels(pictures["overlay"]), np.asarray(Image.open(outputs["overlay"])))
     # a picture under 256 px: the page gets each class's map at the picture's own size
@@ -365,6 +397,8 @@ def test_cam_detect_and_the_methods_on_offer(pooled_client, network, monkeypatch
     fcn = pooled_client.post("/api/heatmap", files={"image": ("a.png", png_bytes())}).json()
     # CAM is scaled per class like a saliency map: the page gets each class's map, not the cells' probabilities
     assert cam["method"] == "cam" and cam["pixels"]["kind"] == "saliency" and "window_probability" in cam["classes"][0]
+    # its labels give what the classifier says in the window, as the CLI's legend and table (the map peaks at 1)
+    assert cam["labels"]["classes"] == [format_probability(heat["window_probability"]) for heat in cam["classes"]]
     assert cam["map_size"]["rows"] > fcn["map_size"]["rows"]  # one feature cell per window: a finer map
     boxes = pooled_client.post("/api/detect", files={"image": ("a.png", png_bytes())},
                                data={"method": "gradcam", "min_score": "0"})
@@ -376,7 +410,7 @@ def test_cam_detect_and_the_methods_on_offer(pooled_client, network, monkeypatch
     assert result.exit_code == 0, result.output
     expected = json.loads((tmp_path / "cli" / "a.detections.json").read_text())
     payload = boxes.json()
-    payload.pop("pictures"), payload.pop("image"), expected.pop("image")
+    payload.pop("pictures"), payload.pop("image"), payload.pop("labels"), expected.pop("image")
     assert payload == expected and len(payload["detections"]) > 0  # detect --method gradcam's JSON
     assert "cam" not in create_app(ServeSettings(network)).state.server.methods  # no pooled head
     monkeypatch.setitem(sys.modules, "pytorch_grad_cam", None)  # import → ImportError

@@ -12,16 +12,21 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
+from fcn_app.choices import NORMALIZE_MODES  # noqa: E402
 from fcn_app.cli.app import load_command_network  # noqa: E402
 from fcn_app.geometry import interpolation_matrix, upsample_to_pixels  # noqa: E402
 from fcn_app.io import decode_input  # noqa: E402
 from fcn_app.resolution import score_map_on_original  # noqa: E402
+from fcn_app.render import normalize_heat  # noqa: E402
 from fcn_app.serve.app import ServeSettings, create_app  # noqa: E402
+from fcn_app.serve.service import colormap_tables  # noqa: E402
 from fcn_app.tasks import HeatmapOptions, HeatmapTask  # noqa: E402
+from fcn_app.text import format_probability  # noqa: E402
 from helpers_browser import block_outside_requests  # noqa: E402
 from helpers_serve import TINY, png_bytes, threaded_server  # noqa: E402
 
@@ -95,9 +100,9 @@ def test_upload_hover_and_sliders(browser, server_url, network, tmp_path):
     after_opacity = page.evaluate(CANVAS_SUM)
     page.select_option("#colormap", "jet")
     after_colormap = page.evaluate(CANVAS_SUM)
-    page.check("#normalize")
+    page.select_option("#normalize", "peak")
     after_normalize = page.evaluate(CANVAS_SUM)
-    page.uncheck("#normalize")
+    page.select_option("#normalize", "none")
     assert len({before, after_opacity, after_colormap, after_normalize}) == 4
     assert len(requests) == asked
 
@@ -214,6 +219,75 @@ def test_switching_method_updates_the_hover_under_a_still_pointer(page, photo):
     assert [name for name, _ in shown] == [name for name, _ in expected] and shown != before
     torch.testing.assert_close(torch.tensor([v for _, v in shown]), torch.tensor([v for _, v in expected]),
                                rtol=0, atol=1e-6)
+
+
+#: Probabilities the page may format: ties of three decimals (odd sixteenths: Python rounds them to even, JS's
+#: toFixed up), both sides of 0.0005 and of a rounding that adds a digit, exponents below 1e-4, float32 values, a
+#: hair outside [0, 1] (clamped), and values refused by both.
+PROBABILITIES = [0.0, 1.0, 0.5, 0.912, 0.0625, 0.1875, 0.9375, 0.9995, 0.99949, 0.0035, 0.003, 0.0005, 0.000499999,
+                 0.00042, 0.000995, 9.96e-05, 9.949e-05, 1.2e-05, 1.25e-05, 1e-05, 5e-07, 1e-12, 5e-324, 1.0000005,
+                 -5e-07, *np.float32([0.0123456, 0.8765432, 3.3e-4, 7.7e-6]).tolist(),
+                 *(10.0 ** np.random.default_rng(0).uniform(-7, 0, 40)).tolist(), 1.5, -0.1, float("nan")]
+
+
+def python_text(value: float) -> str:
+    try:
+        return format_probability(value)
+    except ValueError:
+        return "refused"
+
+
+@pytest.mark.slow
+def test_the_page_writes_probabilities_as_the_cli_does(page, photo):
+    """Every probability the page shows reads as text.format_probability writes it: its JS port agrees value for
+    value; class and box labels are the server's strings; the hover's values are formatted by the port."""
+    shown = page.evaluate("(values) => values.map((value) => { try { return formatProbability(value); } "
+                          "catch (error) { return error instanceof RangeError ? 'refused' : String(error); } })",
+                          PROBABILITIES)
+    assert shown == [python_text(value) for value in PROBABILITIES]
+
+    show(page, photo)
+    result = page.evaluate("state.result")
+    assert [item.text_content() for item in page.locator("#classes li").all()] == [
+        f"{heat['name']}  {label}" for heat, label in zip(result["classes"], result["labels"]["classes"])]
+    point_at(page, 0.5, 0.5)
+    assert [row.locator("td.p").text_content() for row in page.locator("#hover tr").all()] == [
+        format_probability(float(row.get_attribute("data-probability"))) for row in page.locator("#hover tr").all()]
+    boxes = [{"class_name": "cat", "score": 0.003, "box": [4, 4, 40, 30]},
+             {"class_name": "dog", "score": 0.00042, "box": [50, 40, 30, 30]}]  # peaks the page once drew as 0.00
+    page.route("**/api/detect", lambda route: route.fulfill(json={
+        "detections": boxes, "labels": {"detections": [format_probability(box["score"]) for box in boxes]}}))
+    page.check("#detections")
+    page.wait_for_selector("#marks text")
+    assert [text.text_content() for text in page.locator("#marks text").all()] == ["cat 0.003", "dog 0.00042"]
+
+
+@pytest.mark.slow
+def test_each_normalize_mode_colours_the_map_as_normalize_heat(page, photo):
+    """At full opacity each pixel is the colormap's colour of its level: the map under none, peak and minmax must
+    give render.normalize_heat's levels (a level that rounds either way within 1e-3 is left out: the page rounds
+    in float64, colorize in float32)."""
+    show(page, photo)
+    assert page.evaluate("Array.from(document.getElementById('normalize').options, (o) => o.value)") == \
+        list(NORMALIZE_MODES)
+    page.locator("#opacity").fill("100")
+    heat = np.asarray(page.evaluate("Array.from(state.heat)"), dtype=np.float32)
+    table = np.asarray(colormap_tables()["turbo"], dtype=np.uint8)
+    drawn = {}
+    for mode in NORMALIZE_MODES:
+        page.select_option("#normalize", mode)
+        drawn[mode] = np.asarray(page.evaluate(
+            "(() => { const c = document.getElementById('canvas'); return Array.from(c.getContext('2d')"
+            ".getImageData(0, 0, c.width, c.height).data); })()"), dtype=np.uint8).reshape(-1, 4)[:, :3]
+        levels = np.clip(normalize_heat(heat, mode).astype(np.float64), 0, 1) * 255
+        exact = np.abs(levels - np.floor(levels) - 0.5) > 1e-3
+        np.testing.assert_array_equal(drawn[mode][exact], table[np.rint(levels[exact]).astype(int)])
+        assert exact.mean() > 0.99
+    assert not np.array_equal(drawn["none"], drawn["minmax"]) and not np.array_equal(drawn["peak"], drawn["minmax"])
+    lowest, highest = int(heat.argmin()), int(heat.argmax())  # minmax: the map's extremes get the table's ends
+    assert (drawn["minmax"][lowest] == table[0]).all() and (drawn["minmax"][highest] == table[255]).all()
+    assert page.evaluate("(() => { const n = normalization('minmax', 0.25, 0.25); "
+                         "return (0.25 - n.offset) * n.scale; })()") == 0  # a flat map: all 0, never NaN
 
 
 @pytest.mark.slow

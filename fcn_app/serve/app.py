@@ -25,6 +25,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..choices import NORMALIZE_MODES
 from ..detect import DetectOptions
 from ..errors import ClassSelectionError, FcnError, InputImageError, OptionError
 from ..heatmaps import resolve_classes
@@ -274,6 +275,19 @@ MethodField = Annotated[str | None, Form(description=f"How the map is made: {', 
                                                      "server can run.")]
 TargetLayerField = Annotated[str | None, Form(description="The layer a pytorch-grad-cam method reads (the CLI's "
                                                           "--target-layer).")]
+NormalizeField = Annotated[str, Form(description=f"How each class's map becomes colours: {', '.join(NORMALIZE_MODES)} "
+                                                 "(the CLI's --normalize). true/false, what the former on/off field "
+                                                 "sent, read as peak/none.")]
+
+#: The former on/off field's values (every spelling FastAPI read as a bool) → the mode it meant.
+_NORMALIZE_SWITCH = {**dict.fromkeys(("true", "t", "on", "yes", "y", "1"), "peak"),
+                     **dict.fromkeys(("false", "f", "off", "no", "n", "0"), "none")}
+
+
+def _normalize_mode(value: str) -> str:
+    """The ``normalize`` field as :class:`~fcn_app.tasks.HeatmapOptions` takes it (it checks the mode: an unknown
+    one is a 422 with one line)."""
+    return _NORMALIZE_SWITCH.get(value.strip().lower(), value)
 
 
 #: The API docs pages load nothing from another host. ReDoc's bundle itself asks cdn.redoc.ly for its logo (and
@@ -355,6 +369,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 "classes": len(settings.network.categories), "root": server.root is not None,
                 "max_upload_bytes": settings.max_upload_bytes, "max_pixels": settings.max_pixels,
                 "default_colormap": DEFAULT_COLORMAP, "colormaps": server.colormaps,
+                "normalize_modes": list(NORMALIZE_MODES),
                 "methods": server.methods, "default_method": settings.method}
 
     @app.get("/api/classes", summary="The model's class names, or what a --class value selects")
@@ -384,7 +399,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         server: ServerDependency, image: ImageField = None, path: PathField = None, classes: ClassField = None,
         topk: Annotated[int, Form(ge=1)] = 3, colormap: Annotated[str, Form()] = DEFAULT_COLORMAP,
         alpha: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5, grid: Annotated[bool, Form()] = False,
-        normalize: Annotated[bool, Form()] = False, work_size: WorkSizeField = None,
+        normalize: NormalizeField = "none", work_size: WorkSizeField = None,
         scales: Annotated[str, Form()] = "1", fuse: Annotated[str, Form()] = "max",
         image_format: Annotated[str, Form(alias="format")] = "png", max_side: MaxSideField = None,
         max_pixels: MaxPixelsField = None, method: MethodField = None, target_layer: TargetLayerField = None,
@@ -398,8 +413,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     ) -> JSONResponse:
         def job(source: Source, folder: Path, limit: int) -> dict:
             options = HeatmapOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha, grid=grid,
-                                     normalize=normalize, max_side=max_side, max_pixels=limit, work_size=work_size,
-                                     scales=scales, fuse=fuse, image_format=image_format,
+                                     normalize=_normalize_mode(normalize), max_side=max_side, max_pixels=limit,
+                                     work_size=work_size, scales=scales, fuse=fuse, image_format=image_format,
                                      method=method or server.settings.method, target_layer=target_layer or None)
             return heatmap_job(server.settings.network, options, server.settings.scoring, source, folder, pixels,
                                server.queue.score, with_pictures=pictures)
@@ -413,7 +428,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def segment(
         server: ServerDependency, image: ImageField = None, path: PathField = None, classes: ClassField = None,
         topk: Annotated[int, Form(ge=1)] = 3, colormap: Annotated[str, Form()] = DEFAULT_COLORMAP,
-        alpha: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5, normalize: Annotated[bool, Form()] = False,
+        alpha: Annotated[float, Form(ge=0.0, le=1.0)] = 0.5, normalize: NormalizeField = "none",
         work_size: WorkSizeField = None, scales: Annotated[str, Form()] = "1",
         fuse: Annotated[str | None, Form(description="Fuse pyramid levels: mean (of probabilities, the default for "
                                                      "segmentation) or max.")] = None,
@@ -423,8 +438,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     ) -> JSONResponse:
         def job(source: Source, folder: Path, limit: int) -> dict:
             options = HeatmapOptions(classes=classes or None, topk=topk, colormap=colormap, alpha=alpha,
-                                     normalize=normalize, max_side=max_side, max_pixels=limit, work_size=work_size,
-                                     scales=scales, fuse=fuse, image_format=image_format)
+                                     normalize=_normalize_mode(normalize), max_side=max_side, max_pixels=limit,
+                                     work_size=work_size, scales=scales, fuse=fuse, image_format=image_format)
             return segment_job(server.settings.network, options, server.settings.scoring, source, folder,
                                server.queue.score)
 

@@ -46,6 +46,8 @@ from ..scoring import ScoreMap, ScoringOptions
 from ..segmentation.datasets import voc_palette
 from ..tasks import (DetectionTask, HeatmapOptions, HeatmapTask, ModelTurn, ProgressCallback, SegmentationTask,
                      predict_input, process_input)
+from ..tasks.heatmap import reported_probabilities
+from ..text import format_probability
 
 __all__ = ["ModelQueue", "QueueFull", "RequestTimeout", "available_methods", "colormap_tables", "detect_job",
            "heatmap_job", "pixel_probabilities", "saliency_pixels", "segment_job"]
@@ -256,9 +258,10 @@ def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
                 out_dir: Path, with_pixels: bool = False, model_turn: ModelTurn | None = None,
                 with_pictures: bool = True) -> dict:
     """``fcn-heatmap IMAGE --json`` for one image: its summary, the pictures (unless ``with_pictures`` is false:
-    then nothing is drawn, encoded or written — ``pictures`` is empty), and optionally the page's data
-    (:func:`pixel_probabilities` for a score map, :func:`saliency_pixels` for a map scaled per class: cam's or a
-    pytorch-grad-cam method's).
+    then nothing is drawn, encoded or written — ``pictures`` is empty), ``labels`` (``{"classes": […]}``: each
+    class's probability as the CLI's table writes it, :func:`~fcn_app.text.format_probability`), and optionally
+    the page's data (:func:`pixel_probabilities` for a score map, :func:`saliency_pixels` for a map scaled per
+    class: cam's or a pytorch-grad-cam method's).
 
     :func:`~fcn_app.tasks.process_input`'s steps (decode, predict, render, write), the network's pass through
     ``model_turn`` (:meth:`ModelQueue.score`; by default here)."""
@@ -268,7 +271,8 @@ def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
     prediction = predict_input(task, image, model_turn=model_turn)
     rendered = task.render(image, prediction, source.name, draw=with_pictures)
     written = task.write(rendered, task.output_paths(out_dir / "image")) if with_pictures else {}
-    payload = dict(rendered.summary, pictures=_pictures(written))
+    payload = dict(rendered.summary, pictures=_pictures(written),
+                   labels={"classes": [format_probability(value) for value in reported_probabilities(rendered)]})
     if with_pixels and is_min_max_scaled(options.method):  # cam too: its map is not the cells' probabilities
         payload["pixels"] = saliency_pixels(rendered.heatmaps)
     elif with_pixels and rendered.score_map is not None:
@@ -295,12 +299,15 @@ def segment_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
 
 def detect_job(network: torch.nn.Module, options: DetectOptions, settings: dict, source: Source,
                out_dir: Path, model_turn: ModelTurn | None = None) -> dict:
-    """``fcn-heatmap detect IMAGE`` for one image: its ``.detections.json`` and the boxes' picture.
+    """``fcn-heatmap detect IMAGE`` for one image: its ``.detections.json``, the boxes' picture, and ``labels``
+    (``{"detections": […]}``: each box's score as the CLI's box labels write it,
+    :func:`~fcn_app.text.format_probability`).
     ``settings`` are :class:`~fcn_app.tasks.DetectionTask`'s other fields (scales, classes, …).
     :func:`~fcn_app.tasks.process_input`, the network's pass through ``model_turn``."""
     task = DetectionTask(network, options, **settings)
     task.check()
     rendered, written = process_input(task, decode_input(source.path, task.decode_request), out_dir / "image",
                                       source=source.name, model_turn=model_turn)
-    return dict(rendered.summary, pictures={"detections": _data_url(written["overlay"])})
+    return dict(rendered.summary, pictures={"detections": _data_url(written["overlay"])},
+                labels={"detections": [format_probability(detection.score) for detection in rendered.detections]})
 

@@ -35,7 +35,8 @@ from ..text import check_font, format_probability
 from .base import DecodeLimitsFromOptions, ProgressCallback, Report, picture_of, write_each
 
 __all__ = ["IMAGE_FORMATS", "NATIVE", "HeatmapOptions", "HeatmapTask", "RenderedImage", "ScoreMapTask",
-           "check_image_format", "check_work_size", "native_unless_given", "native_unless_given_rule", "write_scores"]
+           "check_image_format", "check_work_size", "native_unless_given", "native_unless_given_rule",
+           "reported_probabilities", "write_scores"]
 
 OVERLAY_SUFFIX = ".heatmap"
 GRID_SUFFIX = ".grid"
@@ -172,6 +173,15 @@ def write_scores(path: str | os.PathLike, score_map: ScoreMap) -> Path:
         receptive_field=np.asarray(geometry.receptive_field),
         categories=np.asarray(score_map.categories),
     )
+
+
+def reported_probabilities(rendered: RenderedImage) -> list[float]:
+    """The probability each class of ``rendered`` is reported with (the table, the web page's labels): its peak
+    probability, or for a map scaled per class (cam, a saliency method: its peak is 1 by construction) what the
+    classifier gives the window."""
+    saliency = is_min_max_scaled(rendered.summary["method"])
+    return [entry["window_probability"] if saliency else heat.peak_probability
+            for entry, heat in zip(rendered.summary["classes"], rendered.heatmaps)]
 
 
 def heat_panel(image: np.ndarray, heatmap: ClassHeatmap, options: HeatmapOptions, lines: list[str],
@@ -400,8 +410,7 @@ class HeatmapTask(ScoreMapTask):
         title = (f"{summary['image']} · {summary['image_size']['width']}×{summary['image_size']['height']} px · "
                  f"network sees {work['width']}×{work['height']} ({work['rule']}) · {maps}")
         saliency = is_min_max_scaled(summary["method"])
-        values = [entry["window_probability"] if saliency else heat.peak_probability
-                  for entry, heat in zip(summary["classes"], rendered.heatmaps)]
+        values = reported_probabilities(rendered)
         rows = [[str(rank), heat.selection.name, format_probability(value),
                  f"({heat.peak_pixel[0]}, {heat.peak_pixel[1]})"]
                 for rank, (heat, value) in enumerate(zip(rendered.heatmaps, values), start=1)]

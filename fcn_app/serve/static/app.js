@@ -123,6 +123,36 @@ function probabilitiesAt(x, y) {
   return values;
 }
 
+// A probability as every legend, label, panel and table writes it: fcn_app/text.py's format_probability ported
+// (three decimals, or two significant digits where three would read 0.000), for the values computed here (hover,
+// a searched class); the server sends its own labels ready-made. Python rounds a three-decimal tie (an odd
+// sixteenth, exact in binary) to even where toFixed rounds up; .2g's exponent has two digits at least and no
+// trailing zeros. tests/test_serve_browser.py checks the two agree.
+function formatProbability(value) {
+  value = Number(value);
+  if (!(value >= -1e-6 && value <= 1 + 1e-6)) throw new RangeError(`a probability lies in [0, 1], got ${value}`);
+  value = Math.min(Math.max(value, 0), 1);  // float32 sums may overshoot by an ulp
+  if (value === 0 || value >= 0.0005) {
+    if ((value * 16) % 2 === 1) {  // an odd sixteenth (× 16 is exact): the only values halfway at three decimals
+      const below = Math.floor(value * 1000);
+      return ((below % 2 === 0 ? below : below + 1) / 1000).toFixed(3);
+    }
+    return value.toFixed(3);
+  }
+  const exponent = Number(value.toExponential(1).split("e")[1]);  // after rounding to two digits, as Python's
+  const trimmed = (text) => text.replace(/\.?0+$/, "");
+  if (exponent >= -4) return trimmed(value.toFixed(1 - exponent));
+  return `${trimmed(value.toExponential(1).split("e")[0])}e-${String(-exponent).padStart(2, "0")}`;
+}
+
+// How a map's values become colour levels, as render.normalize_heat (the CLI's --normalize):
+// level = (value − offset) · scale. low and high: the map's minimum and maximum.
+function normalization(mode, low, high) {
+  if (mode === "peak" && high > 0) return { offset: 0, scale: 1 / high };
+  if (mode === "minmax") return high - low > 0 ? { offset: low, scale: 1 / (high - low) } : { offset: 0, scale: 0 };
+  return { offset: 0, scale: 1 };  // none (or a map that is all 0 under peak)
+}
+
 function render() {
   const canvas = $("canvas"), context = canvas.getContext("2d");
   if (!state.base) return;
@@ -130,9 +160,9 @@ function render() {
   const alpha = Number($("opacity").value) / 100, table = state.info.colormaps[$("colormap").value];
   const source = state.base.data, output = context.createImageData(state.base.width, state.base.height);
   const target = output.data, heat = state.heat;
-  const scale = $("normalize").checked && state.peak > 0 ? 1 / state.peak : 1;  // as the CLI's --normalize
+  const { offset, scale } = normalization($("normalize").value, state.low, state.peak);
   for (let i = 0, p = 0; i < heat.length; i++, p += 4) {
-    const colour = table[Math.round(Math.min(1, Math.max(0, heat[i] * scale)) * 255)];
+    const colour = table[Math.round(Math.min(1, Math.max(0, (heat[i] - offset) * scale)) * 255)];
     target[p] = Math.round((1 - alpha) * source[p] + alpha * colour[0]);
     target[p + 1] = Math.round((1 - alpha) * source[p + 1] + alpha * colour[1]);
     target[p + 2] = Math.round((1 - alpha) * source[p + 2] + alpha * colour[2]);
@@ -145,7 +175,8 @@ function render() {
 function select(entry) {
   state.selection = entry;
   state.heat = heatFor(entry.indices);
-  state.peak = state.heat.reduce((a, b) => Math.max(a, b), 0);
+  state.low = state.heat.reduce((a, b) => Math.min(a, b), Infinity);
+  state.peak = state.heat.reduce((a, b) => Math.max(a, b), -Infinity);
   for (const item of $("classes").children) item.classList.toggle("selected", item.dataset.name === entry.name);
   render();
 }
@@ -153,7 +184,7 @@ function select(entry) {
 function addClass(entry, first) {
   const item = document.createElement("li");
   item.dataset.name = entry.name;
-  item.textContent = `${entry.name}  ${entry.peak.toFixed(3)}`;
+  item.textContent = `${entry.name}  ${entry.label}`;
   item.title = entry.names ? entry.names.join(", ") : entry.name;
   item.onclick = () => select(entry);
   if (first) $("classes").prepend(item); else $("classes").append(item);
@@ -235,7 +266,7 @@ async function analyse(source) {
       const saliency = result.pixels.kind === "saliency";
       state.saliency = saliency ? result.method : null;
       result.classes.forEach((heat, rank) => addClass({ name: heat.name, indices: saliency ? [rank] : heat.indices,
-                                                      peak: saliency ? heat.window_probability : heat.peak_probability }));
+                                                      label: result.labels.classes[rank] }));
       select({ name: result.classes[0].name, indices: saliency ? [0] : result.classes[0].indices });
       showHover();  // the new map at the pointer, where it rests
     }
@@ -284,7 +315,7 @@ function drawMarks(window) {
       marks.append(svg("rect", { class: "box", x, y, width: w, height: h, stroke: colour }));
       const size = Math.max(6, Math.round($("canvas").width / 45));  // image units: the SVG scales with the canvas
       marks.append(svg("text", { x: x + size / 4, y: y + size, "font-size": size },
-                       `${detection.class_name} ${detection.score.toFixed(2)}`));
+                       `${detection.class_name} ${state.detectionLabels[index]}`));
     });
   }
   if (window) {
@@ -315,7 +346,7 @@ function showHover() {
   const order = Array.from(values.keys()).sort((a, b) => values[b] - values[a]).slice(0, 5);
   const names = state.saliency ? state.result.classes.map((heat) => heat.name) : state.categories;
   const rows = order.map((k) => `<tr data-index="${k}" data-probability="${values[k]}"><td>${escapeHtml(names[k])}</td>` +
-                                `<td class="p">${values[k].toFixed(3)}</td></tr>`).join("");
+                                `<td class="p">${formatProbability(values[k])}</td></tr>`).join("");
   const what = state.saliency ? ` · ${escapeHtml(state.saliency)} map values (0–1 per map), not probabilities` : "";
   $("hover").innerHTML = `<div class="muted" id="hover-pixel" data-x="${x}" data-y="${y}">pixel (${x}, ${y})${what}</div><table>${rows}</table>`;
   if (state.saliency) { drawMarks(null); return; }  // no score cells: no window to outline
@@ -332,7 +363,9 @@ async function toggleDetections() {
     showProgress("detecting…");
     try {
       const fields = state.source.file ? { image: state.source.file } : { path: state.source.path };
-      state.detections = (await post("/api/detect", { ...fields, method: $("method").value })).detections;
+      const answer = await post("/api/detect", { ...fields, method: $("method").value });
+      state.detectionLabels = answer.labels.detections;  // the scores as the CLI's box labels write them
+      state.detections = answer.detections;
       showProgress(`${state.detections.length} detections`, 1);
     } catch (error) {
       showProgress(null);
@@ -354,7 +387,8 @@ async function search(event) {
   try {
     const selection = await getJSON(`/api/classes?query=${encodeURIComponent(query)}`);
     const heat = heatFor(selection.indices);
-    const entry = { name: selection.name, indices: selection.indices, names: selection.names, peak: heat.reduce((a, b) => Math.max(a, b), 0) };
+    const peak = heat.reduce((a, b) => Math.max(a, b), 0);
+    const entry = { name: selection.name, indices: selection.indices, names: selection.names, label: formatProbability(peak) };
     addClass(entry, true);
     select(entry);
     showError("");
@@ -399,6 +433,7 @@ async function start() {
   for (const name of state.info.methods) $("method").append(new Option(name, name, false, name === state.info.default_method));
   $("method").onchange = () => { if (state.source) analyse(state.source); };  // after an error too: another may work
   for (const name of Object.keys(state.info.colormaps)) $("colormap").append(new Option(name, name, false, name === state.info.default_colormap));
+  for (const mode of state.info.normalize_modes) $("normalize").append(new Option(mode, mode));  // none first
   const names = await getJSON("/api/classes");
   state.categories = names.classes;
   if (state.info.root) { $("browser").hidden = false; browse(""); }
