@@ -2,7 +2,7 @@
 
 from .atomic import (
     DEFAULT_QUALITY,
-    IMAGE_FORMATS,
+    PILLOW_FORMATS,
     atomic_write_image,
     atomic_write_bytes,
     atomic_write_json,
@@ -38,7 +38,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "GLOB_CHARACTERS",
     "DEFAULT_QUALITY",
-    "IMAGE_FORMATS",
+    "PILLOW_FORMATS",
     "IMAGE_EXTENSIONS",
     "DecodeRequest",
     "DecodedImage",

@@ -31,7 +31,7 @@ __all__ = [
     "atomic_write_stream",
     "atomic_write_npz",
     "DEFAULT_QUALITY",
-    "IMAGE_FORMATS",
+    "PILLOW_FORMATS",
     "encode_image",
     "encode_png",
     "ensure_output_dir",
@@ -115,8 +115,8 @@ def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
     return atomic_write_text(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
-#: Output formats for pictures: name (as a file extension or an option value) → Pillow format.
-IMAGE_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
+#: Pillow's format for each picture extension or option value (the option's choices: ``choices.IMAGE_FORMATS``).
+PILLOW_FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP"}
 #: JPEG/WebP quality unless the caller says otherwise: visually lossless for overlays, ~10× smaller than PNG.
 DEFAULT_QUALITY = 90
 
@@ -124,7 +124,7 @@ DEFAULT_QUALITY = 90
 def image_format_for(path: str | os.PathLike) -> str:
     """Output format named by the extension of ``path`` (``"png"``, ``"jpg"`` or ``"webp"``)."""
     extension = Path(path).suffix.lower().lstrip(".")
-    if extension not in IMAGE_FORMATS:
+    if extension not in PILLOW_FORMATS:
         raise ValueError(f"{path}: cannot tell the image format from the extension; use .png, .jpg or .webp")
     return "jpg" if extension == "jpeg" else extension
 
@@ -145,11 +145,11 @@ def encode_image(
     if image_rgb.dtype != np.uint8:
         raise ValueError(f"encode_image expects uint8 pixels, got {image_rgb.dtype}")
     name = format.lower()
-    if name not in IMAGE_FORMATS:
+    if name not in PILLOW_FORMATS:
         raise ValueError(f"unknown image format {format!r}; choose one of png, jpg, webp")
     if not 1 <= quality <= 100:
         raise ValueError(f"quality must be between 1 and 100, got {quality}")
-    pillow_format = IMAGE_FORMATS[name]
+    pillow_format = PILLOW_FORMATS[name]
     options: dict[str, Any] = {"compress_level": 1} if pillow_format == "PNG" else {"quality": quality}
     if icc_profile:
         options["icc_profile"] = icc_profile
