@@ -76,6 +76,8 @@ INSTALL_HINT = "pip install 'fcn-heatmap[cam]'"
 DEFAULT_METHODS = ("fcn", "cam", "gradcam", "gradcam++")
 
 #: Runtimes a network can be scored on; ``auto`` picks one per command (:func:`fcn_app.runtimes.resolve_backend`).
+#: Always ``("auto", *fcn_app.runtimes.RUNTIMES)``, hints included (tests/test_runtime_registry.py): spelt out
+#: here so that ``--help`` needs no torch.
 BACKENDS = ("auto", "torch", "openvino", "onnxruntime")
 #: How to install each optional runtime.
 BACKEND_INSTALL_HINTS = {"openvino": "pip install 'fcn-heatmap[openvino]'",

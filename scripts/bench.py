@@ -48,7 +48,7 @@ from fcn_app.device import cpu_model  # noqa: E402  (also what the other scripts
 from fcn_app.errors import FcnError, WeightsError  # noqa: E402
 from fcn_app.heatmaps import class_heatmaps  # noqa: E402
 from fcn_app.models import build_classifier, default_weights, load_classifier, to_fully_convolutional  # noqa: E402
-from fcn_app.runtimes import command_backend, runtime_available, runtime_precisions  # noqa: E402
+from fcn_app.runtimes import RUNTIMES, command_backend, runtime_available, runtime_precisions  # noqa: E402
 from fcn_app.scoring import (  # noqa: E402
     compute_score_map,
     scoring_summary,
@@ -388,7 +388,7 @@ def bench_onnx(report: Report, network, size: int, repeats: int) -> None:
 
 def bench_backends(report: Report, network, sizes: tuple[int, ...], repeats: int) -> None:
     print(f"[h] backend × precision vs naive NCHW fp32 at {', '.join(f'{size}²' for size in sizes)}", flush=True)
-    backends = [backend for backend in ("torch", "openvino", "onnxruntime") if runtime_available(backend)]
+    backends = [backend for backend in RUNTIMES if runtime_available(backend)]  # torch first
     default = scoring_summary("auto", "auto", "cpu")
     naive = naive_copy(network)
     for backend in backends[1:]:  # conversion + first compile, once per process, apart from the timed passes

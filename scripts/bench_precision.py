@@ -37,7 +37,7 @@ from fcn_app.dense import densify  # noqa: E402
 from fcn_app.detect import detect_objects  # noqa: E402
 from fcn_app.device import cpu_flags, cpu_model  # noqa: E402
 from fcn_app.models import to_fully_convolutional  # noqa: E402
-from fcn_app.runtimes import runtime_available  # noqa: E402
+from fcn_app.runtimes import RUNTIMES  # noqa: E402
 from fcn_app.scoring import ScoringOptions, compute_score_map  # noqa: E402
 
 PHOTOS = [REPO / "examples" / name for name in ("chelsea.jpg", "coffee.jpg", "rocket.jpg")]
@@ -73,10 +73,8 @@ def conv_table(channels: int, size: int, repeats: int) -> None:
 def configurations() -> list[tuple[str, str]]:
     """(backend, precision) pairs compared with torch fp32: every installed runtime at each precision it runs."""
     pairs = [("torch", "bf16")]
-    if runtime_available("openvino"):
-        pairs += [("openvino", "fp32"), ("openvino", "bf16")]
-    if runtime_available("onnxruntime"):
-        pairs += [("onnxruntime", "fp32")]
+    pairs += [(name, precision) for name, runtime in RUNTIMES.items() if runtime.converts and runtime.available()
+              for precision in ("fp32", "bf16") if precision in runtime.precisions]
     return pairs
 
 
