@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from pathlib import Path
 
 import fcn_app
@@ -79,3 +80,11 @@ def test_every_docs_page_is_in_the_site_navigation():
     nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
     pages = sorted(path.name for path in DOCS.glob("*.md"))
     assert pages and all(f": {page}" in nav for page in pages), [page for page in pages if f": {page}" not in nav]
+
+
+def test_the_site_home_page_is_the_readme():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from make_docs_index import index_from_readme
+
+    assert (DOCS / "index.md").read_text(encoding="utf-8") == index_from_readme(README.read_text(encoding="utf-8")), \
+        "docs/index.md differs from README.md: run python scripts/make_docs_index.py"
