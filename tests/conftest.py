@@ -25,6 +25,23 @@ from helpers import write_default_weights  # noqa: E402
 os.environ["FCN_HEATMAP_BACKEND"] = "torch"
 os.environ["FCN_HEATMAP_PRECISION"] = "fp32"
 
+# Under pytest-xdist (addopts in pyproject.toml: one worker per core, at most four) each worker gets its share of
+# the cores for torch and for the CLI subprocesses it starts; two workers each running two threads on two cores
+# spend their time contending.
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: one worker per core, at most four (each worker imports torch and holds its own models)."""
+    return min(4, _cores())
+
+
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _threads = str(max(1, _cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    os.environ["OMP_NUM_THREADS"] = _threads
+    torch.set_num_threads(int(_threads))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def torch_home(tmp_path_factory) -> Path:
