@@ -88,3 +88,12 @@ def test_the_site_home_page_is_the_readme():
 
     assert (DOCS / "index.md").read_text(encoding="utf-8") == index_from_readme(README.read_text(encoding="utf-8")), \
         "docs/index.md differs from README.md: run python scripts/make_docs_index.py"
+
+
+def test_the_readme_tells_a_cpu_only_user_how_to_get_the_cpu_build():
+    """Issue 25, item 11: pip's default torch wheels for Linux bring the CUDA libraries (a 5.7 GB virtualenv on a
+    CPU-only machine); PyTorch's own CPU wheel index is the documented way around it, before the app's install."""
+    readme = README.read_text(encoding="utf-8")
+    cpu_line = "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu"
+    assert cpu_line in readme
+    assert readme.index(cpu_line) < readme.index("pip install -e .\n")  # torch first, so pip keeps that build
