@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 
 from .errors import OptionError
+from .method_registry import METHODS as METHOD_REGISTRY
+from .method_registry import get_method
 
 __all__ = [
     "BACKENDS",
@@ -26,7 +28,6 @@ __all__ = [
     "EXPORT_FORMATS",
     "FCN",
     "FUSE_MODES",
-    "GRAD_CAM_METHODS",
     "IMAGE_EXTENSIONS",
     "IMAGE_FORMATS",
     "INSTALL_HINT",
@@ -56,20 +57,9 @@ TIMM_PREFIX = "timm:"
 
 FCN = "fcn"
 CAM = "cam"
-#: ``--method`` name → pytorch-grad-cam class (its public API, ``pytorch_grad_cam.<Class>``).
-GRAD_CAM_METHODS = {
-    "gradcam": "GradCAM",
-    "gradcam++": "GradCAMPlusPlus",
-    "xgradcam": "XGradCAM",
-    "layercam": "LayerCAM",
-    "hirescam": "HiResCAM",
-    "eigencam": "EigenCAM",
-    "eigengradcam": "EigenGradCAM",
-    "scorecam": "ScoreCAM",
-    "ablationcam": "AblationCAM",
-}
-METHODS = (FCN, CAM, *GRAD_CAM_METHODS)
-INSTALL_HINT = "pip install 'fcn-heatmap[cam]'"
+#: Every ``--method`` name (:data:`fcn_app.method_registry.METHODS` says what each one is and needs).
+METHODS = tuple(METHOD_REGISTRY)
+INSTALL_HINT = METHOD_REGISTRY["gradcam"].install_hint
 #: ``fcn-heatmap compare``'s methods when none are named, less what the model or the installation cannot run
 #: (:func:`fcn_app.method_plan.default_methods`: no ``cam`` for VGG16). Score-CAM is left to be asked for: it runs
 #: the network once per channel of the target layer, minutes on a CPU.
@@ -108,12 +98,9 @@ DEFAULT_OPSET = 17
 
 
 def check_method(method: str) -> str:
-    """``method`` normalised (``"GradCAM++"`` → ``"gradcam++"``), or :class:`OptionError` listing the methods."""
-    name = str(method).strip().lower().replace("_", "").replace("-", "")
-    name = name.replace("plusplus", "++")
-    if name not in METHODS:
-        raise OptionError("method", f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    return name
+    """``method`` normalised (``"GradCAM++"`` → ``"gradcam++"``), or :class:`OptionError` listing the methods
+    (:func:`~fcn_app.method_registry.get_method`)."""
+    return get_method(method).name
 
 
 def check_backend(backend: str) -> str:

@@ -28,7 +28,8 @@ from .coco import encode_mask
 from .errors import ClassSelectionError, OptionError
 from .geometry import ScoreGeometry
 from .heatmaps import ClassSelection, resolve_classes
-from .methods import FCN, is_saliency_method, saliency_maps
+from .method_registry import get_method
+from .methods import FCN, saliency_maps
 from .models.convert import FullyConvolutionalNet
 from .pyramid import FusedProbabilities, fuse_levels, score_pyramid
 from .resolution import working_pixels_on_original
@@ -353,7 +354,7 @@ def detect_objects(
     says how each level is scored (precision, memory budget, runtime; default :class:`ScoringOptions`).
     """
     scoring = scoring if scoring is not None else ScoringOptions()
-    saliency = is_saliency_method(method)
+    saliency = get_method(method).saliency
     if saliency and tuple(scales) != (1.0,):
         raise OptionError("scales", f"the {method} method makes one saliency map per class at one scale")
     levels = score_pyramid(network, image, scales, precision=scoring.precision, max_memory=scoring.max_memory,

@@ -24,16 +24,15 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 
-from .choices import CAM, DEFAULT_METHODS, GRAD_CAM_METHODS, INSTALL_HINT, check_method
+from .choices import DEFAULT_METHODS, INSTALL_HINT, check_method
 from .errors import FcnError, MissingExtraError, OptionError
+from .method_registry import get_method
 
-__all__ = ["POOLED_EXAMPLES", "check_methods_usable", "default_methods", "grad_cam_installed", "method_refusal",
+__all__ = ["POOLED_EXAMPLES", "check_methods_usable", "default_methods", "method_refusal", "module_installed",
            "parse_methods"]
 
 #: Classifiers ending in global pooling, named where ``cam`` is refused.
 POOLED_EXAMPLES = ("resnet50", "convnext_tiny", "efficientnet_b0")
-#: The module pytorch-grad-cam installs.
-_GRAD_CAM_MODULE = "pytorch_grad_cam"
 
 
 def parse_methods(methods: str | Sequence[str]) -> list[str]:
@@ -47,10 +46,11 @@ def parse_methods(methods: str | Sequence[str]) -> list[str]:
         raise OptionError("methods", str(error)) from None
 
 
-def grad_cam_installed() -> bool:
-    """Whether pytorch-grad-cam is installed, found without importing it (its import takes seconds and torch)."""
+def module_installed(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it (pytorch-grad-cam's import takes seconds and
+    torch)."""
     try:
-        return importlib.util.find_spec(_GRAD_CAM_MODULE) is not None
+        return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # a broken entry in sys.modules
         return False
 
@@ -62,13 +62,13 @@ def method_refusal(method: str, *, model: str, pooled_head: bool | None, option:
     ``pooled_head`` says whether the model ends in global pooling; ``None`` (not known yet: a model the catalog
     does not hold) leaves that check to when the network is loaded.
     """
-    method = check_method(method)
-    if method == CAM and pooled_head is False:
-        return OptionError(option, f"cam needs a classifier ending in global pooling ({', '.join(POOLED_EXAMPLES)}, "
-                                   f"…); {model} ends in fully connected layers: leave cam out or use a model such "
-                                   f"as {POOLED_EXAMPLES[0]}")
-    if method in GRAD_CAM_METHODS and not grad_cam_installed():
-        return MissingExtraError(f"{method} needs pytorch-grad-cam, an optional extra: {INSTALL_HINT}",
+    method = get_method(method)
+    if method.needs_pooled_head and pooled_head is False:
+        return OptionError(option, f"{method.name} needs a classifier ending in global pooling "
+                                   f"({', '.join(POOLED_EXAMPLES)}, …); {model} ends in fully connected layers: leave "
+                                   f"{method.name} out or use a model such as {POOLED_EXAMPLES[0]}")
+    if method.extra is not None and not module_installed(method.module):
+        return MissingExtraError(f"{method.name} needs {method.package}, an optional extra: {method.install_hint}",
                                  option=option)
     return None
 

@@ -20,6 +20,7 @@ its surest window (:attr:`SaliencyMaps.window_probabilities`; for ``cam`` a wind
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import time
 from dataclasses import dataclass, replace
@@ -29,11 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .choices import CAM, FCN, GRAD_CAM_METHODS, INSTALL_HINT, METHODS, check_method
+from .choices import CAM, FCN, INSTALL_HINT, METHODS, check_method
 from .errors import FcnError, MissingExtraError, OptionError
 from .geometry import ScoreGeometry, upsample_to_pixels
 from .heatmaps import (ClassHeatmap, ClassSelection, heatmap_for_class, min_max_scaled, resolve_classes,
                        selection_probabilities, top_classes)
+from .method_registry import MethodKind, get_method
 from .models.graph import with_window
 from .resolution import working_pixels_on_original
 from .scoring import ScoreMap, compute_score_map, prepare_batch
@@ -41,7 +43,6 @@ from .scoring import ScoreMap, compute_score_map, prepare_batch
 __all__ = [
     "CAM",
     "FCN",
-    "GRAD_CAM_METHODS",
     "INSTALL_HINT",
     "METHODS",
     "MethodMap",
@@ -53,8 +54,6 @@ __all__ = [
     "class_score_function",
     "method_heatmap",
     "check_method",
-    "is_min_max_scaled",
-    "is_saliency_method",
     "method_network",
     "require_grad_cam",
     "resolve_target_layer",
@@ -66,46 +65,37 @@ __all__ = [
 DEFAULT_TARGET_LAYER = "features"
 
 
-def is_saliency_method(method: str) -> bool:
-    """True for pytorch-grad-cam's methods (a normalised saliency map per class, computed on torch)."""
-    return check_method(method) in GRAD_CAM_METHODS
-
-
-def is_min_max_scaled(method: str) -> bool:
-    """True for methods whose maps are scaled per class to [0, 1] (``cam`` and pytorch-grad-cam's): they say
-    *where*, so what the classifier says is reported beside them (a window probability), not read off the map."""
-    method = check_method(method)
-    return method == CAM or method in GRAD_CAM_METHODS
-
-
 def backend_note(method: str, backend: str | None) -> str | None:
     """The one line to show when a saliency method was asked for with another inference backend than torch:
     they hook and differentiate the torch network itself, so they run on torch whatever the backend."""
-    if backend in (None, "torch", "auto") or not is_saliency_method(method):  # auto may pick torch: nothing to say
+    method = get_method(method)
+    if backend in (None, "torch", "auto") or not method.runs_on_torch_only:  # auto may pick torch: nothing to say
         return None
-    return f"{check_method(method)} runs on the torch backend (it needs the torch network's activations and " \
+    return f"{method.name} runs on the torch backend (it needs the torch network's activations and " \
            f"gradients), not on {backend}"
 
 
 def require_grad_cam(method: str):
-    """The ``pytorch_grad_cam`` module, or :class:`MissingExtraError` with the install line."""
+    """The module that makes ``method``'s maps (``pytorch_grad_cam``), or :class:`MissingExtraError` with the
+    install line."""
+    entry = get_method(method)
     try:
-        import pytorch_grad_cam
+        return importlib.import_module(entry.module)
     except ImportError:
-        raise MissingExtraError(f"the {method} method needs pytorch-grad-cam, an optional extra: {INSTALL_HINT}",
+        raise MissingExtraError(f"the {method} method needs {entry.package}, an optional extra: {entry.install_hint}",
                                 option="method") from None
-    return pytorch_grad_cam
 
 
 def method_network(network: nn.Module, method: str) -> nn.Module:
     """The network a method scores with: ``cam`` scores every feature cell on its own (a window of one cell),
     others use the network itself."""
-    if check_method(method) != CAM:
+    method = get_method(method)
+    if method.window is None:
         return network
     try:
-        return with_window(network, 1)
+        return with_window(network, method.window)
     except FcnError as error:
-        raise OptionError("method", f"cam: {error}") from None
+        raise OptionError("method", f"{method.name}: {error}") from None
 
 
 class WindowClassifier(nn.Module):
@@ -234,7 +224,7 @@ def saliency_maps(network: nn.Module, image: np.ndarray, method: str, *, classes
             order = torch.argsort(peaks, descending=True, stable=True)[: min(topk, len(categories))]
             selections = [ClassSelection(categories[index], (int(index),)) for index in order.tolist()]
         probabilities = [float(selection_probabilities(cells, selection).max()) for selection in selections]
-        explainer = getattr(grad_cam, GRAD_CAM_METHODS[method])(model=classifier, target_layers=[layer])
+        explainer = getattr(grad_cam, get_method(method).class_name)(model=classifier, target_layers=[layer])
         start = time.perf_counter()
         maps = []
         try:
@@ -300,16 +290,16 @@ def method_heatmap(network: nn.Module, image: np.ndarray, method: str, selection
     ``fcn`` gives the class's per-pixel probability; ``cam`` its class activation map (pass the network as it is,
     this function narrows the window); the others a pytorch-grad-cam saliency map.
     """
-    method = check_method(method)
-    if is_saliency_method(method):
-        require_grad_cam(method)  # its first import takes seconds: not the method's time
+    entry = get_method(method)
+    if entry.saliency:
+        require_grad_cam(entry.name)  # its first import takes seconds: not the method's time
     start = time.perf_counter()
-    if is_saliency_method(method):
-        maps = saliency_maps(network, image, method, selections=[selection], target_layer=target_layer)
+    if entry.saliency:
+        maps = saliency_maps(network, image, entry.name, selections=[selection], target_layer=target_layer)
         heat, cells = maps.maps[0], maps.cells
     else:
-        score_map = compute_score_map(method_network(network, method), image, precision="fp32")
-        heat, cells = (class_activation_map(score_map, selection) if method == CAM
+        score_map = compute_score_map(method_network(network, entry.name), image, precision="fp32")
+        heat, cells = (class_activation_map(score_map, selection) if entry.kind is MethodKind.CAM
                        else heatmap_for_class(score_map, selection)).heatmap, score_map.geometry
     return MethodMap(heat, time.perf_counter() - start, cells)
 

@@ -37,11 +37,12 @@ from torch import nn  # noqa: E402
 from helpers_detect import CATEGORIES, WINDOW, make_scenes, train_digit_classifier, training_crops  # noqa: E402
 
 from fcn_app.heatmaps import ClassSelection, min_max_scaled  # noqa: E402
-from fcn_app.methods import CAM, class_score_function, method_heatmap, require_grad_cam  # noqa: E402
+from fcn_app.method_registry import get_method  # noqa: E402
+from fcn_app.methods import class_score_function, method_heatmap, require_grad_cam  # noqa: E402
 from fcn_app.metrics import (average_drop, deletion_curve, explanation_map_scores, increase_in_confidence,  # noqa: E402
                              insertion_curve, pointing_game_hit)
 from fcn_app.models import to_fully_convolutional  # noqa: E402
-from fcn_app.models.graph import convert_graph_classifier  # noqa: E402
+from fcn_app.models.graph import convert_graph_classifier, has_free_window  # noqa: E402
 from fcn_app.scoring import prepare_batch  # noqa: E402
 from fcn_app.tasks.compare import compare_methods, write_comparison  # noqa: E402
 
@@ -149,7 +150,8 @@ def main() -> None:
     for name, (network, _) in networks.items():
         if name not in wanted:
             continue
-        methods = [method for method in METHODS if not (method == CAM and name == "digits")]
+        methods = [method for method in METHODS
+                   if has_free_window(network) or not get_method(method).needs_pooled_head]
         per_draw = []
         for draw in range(args.draws):
             scenes = make_scenes(count=args.scenes, size=tuple(args.size), digits_per_scene=args.digits,

@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "fcn_app"
 STAGES = {
     "fcn_app.errors": 0, "fcn_app.layers": 0, "fcn_app.device": 0, "fcn_app.processes": 0,
     "fcn_app.choices": 0, "fcn_app.classes": 0,  # option vocabularies and class names: no torch (the CLI's start)
+    "fcn_app.method_registry": 0,  # what each --method is and needs: no torch
     "fcn_app.io": 1, "fcn_app.method_plan": 1, "fcn_app.text": 1, "fcn_app.launcher": 1, "fcn_app.startup": 1,
     "fcn_app.models": 2,
     "fcn_app.geometry": 3, "fcn_app.tiling": 3, "fcn_app.catalog": 3,

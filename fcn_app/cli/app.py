@@ -18,11 +18,12 @@ from rich.console import Console
 from rich.markup import escape
 from typer.exceptions import TyperException
 
-from ..choices import (BACKEND_INSTALL_HINTS, BACKENDS, CAM, DEFAULT_ARCH, INSTALL_HINT, METHODS, PRECISIONS,
+from ..choices import (BACKEND_INSTALL_HINTS, BACKENDS, DEFAULT_ARCH, INSTALL_HINT, METHODS, PRECISIONS,
                        check_backend, check_colormap, check_image_format, check_method, check_normalize,
                        check_precision, check_work_size)
 from ..classes import categories_before_loading, resolve_classes
 from ..errors import FcnError, OptionError
+from ..method_registry import get_method
 from ..processes import Terminated
 
 __all__ = [
@@ -155,9 +156,10 @@ def check_method_window(method: str, window: int | None, backend: str | None = N
     pytorch-grad-cam method asked for with another backend runs on torch: said once, on stderr."""
     from ..methods import backend_note
 
-    if method == CAM and window not in (None, 1):
-        raise OptionError("window", f"--method cam scores one feature cell (window 1), not {window}; drop --window "
-                                    "or use --method fcn")
+    entry = get_method(method)
+    if entry.window is not None and window not in (None, entry.window):
+        raise OptionError("window", f"--method {entry.name} scores one feature cell (window {entry.window}), not "
+                                    f"{window}; drop --window or use --method fcn")
     note = backend_note(method, backend)
     if note:
         error_console.print(f"note: {note}", highlight=False)

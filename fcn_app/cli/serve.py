@@ -9,6 +9,7 @@ import typer
 
 from ..errors import OptionError
 from ..choices import DEFAULT_ARCH, DEFAULT_MAX_PIXELS, FCN, check_method
+from ..method_registry import get_method
 from ..serve import LOCAL_HOSTS, require_extra, run_server  # the package imports no web stack nor torch
 from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, ModelOption,
                   PrecisionOption, VerboseOption, WeightsOption, app, check_method_window,
@@ -56,7 +57,7 @@ def serve(
     setup_logging(verbose)
     with cli_errors(verbose):
         require_extra()
-        from ..methods import is_saliency_method, method_network, require_grad_cam
+        from ..methods import method_network, require_grad_cam
         from ..scoring import ScoringOptions
         from ..serve.app import ServeSettings
 
@@ -64,7 +65,7 @@ def serve(
         if checkpoint is not None and method != FCN:
             raise OptionError("method", "applies to classifiers; a segmentation checkpoint's map is its own")
         check_method_window(method, window, backend)
-        if is_saliency_method(method):
+        if get_method(method).saliency:
             require_grad_cam(method)  # the install line now, not on every request
         refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=class_names_file,
                                   window=window)

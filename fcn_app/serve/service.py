@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 import math
 import os
 import sys
@@ -36,11 +35,12 @@ import numpy as np
 import torch
 
 from ..detect import DetectOptions
-from ..errors import FcnError
 from ..geometry import interpolation_matrix
 from ..heatmaps import ClassHeatmap
 from ..io import decode_input
-from ..methods import CAM, FCN, GRAD_CAM_METHODS, is_min_max_scaled, method_network
+from ..method_plan import method_refusal
+from ..method_registry import METHODS, get_method
+from ..models.graph import has_free_window
 from ..render import COLORMAPS, colorize
 from ..scoring import ScoreMap, ScoringOptions
 from ..segmentation.datasets import voc_palette
@@ -227,17 +227,8 @@ def saliency_pixels(heatmaps: list[ClassHeatmap], max_side: int = SALIENCY_SIDE)
 def available_methods(network: torch.nn.Module) -> list[str]:
     """The ``method`` values this server can run on ``network``: ``fcn``; ``cam`` where the network has a free
     window (a pooled head); pytorch-grad-cam's methods where that extra is installed."""
-    methods = [FCN]
-    try:
-        method_network(network, CAM)
-        methods.append(CAM)
-    except FcnError:
-        pass
-    try:
-        installed = importlib.util.find_spec("pytorch_grad_cam") is not None
-    except (ImportError, ValueError):  # blocked in sys.modules
-        installed = False
-    return methods + (list(GRAD_CAM_METHODS) if installed else [])
+    pooled_head = has_free_window(network)
+    return [name for name in METHODS if method_refusal(name, model="", pooled_head=pooled_head) is None]
 
 
 def colormap_tables() -> dict[str, list[list[int]]]:
@@ -273,7 +264,7 @@ def heatmap_job(network: torch.nn.Module, options: HeatmapOptions, scoring: Scor
     written = task.write(rendered, task.output_paths(out_dir / "image")) if with_pictures else {}
     payload = dict(rendered.summary, pictures=_pictures(written),
                    labels={"classes": [format_probability(value) for value in reported_probabilities(rendered)]})
-    if with_pixels and is_min_max_scaled(options.method):  # cam too: its map is not the cells' probabilities
+    if with_pixels and get_method(options.method).min_max_scaled:  # cam too: its map is not the cells' probabilities
         payload["pixels"] = saliency_pixels(rendered.heatmaps)
     elif with_pixels and rendered.score_map is not None:
         payload["pixels"] = pixel_probabilities(rendered.score_map)

@@ -24,7 +24,8 @@ from ..geometry import ScoreGeometry
 from ..heatmaps import ClassHeatmap, ClassSelection, min_max_scaled, resolve_classes, top_classes
 from ..io import InputImage, atomic_write_image, atomic_write_json
 from ..method_plan import check_methods_usable, parse_methods
-from ..methods import class_score_function, is_saliency_method, method_heatmap, require_grad_cam
+from ..method_registry import get_method
+from ..methods import class_score_function, method_heatmap, require_grad_cam
 from ..models.graph import has_free_window
 from ..metrics import (average_drop, deletion_curve, explanation_map_scores, increase_in_confidence,
                        insertion_curve)
@@ -112,7 +113,7 @@ def compare_methods(network, image: np.ndarray, methods: list[str], *, classes: 
     methods = check_methods_usable(parse_methods(methods), model=getattr(network, "arch", "this network"),
                                    pooled_head=has_free_window(network))
     for method in methods:
-        if is_saliency_method(method):
+        if get_method(method).saliency:
             require_grad_cam(method)  # an installed but broken extra, too, fails before any work
     first = compute_score_map(network, image, precision="fp32")
     selection = resolve_classes(classes[:1], network.categories)[0] if classes else top_classes(first, 1)[0]

@@ -20,7 +20,8 @@ from ..detect import ClassPeak, Detection, Detections, DetectOptions, detect_obj
 from ..errors import OptionError
 from ..heatmaps import resolve_classes
 from ..io import DEFAULT_MAX_PIXELS, DecodeRequest, InputImage, atomic_write_image, atomic_write_json
-from ..methods import FCN, check_method, is_saliency_method, method_network
+from ..method_registry import get_method
+from ..methods import FCN, method_network
 from ..pyramid import FUSE_MODES
 from ..render import draw_detections
 from ..scoring import ScoringOptions
@@ -71,10 +72,11 @@ class DetectionTask:
     def __post_init__(self) -> None:
         self.work_size = check_work_size(self.work_size)
         self.image_format = check_image_format(self.image_format)
-        self.method = check_method(self.method)
-        if self.target_layer is not None and not is_saliency_method(self.method):
+        method = get_method(self.method)
+        self.method = method.name
+        if self.target_layer is not None and not method.saliency:
             raise OptionError("target_layer", f"applies to pytorch-grad-cam methods; {self.method} reads no layer")
-        if is_saliency_method(self.method) and tuple(self.scales) != (1.0,):
+        if method.saliency and tuple(self.scales) != (1.0,):
             raise OptionError("scales", f"the {self.method} method makes one saliency map per class at one scale")
         self.network = method_network(self.network, self.method)  # cam: one feature cell per window
         if self.fuse not in FUSE_MODES:

@@ -24,8 +24,8 @@ from ..heatmaps import (ClassHeatmap, class_heatmaps, heatmap_for_class, resolve
                         top_classes)
 from ..io import (DEFAULT_MAX_PIXELS, DecodeRequest, InputImage, atomic_write_image, atomic_write_json,
                   atomic_write_npz)
-from ..methods import (CAM, FCN, SaliencyMaps, check_method, class_activation_maps, is_min_max_scaled,
-                       is_saliency_method, method_network, saliency_maps)
+from ..method_registry import MethodKind, get_method
+from ..methods import FCN, SaliencyMaps, class_activation_maps, method_network, saliency_maps
 from ..models.convert import FullyConvolutionalNet
 from ..pyramid import FUSE_MODES, PyramidLevel, fuse_maps, parse_scales, score_pyramid
 from ..render import DEFAULT_COLORMAP, check_colormap, draw_legend_and_marker, normalize_heat, overlay, tile_panels
@@ -125,17 +125,13 @@ class HeatmapOptions:
         if self.save_scores and self.is_pyramid:
             raise OptionError("save_scores", "raw scores are saved for one scale; a pyramid of several scales "
                                              "has one score grid per scale")
-        self.method = check_method(self.method)
-        if self.is_saliency:
-            for option, given in (("save_scores", self.save_scores), ("scales", self.is_pyramid)):
-                if given:
-                    raise OptionError(option, f"applies to score maps; the {self.method} method makes one saliency "
-                                              "map per class at one scale")
-        elif self.target_layer is not None:
+        method = get_method(self.method)
+        self.method = method.name
+        if self.target_layer is not None and not method.saliency:
             raise OptionError("target_layer", f"applies to pytorch-grad-cam methods; {self.method} reads no layer")
-        if self.method == CAM and self.is_pyramid:
-            raise OptionError("scales", "cam scales each class's map to [0, 1] on its own, so there are no "
-                                        "probabilities to fuse across scales (--window 1 gives per-cell probabilities)")
+        for option, given in (("save_scores", self.save_scores), ("scales", self.is_pyramid)):
+            if given and option in method.refuses:
+                raise OptionError(option, method.refuses[option])
 
     @property
     def is_pyramid(self) -> bool:
@@ -143,7 +139,7 @@ class HeatmapOptions:
 
     @property
     def is_saliency(self) -> bool:
-        return is_saliency_method(self.method)
+        return get_method(self.method).saliency
 
 
 @dataclass
@@ -179,7 +175,7 @@ def reported_probabilities(rendered: RenderedImage) -> list[float]:
     """The probability each class of ``rendered`` is reported with (the table, the web page's labels): its peak
     probability, or for a map scaled per class (cam, a saliency method: its peak is 1 by construction) what the
     classifier gives the window."""
-    saliency = is_min_max_scaled(rendered.summary["method"])
+    saliency = get_method(rendered.summary["method"]).min_max_scaled
     return [entry["window_probability"] if saliency else heat.peak_probability
             for entry, heat in zip(rendered.summary["classes"], rendered.heatmaps)]
 
@@ -339,7 +335,7 @@ class HeatmapTask(ScoreMapTask):
         elif isinstance(prediction, ScoreMap):
             work_height, work_width = prediction.image_size
             score_map, levels = score_map_on_original(prediction, size), []
-            if options.method == CAM:
+            if get_method(options.method).kind is MethodKind.CAM:
                 heatmaps, probabilities = class_activation_maps(score_map, options.classes, options.topk)
             else:
                 heatmaps = class_heatmaps(score_map, options.classes, options.topk)
@@ -409,7 +405,7 @@ class HeatmapTask(ScoreMapTask):
             maps = f"map {summary['map_size']['rows']}×{summary['map_size']['cols']}"
         title = (f"{summary['image']} · {summary['image_size']['width']}×{summary['image_size']['height']} px · "
                  f"network sees {work['width']}×{work['height']} ({work['rule']}) · {maps}")
-        saliency = is_min_max_scaled(summary["method"])
+        saliency = get_method(summary["method"]).min_max_scaled
         values = reported_probabilities(rendered)
         rows = [[str(rank), heat.selection.name, format_probability(value),
                  f"({heat.peak_pixel[0]}, {heat.peak_pixel[1]})"]
