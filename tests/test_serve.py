@@ -510,3 +510,13 @@ def test_the_private_folder_goes_with_the_server_even_when_it_never_served(netwo
     made = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                           env=cli_environment()).stdout.strip()
     assert made and not Path(made).exists()
+
+
+def test_apps_share_the_routers_but_each_answers_with_its_own_server(network):
+    """The routes are module-level routers included in every app: each app must still reach its own state."""
+    classifier = create_app(ServeSettings(network, model="first", max_pixels=1000))
+    segmenter = create_app(ServeSettings(network, model="second", segmentation=True))
+    with TestClient(classifier) as first, TestClient(segmenter) as second:
+        assert (first.get("/api/info").json()["model"], second.get("/api/info").json()["model"]) == ("first", "second")
+        assert first.get("/api/info").json()["max_pixels"] == 1000
+        assert second.post("/api/heatmap").status_code == 409 and first.post("/api/segment").status_code == 409
