@@ -39,6 +39,7 @@ __all__ = [
     "TargetLayerOption",
     "check_choices",
     "check_class_names",
+    "answered_before_loading",
     "check_method_window",
     "DeviceOption",
     "ModelOption",
@@ -210,6 +211,22 @@ def check_class_names(classes: list[str] | None, *, model: str, classes_path: Pa
     categories = categories_before_loading(model, classes_path, checkpoint)
     if categories is not None:
         resolve_classes(classes, categories)
+
+
+def answered_before_loading(*, target_layer: str | None, classes: list[str] | None, model: str,
+                            weights: Path | None, checkpoint: Path | None, device: str, classes_path: Path | None,
+                            stride: int | None, window: int | None, **choices) -> bool:
+    """What an image command settles before its network loads: ``--target-layer list`` is answered (``True``: the
+    command is done), and option combinations, misspelt ``choices`` and mistyped class names are refused."""
+    if target_layer == LIST_TARGET_LAYERS:
+        print_target_layers(model=model, weights=weights, checkpoint=checkpoint, device=device,
+                            classes_path=classes_path, stride=stride, window=window)
+        return True
+    refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=classes_path,
+                              window=window)
+    check_choices(**choices)  # before torch even loads
+    check_class_names(classes, model=model, classes_path=classes_path, checkpoint=checkpoint)
+    return False
 
 
 def refuse_classifier_options(checkpoint: Path | None, *, model: str, weights: Path | None,

@@ -10,10 +10,10 @@ import typer
 
 from ..choices import DEFAULT_ARCH, DEFAULT_MAX_PIXELS, FCN, IMAGE_FORMATS, check_image_format, check_work_size
 from ..errors import OptionError
-from .app import (LIST_TARGET_LAYERS, BackendOption, CheckpointOption, ClassesOption, DeviceOption, MethodOption,
-                  ModelOption, PrecisionOption, TargetLayerOption, VerboseOption, WeightsOption, WindowOption, app,
-                  check_choices, check_class_names, check_method_window, cli_errors, console, load_command_network,
-                  print_metrics, print_report, print_target_layers, refuse_classifier_options, setup_logging)
+from .app import (BackendOption, CheckpointOption, ClassesOption, DeviceOption, MethodOption, ModelOption,
+                  PrecisionOption, TargetLayerOption, VerboseOption, WeightsOption, WindowOption, answered_before_loading,
+                  app, check_method_window, cli_errors, console, load_command_network, print_metrics, print_report,
+                  setup_logging)
 from .jobs import (
     BatchSizeOption,
     ExcludeOption,
@@ -107,17 +107,13 @@ def detect(
     inputs = list(inputs or [])
     code = 0
     with cli_errors(verbose):
-        if target_layer == LIST_TARGET_LAYERS:
-            print_target_layers(model=model, weights=weights, checkpoint=checkpoint, device=device,
-                                classes_path=class_names_file, stride=stride, window=window)
+        if answered_before_loading(target_layer=target_layer, classes=classes, model=model, weights=weights,
+                                   checkpoint=checkpoint, device=device, classes_path=class_names_file,
+                                   stride=stride, window=window, method=method, backend=backend,
+                                   precision=precision):
             return
-        refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=class_names_file,
-                                  window=window)
-        # what needs no model is refused before torch even loads
-        check_choices(method=method, backend=backend, precision=precision)
         work_size = check_work_size(work_size)
         image_format = check_image_format(image_format)
-        check_class_names(classes, model=model, classes_path=class_names_file, checkpoint=checkpoint)
         if not inputs and list_file is None:
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
         from ..io import atomic_write_json, check_image_path, decode_input, ensure_output_dir  # no torch

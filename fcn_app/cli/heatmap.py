@@ -19,9 +19,8 @@ from ..choices import (COLORMAP_NAMES, DEFAULT_ARCH, DEFAULT_COLORMAP, DEFAULT_M
                        FUSE_MODES, IMAGE_FORMATS, default_work_size)
 from ..errors import OptionError
 from .app import (BackendOption, ClassesOption, DeviceOption, MethodOption, ModelOption, PrecisionOption,
-                  LIST_TARGET_LAYERS, TargetLayerOption, VerboseOption, WeightsOption, WindowOption, app,
-                  check_choices, check_class_names, check_method_window, cli_errors, error_console,
-                  load_command_network, print_report, print_target_layers, refuse_classifier_options, setup_logging)
+                  TargetLayerOption, VerboseOption, WeightsOption, WindowOption, answered_before_loading, app,
+                  check_method_window, cli_errors, error_console, load_command_network, print_report, setup_logging)
 from .jobs import (
     BatchSizeOption,
     ExcludeOption,
@@ -169,16 +168,12 @@ def heatmap(
     inputs = list(inputs or [])
     code = 0
     with cli_errors(verbose):
-        if target_layer == LIST_TARGET_LAYERS:
-            print_target_layers(model=model, weights=weights, checkpoint=checkpoint, device=device,
-                                classes_path=class_names_file, stride=stride, window=window)
+        if answered_before_loading(target_layer=target_layer, classes=classes, model=model, weights=weights,
+                                   checkpoint=checkpoint, device=device, classes_path=class_names_file,
+                                   stride=stride, window=window, method=method, backend=backend,
+                                   precision=precision, image_format=image_format, colormap=colormap,
+                                   work_size=work_size, normalize=normalize):
             return
-        refuse_classifier_options(checkpoint, model=model, weights=weights, stride=stride, classes=class_names_file,
-                                  window=window)
-        # what needs no model is refused before torch even loads
-        check_choices(method=method, backend=backend, precision=precision, image_format=image_format,
-                      colormap=colormap, work_size=work_size, normalize=normalize)
-        check_class_names(classes, model=model, classes_path=class_names_file, checkpoint=checkpoint)
         if not inputs and list_file is None:
             raise OptionError("inputs", "give an IMAGE, a folder, a glob or --list FILE")
         from ..io import check_image_path, decode_input, ensure_output_dir  # numpy and Pillow, no torch
