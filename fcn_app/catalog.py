@@ -141,7 +141,8 @@ def describe_model(arch: str) -> ModelInfo:
     import torch
     from torchvision.models import get_model_builder, get_model_weights
 
-    from .models.graph import convert_classifier, has_free_window
+    from .models.convert import convert_classifier
+    from .models.graph import has_free_window
     from .models.zoo import _drop_auxiliary_heads, _refused_reason, build_classifier
 
     weights = get_model_weights(arch).DEFAULT

@@ -36,8 +36,20 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from .contracts import ScoringNetwork
 from .errors import ConversionError
-from .layers import ELEMENTWISE_LAYERS, pair
+from .layers import (
+    AxisLayer,
+    LayerGeometry,
+    ScoreLayout,
+    axis_layers,
+    chain_geometry,
+    chain_grid,
+    spatial_layers,
+)
+from .layers import axis_geometry as _axis_geometry
+from .layers import axis_length as _axis_length
+from .models.network import FullyConvolutionalNet
 
 __all__ = [
     "AxisLayer",
@@ -61,137 +73,26 @@ __all__ = [
     "upsample_to_pixels",
 ]
 
-#: Besides the element-wise layers, these keep every cell where it is (they normalise, they do not move).
-_POSITION_PRESERVING = (*ELEMENTWISE_LAYERS, nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LocalResponseNorm)
-_SPATIAL_LAYERS = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-
-
-def spatial_layers(model: nn.Module) -> list[nn.Module]:
-    """Leaf layers of ``model`` in registration order, checked to be sequential-friendly."""
-    leaves = [module for module in model.modules() if not list(module.children())]
-    for leaf in leaves:
-        if not isinstance(leaf, (*_SPATIAL_LAYERS, *_POSITION_PRESERVING)):
-            raise ConversionError(
-                f"cannot derive score-cell geometry through a {type(leaf).__name__} layer; supported are Conv2d, "
-                "MaxPool2d, AvgPool2d and per-element layers (activations, BatchNorm, Dropout)"
-            )
-    return [leaf for leaf in leaves if isinstance(leaf, _SPATIAL_LAYERS)]
-
-
-@dataclass(frozen=True)
-class AxisLayer:
-    """A convolution or pooling layer along one axis."""
-
-    kernel: int
-    stride: int
-    padding: int
-    dilation: int = 1
-    ceil_mode: bool = False
-
-    @property
-    def extent(self) -> int:
-        """Input cells one output cell reads: ``dilation·(kernel − 1) + 1``."""
-        return self.dilation * (self.kernel - 1) + 1
-
-    def output_length(self, length: int) -> int:
-        """Output cells for ``length`` input cells (PyTorch's rule, ceil mode included)."""
-        span = length + 2 * self.padding - self.extent
-        if span < 0:
-            return 0
-        cells = (math.ceil if self.ceil_mode else math.floor)(span / self.stride) + 1
-        if self.ceil_mode and (cells - 1) * self.stride >= length + self.padding:
-            cells -= 1  # PyTorch: the last pooling window must start inside the input or left padding
-        return cells
-
-
-def axis_layers(model: nn.Module, axis: int) -> tuple[AxisLayer, ...]:
-    """The spatial layers of ``model`` along ``axis`` (0 = rows/y, 1 = columns/x), in order."""
-    layers = []
-    for layer in spatial_layers(model):
-        if isinstance(layer.padding, str):
-            raise ConversionError(f"cannot derive geometry through padding={layer.padding!r}; use numeric padding")
-        layers.append(AxisLayer(
-            kernel=pair(layer.kernel_size)[axis],
-            stride=pair(layer.stride if layer.stride is not None else layer.kernel_size)[axis],
-            padding=pair(layer.padding)[axis],
-            dilation=pair(getattr(layer, "dilation", 1))[axis],
-            ceil_mode=bool(getattr(layer, "ceil_mode", False)),
-        ))
-    return tuple(layers)
-
-
-def _axis_geometry(layers: tuple[AxisLayer, ...]) -> tuple[int, float, int]:
-    """``(stride, first centre, receptive field)`` after ``layers``, by the recurrences in the module docstring."""
-    stride, center, field = 1, 0.0, 1
-    for layer in layers:
-        center += ((layer.extent - 1) / 2 - layer.padding) * stride
-        field += (layer.extent - 1) * stride
-        stride *= layer.stride
-    return stride, center, field
-
-
-def _axis_length(layers: tuple[AxisLayer, ...], length: int) -> int:
-    for layer in layers:
-        length = layer.output_length(length)
-    return length
-
-
-@dataclass(frozen=True)
-class LayerGeometry:
-    """Geometry of a network's output in *network input* coordinates, per axis ``(y, x)``."""
-
-    stride: tuple[int, int]
-    first_center: tuple[float, float]
-    receptive_field: tuple[int, int]
-
-
 def network_geometry(model: nn.Module) -> LayerGeometry:
-    """Stride, centre of output cell ``(0, 0)`` and receptive field of ``model`` (layers walked in order)."""
-    measured = getattr(model, "layer_geometry", None)
-    if callable(measured):  # a graph network has no layer order to walk; it measures itself (models/graph.py)
-        layers = measured()
-        return LayerGeometry(tuple(layers.stride), tuple(layers.first_center), tuple(layers.receptive_field))
-    rows, cols = (_axis_geometry(axis_layers(model, axis)) for axis in range(2))
-    return LayerGeometry(stride=(rows[0], cols[0]), first_center=(rows[1], cols[1]),
-                         receptive_field=(rows[2], cols[2]))
+    """Stride, centre of output cell ``(0, 0)`` and receptive field of ``model``: a converted classifier's
+    :meth:`~fcn_app.models.FullyConvolutionalNet.layer_geometry` (a graph network measures itself), any other
+    module's layers walked in order."""
+    if isinstance(model, FullyConvolutionalNet):
+        return model.layer_geometry()
+    return chain_geometry(model)
 
 
 def output_grid_size(model: nn.Module, input_size: tuple[int, int]) -> tuple[int, int]:
     """Score grid ``(rows, cols)`` that ``model`` produces for an input of ``input_size``, without running it."""
-    measured = getattr(model, "output_grid", None)
-    if callable(measured):  # graph networks: shapes from a meta-device pass (models/graph.py)
-        return measured(input_size)
-    return (_axis_length(axis_layers(model, 0), int(input_size[0])),
-            _axis_length(axis_layers(model, 1), int(input_size[1])))
+    if isinstance(model, FullyConvolutionalNet):
+        return model.output_grid(input_size)
+    return chain_grid(model, input_size)
 
 
-@dataclass(frozen=True)
-class ScoreLayout:
-    """What a network produces for one input size: the grid, where its cells sit, and how it may be tiled.
-
-    ``alignment`` is the step tiles must start at so that every layer sees the same phase as in the whole input
-    (the network's total down-sampling); ``window`` is what one cell judges (a classifier's training input size;
-    one pixel for a per-pixel output).
-    """
-
-    geometry: LayerGeometry
-    grid: tuple[int, int]
-    alignment: tuple[int, int]
-    window: tuple[int, int]
-
-
-def score_layout(network: nn.Module, input_size: tuple[int, int]) -> ScoreLayout:
-    """The :class:`ScoreLayout` of ``network`` for an input of ``input_size``.
-
-    A network whose output is not a plain chain of layers (e.g. a segmentation FCN with skips and upsampling)
-    describes itself with a ``score_layout(input_size)`` method; any other is walked layer by layer.
-    """
-    describe = getattr(network, "score_layout", None)
-    if describe is not None:
-        return describe(input_size)
-    layers = network_geometry(network)
-    window = pair(getattr(network, "input_size", layers.receptive_field))
-    return ScoreLayout(layers, output_grid_size(network, input_size), layers.stride, window)
+def score_layout(network: ScoringNetwork, input_size: tuple[int, int]) -> ScoreLayout:
+    """The :class:`ScoreLayout` of ``network`` for an input of ``input_size`` (the network's own
+    :meth:`~fcn_app.contracts.ScoringNetwork.score_layout`)."""
+    return network.score_layout(input_size)
 
 
 @dataclass(frozen=True)

@@ -221,7 +221,7 @@ def _normalized_region(
 
 def _memory_format(network: torch.nn.Module) -> torch.memory_format:
     """Channels-last unless the network asks for NCHW (``channels_last = False``)."""
-    return torch.channels_last if getattr(network, "channels_last", True) else torch.contiguous_format
+    return torch.channels_last if network.channels_last else torch.contiguous_format
 
 
 def _stack(images: Sequence[np.ndarray]) -> np.ndarray:
@@ -271,10 +271,9 @@ def prepare_network(network: torch.nn.Module) -> torch.nn.Module:
 
 def _head_layers(network: torch.nn.Module) -> list[torch.nn.Module]:
     """The layers of a converted classifier's head, in order; empty for any other network."""
-    head = getattr(network, "head", None)
-    if not isinstance(network, FullyConvolutionalNet) or not isinstance(head, torch.nn.Sequential):
+    if not isinstance(network, FullyConvolutionalNet) or not isinstance(network.head, torch.nn.Sequential):
         return []
-    return list(head)
+    return list(network.head)
 
 
 def _is_window_conv(layer: torch.nn.Module) -> bool:
@@ -356,7 +355,7 @@ def run_features(network: torch.nn.Module, batch: torch.Tensor, fuse: bool = Fal
     order: ``tests/test_perf.py`` bounds the difference relative to the largest activation, and
     ``scripts/bench_fused_relu.py`` measures it on the CPU at hand (VGG16 at 224² to 512² on an AVX2 EPYC:
     bit-identical)."""
-    features = getattr(network, "features", None)
+    features = network.features if isinstance(network, FullyConvolutionalNet) else None
     op = _conv_relu_op() if fuse and batch.device.type == "cpu" and batch.dtype == torch.float32 \
         and not torch.is_autocast_enabled("cpu") and type(features) is torch.nn.Sequential \
         and type(network).forward_features is FullyConvolutionalNet.forward_features and not _hooked(features) \

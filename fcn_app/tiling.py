@@ -22,14 +22,13 @@ import logging
 import math
 import os
 import re
-from torch import nn
 
 from .errors import OptionError
-from .geometry import Tile, output_grid_size, plan_axis, score_layout, spatial_layers
+from .contracts import ScoringNetwork
+from .geometry import Tile, plan_axis, score_layout
 
 __all__ = [
     "activation_bytes",
-    "activation_values",
     "available_memory_bytes",
     "default_max_memory",
     "format_bytes",
@@ -51,38 +50,13 @@ DEFAULT_MEMORY_BOUNDS = (256 * _MiB, 1 * _GiB)
 ACTIVATION_OVERHEAD = 1.25
 
 
-def activation_values(network: nn.Module, input_size: tuple[int, int]) -> int:
-    """Peak number of activation values alive during one forward pass of one image, from the layer shapes alone.
-
-    During each convolution or pooling both its input and its output are alive (activations are in place); the
-    peak is the largest such pair. A network that is not a plain chain of layers (a graph classifier, a
-    segmentation FCN) counts its own, with an ``activation_values(input_size)`` method.
-    """
-    size = (int(input_size[0]), int(input_size[1]))
-    measured = getattr(network, "activation_values", None)
-    if callable(measured):
-        return int(measured(size))
-    channels = None
-    peak = 0
-    for layer in spatial_layers(network):
-        if isinstance(layer, nn.Conv2d):
-            in_channels, out_channels = layer.in_channels, layer.out_channels
-        else:
-            in_channels = out_channels = channels if channels is not None else 3
-        next_size = output_grid_size(layer, size)
-        values = in_channels * size[0] * size[1] + out_channels * next_size[0] * next_size[1]
-        peak = max(peak, values)
-        size, channels = next_size, out_channels
-    return peak
-
-
-def activation_bytes(network: nn.Module, input_size: tuple[int, int], batch: int = 1, bytes_per_value: int = 4) -> int:
-    """Estimated peak activation memory of one forward pass: :func:`activation_values` × batch × value size ×
+def activation_bytes(network: ScoringNetwork, input_size: tuple[int, int], batch: int = 1, bytes_per_value: int = 4) -> int:
+    """Estimated peak activation memory of one forward pass: the network's ``activation_values`` × batch × value size ×
     :data:`ACTIVATION_OVERHEAD`."""
-    return int(activation_values(network, input_size) * batch * bytes_per_value * ACTIVATION_OVERHEAD)
+    return int(network.activation_values(input_size) * batch * bytes_per_value * ACTIVATION_OVERHEAD)
 
 
-def _tile_side(network: nn.Module, image_side: int, other_side: int, batch: int, bytes_per_value: int, budget: int,
+def _tile_side(network: ScoringNetwork, image_side: int, other_side: int, batch: int, bytes_per_value: int, budget: int,
                stride: int) -> int:
     """Largest multiple of ``stride`` (or the whole ``image_side``) whose square-ish tile fits ``budget``."""
     low, high = 1, max(1, math.ceil(image_side / stride))
@@ -97,7 +71,7 @@ def _tile_side(network: nn.Module, image_side: int, other_side: int, batch: int,
 
 
 def plan_tiles(
-    network: nn.Module,
+    network: ScoringNetwork,
     input_size: tuple[int, int],
     max_memory: int,
     *,
@@ -106,7 +80,7 @@ def plan_tiles(
 ) -> list[Tile] | None:
     """Tiles covering an input of ``input_size`` (already padded to the network's window), or ``None`` if the
     whole input fits ``max_memory`` bytes of activations in one pass."""
-    if getattr(network, "tileable", True) is False:  # no tile computes what the whole input does
+    if not network.tileable:  # no tile computes what the whole input does
         return None
     if activation_bytes(network, input_size, batch, bytes_per_value) <= max_memory:
         return None
@@ -132,10 +106,10 @@ def plan_tiles(
         logger.warning("memory budget %s is below one exact tile (receptive field %s px); using the smallest tiles",
                        format_bytes(max_memory), "×".join(map(str, geometry.receptive_field)))
     tiles = [Tile(rows, cols) for rows in plans[0] for cols in plans[1]]
-    if getattr(network, "global_context", False) and len(tiles) > 1:
+    if network.global_context and len(tiles) > 1:
         logger.warning("%s gates channels by averages over the whole input (squeeze-and-excitation): tiles are "
                        "close to but not exactly the whole-image scores; raise the memory budget for exact ones",
-                       getattr(network, "arch", "this network"))
+                       network.arch)
     logger.info("scoring %d×%d px in %d tiles (budget %s)", input_size[0], input_size[1], len(tiles),
                 format_bytes(max_memory))
     return tiles

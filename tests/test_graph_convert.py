@@ -14,7 +14,8 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from fcn_app.errors import ConversionError
 from fcn_app.models import SUPPORTED_ARCHS, to_fully_convolutional
-from fcn_app.models.graph import GraphFullyConvolutionalNet, convert_classifier, with_window
+from fcn_app.models.convert import convert_classifier
+from fcn_app.models.graph import GraphFullyConvolutionalNet, with_window
 from fcn_app.models.zoo import _drop_auxiliary_heads, _materialise, build_classifier
 
 from helpers import random_state_dict

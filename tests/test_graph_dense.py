@@ -9,7 +9,7 @@ import torch
 from fcn_app.dense import densify
 from fcn_app.errors import ConversionError
 from fcn_app.geometry import network_geometry, output_grid_size
-from fcn_app.models.graph import convert_classifier
+from fcn_app.models.convert import convert_classifier
 
 from test_graph_convert import _assert_same_logits, _seeded
 

@@ -13,8 +13,8 @@ import torch
 from torch import fx, nn
 
 from fcn_app.geometry import ScoreGeometry, network_geometry, output_grid_size, upsample_to_pixels
-from fcn_app.models.graph import (_without_global_gates, convert_classifier, densify_graph, probe_body_geometry,
-                                  with_window)
+from fcn_app.models.convert import convert_classifier
+from fcn_app.models.graph import _without_global_gates, densify_graph, probe_body_geometry, with_window
 from fcn_app.models.zoo import _drop_auxiliary_heads, _materialise, build_classifier
 from fcn_app.tiling import activation_bytes
 

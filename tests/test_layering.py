@@ -18,6 +18,7 @@ STAGES = {
     "fcn_app.errors": 0, "fcn_app.layers": 0, "fcn_app.device": 0, "fcn_app.processes": 0,
     "fcn_app.choices": 0, "fcn_app.classes": 0,  # option vocabularies and class names: no torch (the CLI's start)
     "fcn_app.method_registry": 0,  # what each --method is and needs: no torch
+    "fcn_app.contracts": 0,  # what a scoring network provides (typing.Protocol): no torch
     "fcn_app.io": 1, "fcn_app.method_plan": 1, "fcn_app.text": 1, "fcn_app.launcher": 1, "fcn_app.startup": 1,
     "fcn_app.models": 2,
     "fcn_app.geometry": 3, "fcn_app.tiling": 3, "fcn_app.catalog": 3,
@@ -75,3 +76,27 @@ def test_no_module_imports_a_later_stage(path):
     own = stage_of(module)
     upward = [name for name in imports_of(path, module) if name != "fcn_app" and stage_of(name) > own]
     assert not upward, f"{module} (stage {own}) imports later stages: {upward}"
+
+
+@pytest.mark.parametrize("package", ["models"])
+def test_a_package_imports_its_own_modules_in_one_direction(package):
+    """No import loop inside a package, not even one broken by an import inside a function."""
+    folder = PACKAGE / package
+    names = {path: f"fcn_app.{package}.{path.stem}" for path in folder.glob("*.py") if path.name != "__init__.py"}
+    edges = {name: {target for target in imports_of(path, name) if target in names.values() and target != name}
+             for path, name in names.items()}
+    visiting, done = [], set()
+
+    def visit(module):
+        if module in visiting:
+            cycle = visiting[visiting.index(module):] + [module]
+            pytest.fail(f"import loop: {' → '.join(cycle)}")
+        if module not in done:
+            visiting.append(module)
+            for target in sorted(edges[module]):
+                visit(target)
+            visiting.pop()
+            done.add(module)
+
+    for module in sorted(edges):
+        visit(module)

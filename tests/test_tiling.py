@@ -12,7 +12,7 @@ from torch import nn
 
 from fcn_app.errors import OptionError
 from fcn_app.geometry import network_geometry, output_grid_size
-from fcn_app.models import build_classifier, to_fully_convolutional
+from fcn_app.models import FullyConvolutionalNet, build_classifier, to_fully_convolutional
 from fcn_app.scoring import compute_score_map, compute_score_maps
 from fcn_app.tiling import (
     activation_bytes,
@@ -37,7 +37,7 @@ def _meta_vgg16():
         features = build_classifier("vgg16").features
         head = nn.Sequential(nn.Conv2d(512, 4096, 7), nn.ReLU(), nn.Conv2d(4096, 4096, 1), nn.ReLU(),
                              nn.Conv2d(4096, 1000, 1))
-    return nn.Sequential(features, head)
+    return FullyConvolutionalNet(features, head, input_size=(224, 224), num_classes=1000)
 
 
 @settings(max_examples=150, deadline=None)

@@ -1,8 +1,9 @@
 """Models: building classifiers, loading their weights, and converting them to fully convolutional networks."""
 
-from .convert import FullyConvolutionalNet, linear_to_conv, split_classifier, to_fully_convolutional
+from .convert import FullyConvolutionalNet, convert_classifier, linear_to_conv, split_classifier, to_fully_convolutional
 from .preprocess import normalize_pixels
-from .graph import GraphFullyConvolutionalNet, convert_classifier, densify_graph, with_window
+from .graph import GraphFullyConvolutionalNet, densify_graph, with_window
+from .loading import load_network
 from .zoo import (
     DEFAULT_ARCH,
     OFFLINE_ENV,
@@ -15,7 +16,6 @@ from .zoo import (
     fetch_default_weights,
     load_classifier,
     load_fcn,
-    load_network,
     read_class_names,
     read_state_dict,
     resolve_weights_path,

@@ -35,14 +35,13 @@ from torch import fx, nn
 
 from ..device import module_device
 from ..errors import ConversionError
-from ..layers import ELEMENTWISE_LAYERS, pair
-from .convert import FullyConvolutionalNet, grid_linear_layers, linear_to_conv, to_fully_convolutional
+from ..layers import ELEMENTWISE_LAYERS, LayerGeometry, pair
+from .network import FullyConvolutionalNet, grid_linear_layers, linear_to_conv
 
 __all__ = [
     "GraphFullyConvolutionalNet",
     "BodyGeometry",
     "convert_graph_classifier",
-    "convert_classifier",
     "densify_graph",
     "has_free_window",
     "is_graph_classifier",
@@ -194,11 +193,11 @@ class GraphFullyConvolutionalNet(FullyConvolutionalNet):
             self._body_geometry = _GEOMETRY_CACHE[key]
         return self._body_geometry
 
-    def layer_geometry(self) -> BodyGeometry:
+    def layer_geometry(self) -> LayerGeometry:
         """Stride, centre of score cell ``(0, 0)`` and receptive field of the score grid (what
         :func:`fcn_app.geometry.network_geometry` reports for this network)."""
         body = self.body_geometry()
-        return BodyGeometry(
+        return LayerGeometry(
             stride=body.stride,
             first_center=tuple(body.first_center[axis]
                                + (self.window[axis] - 1) * self.window_dilation / 2 * body.stride[axis]
@@ -497,14 +496,6 @@ def convert_graph_classifier(
     return network.eval()
 
 
-def convert_classifier(model: nn.Module, *, copy_weights: bool = True, **kwargs) -> FullyConvolutionalNet:
-    """Any supported classifier: the layer-list conversion for VGG/AlexNet/``nn.Sequential``, the graph one else.
-    ``copy_weights=False`` lets the layer-list conversion share the model's tensors (the graph one always copies)."""
-    if is_graph_classifier(model):
-        return convert_graph_classifier(model, **kwargs)
-    return to_fully_convolutional(model, copy_weights=copy_weights, **kwargs)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # geometry probe
 
@@ -655,7 +646,7 @@ def with_window(network: GraphFullyConvolutionalNet, window: int | tuple[int, in
     if min(size) < 1:
         raise ConversionError(f"window {size} must be at least one feature cell")
     if not has_free_window(network):
-        raise ConversionError(f"{getattr(network, 'arch', 'this network')} has no free window size: only classifiers "
+        raise ConversionError(f"{network.arch} has no free window size: only classifiers "
                               "ending in global pooling (ResNet, ConvNeXt, EfficientNet, …) have one")
     replacement = type(network.head[0])(size, stride=1)
     changed = copy.copy(network)  # shallow: modules and weights shared, caches fresh

@@ -21,9 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..choices import DEFAULT_ARCH, TIMM_PREFIX
 from ..errors import ConversionError, OptionError, WeightsError, WeightsUnavailableError
 from .graph import GraphFullyConvolutionalNet, convert_graph_classifier, register_module_kinds
-from .zoo import DEFAULT_ARCH, OFFLINE_ENV, TIMM_PREFIX, WEIGHTS_ENV, _materialise, class_names_for, \
+from .zoo import OFFLINE_ENV, WEIGHTS_ENV, _materialise, class_names_for, \
     default_weights, read_state_dict
 
 __all__ = ["INSTALL_HINT", "build_timm_classifier", "build_timm_fcn", "load_timm_fcn", "timm_weights_file"]

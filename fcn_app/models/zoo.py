@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import importlib
 import logging
 import os
 import pickle
@@ -32,11 +31,11 @@ from urllib.error import URLError
 import torch
 from torch import nn
 
-from ..choices import DEFAULT_ARCH, TIMM_PREFIX, TINY_ARCH
+from ..choices import DEFAULT_ARCH, TINY_ARCH
 from ..classes import imagenet_categories, read_class_names
 from ..errors import OptionError, WeightsError, WeightsUnavailableError
-from .convert import FullyConvolutionalNet, to_fully_convolutional
-from .graph import _REFUSED, convert_classifier
+from .convert import FullyConvolutionalNet, convert_classifier, to_fully_convolutional
+from .graph import _REFUSED
 from .vgg import VGG_WEIGHTS, WeightsFacts, vgg_shapes
 
 if TYPE_CHECKING:
@@ -60,7 +59,6 @@ __all__ = [
     "fetch_weights",
     "load_classifier",
     "load_fcn",
-    "load_network",
     "read_class_names",
     "read_state_dict",
     "resolve_weights_path",
@@ -475,35 +473,3 @@ def _output_size(classifier: nn.Module) -> int:
     """Number of classes of a torchvision classifier: the output size of its last Linear (or 1×1 conv) layer."""
     last = [module for module in classifier.modules() if isinstance(module, (nn.Linear, nn.Conv2d))][-1]
     return last.out_features if isinstance(last, nn.Linear) else last.out_channels
-
-
-def load_network(
-    model: str, weights_path: str | os.PathLike | None = None, classes_path: str | os.PathLike | None = None
-) -> FullyConvolutionalNet:
-    """The converted network named by ``model``: a torchvision architecture, ``timm:NAME`` for a timm CNN
-    (:func:`.timm_zoo.load_timm_fcn`), or ``module:callable`` for your own.
-
-    ``"package.module:make_network"`` imports ``package.module`` and calls ``make_network()``; it may
-    return a :class:`FullyConvolutionalNet` (used as is) or a classifier that :func:`to_fully_convolutional`
-    converts (224×224 input, no normalisation). This is how people run the CLI on their own classifiers, and how
-    tests run folders of images through a tiny model in milliseconds.
-    """
-    if model.startswith(TIMM_PREFIX):
-        from .timm_zoo import load_timm_fcn  # timm is optional and slow to import: only when asked for
-
-        return load_timm_fcn(model[len(TIMM_PREFIX):], weights_path=weights_path, classes_path=classes_path)
-    if ":" not in model:
-        return load_fcn(model, weights_path=weights_path, classes_path=classes_path)
-    if weights_path is not None:
-        raise OptionError("weights", f"cannot be combined with model {model}; the callable loads its own weights")
-    module_name, _, attribute = model.partition(":")
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise OptionError("model", f"{model}: cannot import it ({error}); is the module on PYTHONPATH?") from None
-    network = factory()
-    if isinstance(network, FullyConvolutionalNet):
-        return network.eval()
-    if isinstance(network, nn.Module):
-        return convert_classifier(network, arch=model)
-    raise OptionError("model", f"{model}: returned {type(network).__name__}, expected a torch nn.Module")

@@ -191,7 +191,7 @@ def _weights_version(network: nn.Module) -> tuple:
 
 def _graph_for(network: nn.Module, size: tuple[int, int] | None, device: torch.device) -> bytes:
     """The ONNX graph a runtime compiles: dynamic height and width (``size`` ``None``), or for one input size."""
-    name = getattr(network, "arch", "the network")
+    name = network.arch
     if size is None:  # traced on two cells per axis, so no output size is mistaken for a constant
         height, width = network.min_input_size
         stride = score_layout(network, (height, width)).geometry.stride

@@ -39,10 +39,11 @@ from torch import nn
 from ..errors import ConfigError, ConversionError
 from ..geometry import (LayerGeometry, ScoreLayout, SkipAxisPlan, axis_layers, network_geometry, plan_context_axis,
                         plan_skip_axis)
+from ..layers import chain_activation_values
 from ..models import TINY_ARCH, FullyConvolutionalNet, build_fcn
 from ..models.vgg import VGG_ARCHS
-from ..tiling import activation_values
 from .resnet import DILATED_RESNETS, DilatedResNetFCN
+from .whole import SegmentationNetwork
 
 __all__ = [
     "BACKBONES",
@@ -87,8 +88,10 @@ def build_backbone(arch: str, *, pretrained: bool = True, weights_path: str | os
     return build_fcn(arch, pretrained=pretrained, weights_path=weights_path)
 
 
-class SegmentationFCN(nn.Module):
-    """FCN-32s/16s/8s: ``forward(images N×3×H×W normalised) → logits N×C×H×W`` aligned to the input pixels."""
+class SegmentationFCN(SegmentationNetwork, nn.Module):
+    """FCN-32s/16s/8s: ``forward(images N×3×H×W normalised) → logits N×C×H×W`` aligned to the input pixels.
+
+    Any input of at least one pixel is scored: it is padded internally until the final map covers it."""
 
     #: scored in NCHW: the transposed convolutions and crops of the decoder, and the scores it gave before the
     #: shared inference path, stay as they were (``scripts/bench.py`` measures channels-last for classifiers)
@@ -189,15 +192,6 @@ class SegmentationFCN(nn.Module):
         """The layers from the input to the score grid (a view on this model's own layers, not registered)."""
         return nn.Sequential(self.to_pool3, self.to_pool4, self.to_pool5, self.head)
 
-    @property
-    def categories(self) -> list[str]:
-        return self.class_names
-
-    @property
-    def min_input_size(self) -> tuple[int, int]:
-        """Any input of at least one pixel: it is padded internally until the final map covers it."""
-        return (1, 1)
-
     # ---- geometry --------------------------------------------------------------------------------------------
     def score_layout(self, input_size: tuple[int, int]) -> ScoreLayout:
         """One score cell per input pixel. A pixel's score reads the score cells of the two nearest stride-``S``
@@ -209,10 +203,10 @@ class SegmentationFCN(nn.Module):
                            score.stride, (1, 1))
 
     def activation_values(self, input_size: tuple[int, int]) -> int:
-        """The backbone's peak (see :func:`fcn_app.tiling.activation_values`) or the full-resolution score maps
+        """The backbone's peak (see :func:`fcn_app.layers.chain_activation_values`) or the full-resolution score maps
         (an upsampled map, a skip map and their sum alive at once), whichever is larger."""
         context = 2 * (self.context_padding or 0)
-        backbone = activation_values(self._score_chain(), (int(input_size[0]) + context, int(input_size[1]) + context))
+        backbone = chain_activation_values(self._score_chain(), (int(input_size[0]) + context, int(input_size[1]) + context))
         return max(backbone, 3 * self.num_classes * int(input_size[0]) * int(input_size[1]))
 
     # ---- forward ---------------------------------------------------------------------------------------------

@@ -110,7 +110,7 @@ def compare_methods(network, image: np.ndarray, methods: list[str], *, classes: 
     scaled to [0, 1] by its own min and max (as pytorch-grad-cam scales its maps), so a dim probability map is not
     penalised for its scale. ``progress`` is called with a :class:`CompareStep` as work gets done.
     """
-    methods = check_methods_usable(parse_methods(methods), model=getattr(network, "arch", "this network"),
+    methods = check_methods_usable(parse_methods(methods), model=network.arch,
                                    pooled_head=has_free_window(network))
     for method in methods:
         if get_method(method).saliency:

@@ -298,7 +298,7 @@ class HeatmapTask(ScoreMapTask):
         work_size = self.options.work_size
         if work_size is None:
             # the rule is in windows of the size the classifier was trained at (a CAM window is one cell)
-            work_size = default_work_size(getattr(self.network, "training_size", self.network.min_input_size))
+            work_size = default_work_size(self.network.training_size)
         return DecodeRequest(max_side=self.max_side, max_pixels=self.max_pixels,
                              work_size=None if work_size == NATIVE else work_size,
                              enlarge=self.options.work_size is not None)

@@ -149,7 +149,8 @@ def evaluate(
     """Scores of ``model`` on ``dataset``: each rank scores its share, confusion matrices are summed."""
     was_training = model.training
     model.eval()
-    mean, std = (model.module if hasattr(model, "module") else model).mean, (model.module if hasattr(model, "module") else model).std
+    network = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    mean, std = network.mean, network.std
     torch_set = SegmentationTorchDataset(dataset, mean, std)
     indices = list(range(context.rank, len(dataset), context.world_size))
     batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
