@@ -68,7 +68,10 @@ def test_the_recorded_row_is_what_the_conversion_computes_now(name):
 
 
 def test_the_table_shows_weights_file_size_and_notes(capsys, monkeypatch):
-    monkeypatch.setenv("COLUMNS", "200")  # rich reads it on each print
+    from fcn_app.cli.app import console
+
+    # rich reads COLUMNS once, when the console is made (at the first import of the CLI, maybe by another test)
+    monkeypatch.setattr(console, "_width", 200)
     code, stdout, stderr = run_in_process(capsys, "models", "vgg16", "--source", "torchvision")
     assert (code, stderr) == (0, "")
     row = next(line for line in stdout.splitlines() if line.split()[:1] == ["vgg16"])
