@@ -45,6 +45,7 @@ __all__ = [
     "check_precision",
     "check_work_size",
     "default_num_workers",
+    "usable_cpus",
     "default_work_size",
 ]
 
@@ -173,11 +174,15 @@ def check_normalize(value: str | bool) -> str:
     return mode
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, else every CPU)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def default_num_workers() -> int:
     """One decode process per two usable CPUs, at most 2: decoding rarely needs more, and the model wants the rest
     (on a 2-core machine a second decoder pre-empts the model's threads more than it helps: scripts/bench_batch.py)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
-    return min(2, max(1, cpus // 2))
+    return min(2, max(1, usable_cpus() // 2))

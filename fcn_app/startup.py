@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from .choices import IMAGE_EXTENSIONS
+from .choices import IMAGE_EXTENSIONS, usable_cpus
 
 __all__ = ["HEAP_BYTES_PER_PIXEL", "WARM_DECODE_MAX_PIXELS", "keep_freed_memory", "warm_start"]
 
@@ -98,11 +98,7 @@ def _available_memory() -> int:
 
 def _idle_cores() -> int:
     """CPUs this process may use, less the one ``import torch`` keeps busy."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        usable = os.cpu_count() or 1
-    return usable - 1
+    return usable_cpus() - 1
 
 
 def warm_start(argv: Sequence[str]) -> bool:

@@ -42,20 +42,13 @@ main()
 
 
 def cpu_description() -> str:
-    """CPU model, core count, SIMD flags that matter for torch, and the load average."""
-    model, flags = "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model == "unknown CPU":
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    wanted = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in flags]
+    """CPU model, core count, SIMD flags that matter for torch, and the load average (:mod:`fcn_app.device` reads
+    ``/proc/cpuinfo``; this process imports torch with it, the timed ones are fresh)."""
+    from fcn_app.device import cpu_flags, cpu_model
+
+    wanted = [flag for flag in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if flag in cpu_flags()]
     load = " ".join(f"{value:.2f}" for value in os.getloadavg())
-    return f"{model}, {os.cpu_count()} CPUs, flags: {' '.join(wanted) or 'none of avx2/avx512'}; load average {load}"
+    return f"{cpu_model()}, {os.cpu_count()} CPUs, flags: {' '.join(wanted) or 'none of avx2/avx512'}; load average {load}"
 
 
 def seeded_vgg16() -> str | None:

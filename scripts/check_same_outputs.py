@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shutil
 import socket
@@ -40,15 +39,10 @@ VOLATILE = re.compile(r"(seconds|elapsed|images_per_s|per_second|started|finishe
                       r"output_dir|^outputs?$|^root$|^path$|^source$|^input$|^image$)", re.IGNORECASE)
 
 
-def cpu_model() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    model = re.search(r"^model name\s*:\s*(.*)$", text, re.MULTILINE)
-    flags = re.search(r"^flags\s*:\s*(.*)$", text, re.MULTILINE)
-    wanted = [f for f in (flags.group(1).split() if flags else []) if f.startswith(("avx", "amx"))]
-    return f"{model.group(1) if model else 'unknown CPU'} ({' '.join(wanted)})"
+def cpu_description() -> str:
+    from fcn_app.device import cpu_flags, cpu_model
+
+    return f"{cpu_model()} ({' '.join(sorted(f for f in cpu_flags() if f.startswith(('avx', 'amx'))))})"
 
 
 def prepare_torch_home(home: Path) -> None:
@@ -173,7 +167,7 @@ def main() -> int:
     parser.add_argument("--after", type=Path, default=ROOT, help="default: this checkout")
     parser.add_argument("--keep", type=Path, help="keep the outputs in this folder")
     args = parser.parse_args()
-    print(f"CPU: {cpu_model()}")
+    print(f"CPU: {cpu_description()}")
     work = Path(tempfile.mkdtemp(prefix="fcn-same-outputs-")) if args.keep is None else args.keep
     home = work / "torch_home"
     prepare_torch_home(home)

@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import write_default_weights  # noqa: E402
 
+from fcn_app.choices import usable_cpus  # noqa: E402
+
 # What "auto" means in this suite: torch fp32, for the bit-exact comparisons. Set at import, before any test
 # module copies os.environ for its subprocesses (a session fixture would come too late for those copies).
 os.environ["FCN_HEATMAP_BACKEND"] = "torch"
@@ -28,17 +30,13 @@ os.environ["FCN_HEATMAP_PRECISION"] = "fp32"
 # Under pytest-xdist (addopts in pyproject.toml: one worker per core, at most four) each worker gets its share of
 # the cores for torch and for the CLI subprocesses it starts; two workers each running two threads on two cores
 # spend their time contending.
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto``: one worker per core, at most four (each worker imports torch and holds its own models)."""
-    return min(4, _cores())
+    return min(4, usable_cpus())
 
 
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    _threads = str(max(1, _cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    _threads = str(max(1, usable_cpus() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
     os.environ["OMP_NUM_THREADS"] = _threads
     torch.set_num_threads(int(_threads))
 
