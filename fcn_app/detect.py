@@ -40,6 +40,7 @@ __all__ = [
     "CENTER_MODES",
     "THRESHOLD_MODES",
     "ClassPeak",
+    "check_method_scales",
     "Detection",
     "DetectOptions",
     "Detections",
@@ -332,6 +333,16 @@ def resolve_box_mode(box_mode: str, network: torch.nn.Module) -> str:
     return "window" if isinstance(network, FullyConvolutionalNet) else "region"
 
 
+def check_method_scales(method: str, scales: Sequence[float]) -> bool:
+    """Whether ``method`` makes saliency maps; a saliency method with a pyramid (``scales`` other than ``(1,)``)
+    is an :class:`~fcn_app.errors.OptionError`: it makes one map per class at one scale. Score maps and CAM take
+    any scales."""
+    saliency = get_method(method).saliency
+    if saliency and tuple(scales) != (1.0,):
+        raise OptionError("scales", f"the {method} method makes one saliency map per class at one scale")
+    return saliency
+
+
 def detect_objects(
     network: FullyConvolutionalNet,
     image: np.ndarray,
@@ -354,9 +365,7 @@ def detect_objects(
     says how each level is scored (precision, memory budget, runtime; default :class:`ScoringOptions`).
     """
     scoring = scoring if scoring is not None else ScoringOptions()
-    saliency = get_method(method).saliency
-    if saliency and tuple(scales) != (1.0,):
-        raise OptionError("scales", f"the {method} method makes one saliency map per class at one scale")
+    saliency = check_method_scales(method, scales)
     levels = score_pyramid(network, image, scales, precision=scoring.precision, max_memory=scoring.max_memory,
                            backend=scoring.backend)
     peaks = torch.stack([level.score_map.probabilities().flatten(1).amax(dim=1) for level in levels]).amax(dim=0)

@@ -16,7 +16,8 @@ import numpy as np
 from torch import nn
 
 from ..coco import job_detection_results
-from ..detect import ClassPeak, Detection, Detections, DetectOptions, detect_objects, detection_on_original
+from ..detect import (ClassPeak, Detection, Detections, DetectOptions, check_method_scales, detect_objects,
+                      detection_on_original)
 from ..errors import OptionError
 from ..heatmaps import resolve_classes
 from ..io import DEFAULT_MAX_PIXELS, DecodeRequest, InputImage, atomic_write_image, atomic_write_json
@@ -76,8 +77,7 @@ class DetectionTask:
         self.method = method.name
         if self.target_layer is not None and not method.saliency:
             raise OptionError("target_layer", f"applies to pytorch-grad-cam methods; {self.method} reads no layer")
-        if method.saliency and tuple(self.scales) != (1.0,):
-            raise OptionError("scales", f"the {self.method} method makes one saliency map per class at one scale")
+        check_method_scales(self.method, self.scales)
         self.network = method_network(self.network, self.method)  # cam: one feature cell per window
         if self.fuse not in FUSE_MODES:
             raise OptionError("fuse", f"unknown fuse mode {self.fuse!r}; choose one of {', '.join(FUSE_MODES)}")
